@@ -1,0 +1,289 @@
+"""The GPT: architecture only, read top to bottom.
+
+A GPT-2-shaped decoder with the changes that modern small-model training has settled on
+(docs/README_MODEL.md says what differs from GPT-2 and why):
+
+* rotary position embeddings instead of a learned position table (docs/README_ROPE.md);
+* RMSNorm without weights, before attention and MLP (pre-norm), after the embedding, on the
+  queries and keys (QK-norm) and before the head;
+* no biases anywhere; ReLU² in the MLP; untied input embedding and output head;
+* optional tanh soft-capping of the logits and an optional z-loss (docs/README_STABILITY.md).
+
+Nothing here knows about processes or devices beyond the tensors it is given: parallelism and
+mixed precision are applied from outside (nanogpt.optim, nanogpt.dist.autocast).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nanogpt import scaling
+from nanogpt.config import ModelConfig
+
+
+def rms_norm(x: torch.Tensor) -> torch.Tensor:
+    return F.rms_norm(x, (x.size(-1),))
+
+
+def rotary_tables(seq_len: int, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of shape (seq_len, head_dim // 2), in fp32."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float64), inv_freq)
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x[..., i], x[..., i + D/2]) by position-dependent angles.
+
+    x: (B, T, n_head, head_dim); cos, sin: (T, head_dim // 2).
+    """
+    half = x.size(-1) // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    cos = cos[None, :, None, :].to(x.dtype)
+    sin = sin[None, :, None, :].to(x.dtype)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+class KVCache:
+    """Keys and values of past positions for generation, preallocated for ``max_len`` tokens."""
+
+    def __init__(
+        self,
+        n_layer: int,
+        batch_size: int,
+        n_head: int,
+        head_dim: int,
+        max_len: int,
+        device: torch.device | str,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        shape = (n_layer, batch_size, n_head, max_len, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.max_len = max_len
+        self.pos = 0  # tokens already stored
+
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, n_head, T, head_dim) after the past; return all keys and values so far."""
+        end = self.pos + k.size(2)
+        if end > self.max_len:
+            raise ValueError(f"KV cache holds {self.max_len} tokens; {end} were asked for")
+        self.k[layer, :, :, self.pos : end] = k
+        self.v[layer, :, :, self.pos : end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def advance(self, n_tokens: int) -> None:
+        self.pos += n_tokens
+
+    def reset(self) -> None:
+        self.pos = 0
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_head = cfg.n_head
+        self.head_dim = cfg.n_embd // cfg.n_head
+        self.c_q = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+        self.c_k = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+        self.c_v = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        kv_cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        B, T, C = x.shape
+        q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
+        k = self.c_k(x).view(B, T, self.n_head, self.head_dim)
+        v = self.c_v(x).view(B, T, self.n_head, self.head_dim)
+        # QK-norm bounds the attention logits whatever the weights do (docs/README_STABILITY.md).
+        q, k = rms_norm(q), rms_norm(k)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, n_head, T, hd)
+
+        past = 0
+        if kv_cache is not None:
+            past = kv_cache.pos
+            k, v = kv_cache.update(self.layer_idx, k, v)
+        if past == 0:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        elif T == 1:
+            y = F.scaled_dot_product_attention(q, k, v)  # one new token sees every past one
+        else:
+            # A chunk after a prefix: query i sees keys 0 .. past + i.
+            key_pos = torch.arange(past + T, device=x.device)
+            query_pos = torch.arange(past, past + T, device=x.device)
+            mask = key_pos[None, :] <= query_pos[:, None]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.c_proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=False)
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # ReLU²: as good as GELU at this scale and cheaper (So et al. 2021, arXiv:2109.08668).
+        return self.c_proj(F.relu(self.c_fc(x)).square())
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.attn = CausalSelfAttention(cfg, layer_idx)
+        self.mlp = MLP(cfg)
+
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv_cache: KVCache | None
+    ) -> torch.Tensor:
+        x = x + self.attn(rms_norm(x), cos, sin, kv_cache)
+        x = x + self.mlp(rms_norm(x))
+        return x
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        vocab = cfg.padded_vocab_size
+        self.transformer = nn.ModuleDict(
+            {
+                "wte": nn.Embedding(vocab, cfg.n_embd),
+                "h": nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer)),
+            }
+        )
+        self.lm_head = nn.Linear(cfg.n_embd, vocab, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.transformer.wte.weight
+        head_dim = cfg.n_embd // cfg.n_head
+        cos, sin = rotary_tables(cfg.sequence_len, head_dim, cfg.rope_base)
+        # Not saved in checkpoints: they are a function of the config.
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        cfg = self.config
+        nn.init.normal_(self.transformer.wte.weight, mean=0.0, std=0.02)
+        if not cfg.tie_embeddings:
+            # Small, so the first logits are near uniform (loss ≈ ln V) but gradients still flow.
+            nn.init.normal_(self.lm_head.weight, mean=0.0, std=0.001)
+        for block in self.transformer.h:
+            for linear in (block.attn.c_q, block.attn.c_k, block.attn.c_v, block.mlp.c_fc):
+                nn.init.normal_(linear.weight, mean=0.0, std=linear.in_features**-0.5)
+            # Residual branches start as the identity; a common choice in modded-nanogpt and
+            # nanochat that lets depth grow without shrinking the init.
+            nn.init.zeros_(block.attn.c_proj.weight)
+            nn.init.zeros_(block.mlp.c_proj.weight)
+        cos, sin = rotary_tables(cfg.sequence_len, cfg.n_embd // cfg.n_head, cfg.rope_base)
+        self.rope_cos.copy_(cos)
+        self.rope_sin.copy_(sin)
+
+    # --- counting ----------------------------------------------------------------------------
+
+    def parameter_kinds(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by how they are optimised: Muon for block matrices, AdamW for the rest."""
+        kinds: dict[str, list[nn.Parameter]] = {
+            "matrix": [p for p in self.transformer.h.parameters() if p.ndim == 2],
+            "vector": [p for p in self.transformer.h.parameters() if p.ndim != 2],
+            "embedding": [self.transformer.wte.weight],
+            "lm_head": [] if self.config.tie_embeddings else [self.lm_head.weight],
+        }
+        return kinds
+
+    def param_counts(self) -> dict[str, int]:
+        """params_total, params_nonembedding, params_scaling (see nanogpt.scaling)."""
+        kinds = self.parameter_kinds()
+        blocks = sum(p.numel() for p in kinds["matrix"] + kinds["vector"])
+        head = self.lm_head.weight.numel()
+        total = sum(p.numel() for p in self.parameters())  # a tied weight counts once
+        return {
+            "params_total": total,
+            "params_nonembedding": blocks,
+            "params_scaling": blocks + head,
+            "params_embedding": self.transformer.wte.weight.numel(),
+        }
+
+    def flops_per_token(self, seq_len: int | None = None) -> int:
+        """Training FLOPs per token (6N + attention), the formula of nanogpt.scaling."""
+        cfg = self.config
+        n = self.param_counts()["params_scaling"]
+        t = seq_len if seq_len is not None else cfg.sequence_len
+        return 6 * n + 12 * cfg.n_layer * t * cfg.n_embd
+
+    # --- forward -----------------------------------------------------------------------------
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+        loss_reduction: str = "mean",
+    ) -> torch.Tensor:
+        """Logits (B, T, vocab_size) without targets; the loss with them.
+
+        Targets equal to -1 are ignored (masked chat tokens). ``loss_reduction="none"`` gives
+        the per-token loss (B, T), used for bits per byte.
+        """
+        cfg = self.config
+        B, T = idx.shape
+        start = kv_cache.pos if kv_cache is not None else 0
+        if start + T > cfg.sequence_len:
+            raise ValueError(
+                f"sequence of {start + T} tokens is longer than the model's context "
+                f"({cfg.sequence_len})"
+            )
+        cos = self.rope_cos[start : start + T]
+        sin = self.rope_sin[start : start + T]
+
+        x = rms_norm(self.transformer.wte(idx))  # (B, T, C)
+        for block in self.transformer.h:
+            x = block(x, cos, sin, kv_cache)
+        if kv_cache is not None:
+            kv_cache.advance(T)
+        x = rms_norm(x)
+
+        logits = self.lm_head(x).float()  # (B, T, V_padded)
+        if cfg.logit_softcap > 0:
+            logits = cfg.logit_softcap * torch.tanh(logits / cfg.logit_softcap)
+        if targets is None:
+            # Padding rows of the head are cut off, so a padded id can never be sampled.
+            return logits[..., : cfg.vocab_size]
+
+        # Only real ids enter the softmax: padded ones take no probability mass and no gradient.
+        flat_logits = logits[..., : cfg.vocab_size].reshape(B * T, cfg.vocab_size)
+        flat_targets = targets.reshape(-1)
+        loss = F.cross_entropy(flat_logits, flat_targets, ignore_index=-1, reduction="none")
+        if cfg.z_loss > 0:
+            # z-loss keeps log Z near 0 so logits cannot drift (PaLM, arXiv:2204.02311, §5).
+            z = torch.logsumexp(flat_logits, dim=-1)
+            loss = loss + cfg.z_loss * z.square() * (flat_targets != -1)
+        if loss_reduction == "none":
+            return loss.view(B, T)
+        if loss_reduction == "sum":
+            return loss.sum()
+        valid = (flat_targets != -1).sum().clamp(min=1)
+        return loss.sum() / valid
+
+
+def model_summary(cfg: ModelConfig) -> dict[str, int]:
+    """Counts from the config alone (no weights built), for dry runs and tables."""
+    shape = scaling.ModelShape(cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.vocab_size, cfg.sequence_len)
+    counts = scaling.param_counts(shape)
+    if cfg.tie_embeddings:
+        counts["params_total"] -= counts["params_embedding"]
+    counts["flops_per_token"] = scaling.flops_per_token(shape)
+    return counts

@@ -1,0 +1,195 @@
+"""The DEPTH knob and the arithmetic around it: pure functions, no torch.
+
+DEPTH sets everything about a model's shape: ``n_layer = DEPTH``, ``n_embd = 64 * DEPTH`` and
+``n_head = DEPTH`` (so every head is 64 wide). DEPTH=12 is exactly GPT-2 small: 12 layers, 768
+wide, 12 heads. Keeping the aspect ratio (width / depth = 64) fixed makes DEPTH a single dial
+for model size, the way nanochat sizes its models (https://github.com/karpathy/nanochat).
+
+Counting conventions (docs/README_DEPTH_PARAMETERIZATION.md has the table):
+
+* ``params_nonembedding`` — the weight matrices of the transformer blocks: per layer q, k, v, o
+  (4 C²) and the MLP (8 C²), so 12·L·C². The RMSNorms have no weights and there are no biases.
+* ``params_scaling`` — non-embedding plus the output head (V_padded·C). The head is a real
+  matmul per token, so it belongs in the compute count; the token embedding is a table lookup
+  and does not. This is the N of ``6N``.
+* ``params_total`` — everything stored: adds the (untied) token embedding.
+
+FLOPs per token for training (forward + backward = 3 × forward) are
+``6 · params_scaling + 12 · n_layer · seq_len · n_embd``. The second term is attention's two
+matmuls (QKᵀ and AV), counted over the full T×T score matrix as PaLM (arXiv:2204.02311, App. B)
+and nanoGPT's MFU estimate count it, even though a causal kernel skips about half of it.
+Left out: norms, rotary embeddings, softmax, activations, the loss and the optimizer — all
+elementwise, together well under 1% of the total at GPT-2 shapes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+HEAD_DIM = 64  # width per attention head at every DEPTH
+WIDTH_PER_LAYER = 64  # n_embd = 64 * DEPTH
+REFERENCE_WIDTH = 768  # learning rates are tuned at GPT-2 small's width and scaled from there
+VOCAB_PAD_MULTIPLE = 64  # embedding rows padded so matmuls hit tensor-core-friendly sizes
+GPT2_VOCAB = 50257
+CHAT_VOCAB = 50259  # GPT-2's vocabulary plus <|im_start|> and <|im_end|>
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    n_layer: int
+    n_embd: int
+    n_head: int
+    vocab_size: int = CHAT_VOCAB  # ids the model can see or emit
+    seq_len: int = 1024
+
+    @property
+    def padded_vocab_size(self) -> int:
+        return padded_vocab(self.vocab_size)
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+
+def padded_vocab(vocab_size: int, multiple: int = VOCAB_PAD_MULTIPLE) -> int:
+    return math.ceil(vocab_size / multiple) * multiple
+
+
+def shape_for_depth(depth: int, seq_len: int = 1024, vocab_size: int = CHAT_VOCAB) -> ModelShape:
+    """The model shape DEPTH stands for; DEPTH=12 is GPT-2 small (12 layers, 768 wide, 12 heads)."""
+    if isinstance(depth, bool) or not isinstance(depth, int):
+        raise ValueError(f"DEPTH must be a whole number, got {depth!r}")
+    if depth < 1:
+        raise ValueError(f"DEPTH must be at least 1, got {depth}")
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be at least 1, got {seq_len}")
+    return ModelShape(
+        n_layer=depth,
+        n_embd=WIDTH_PER_LAYER * depth,
+        n_head=WIDTH_PER_LAYER * depth // HEAD_DIM,
+        vocab_size=vocab_size,
+        seq_len=seq_len,
+    )
+
+
+def param_counts(shape: ModelShape) -> dict[str, int]:
+    """Parameter counts by convention (see the module docstring)."""
+    c, layers, v = shape.n_embd, shape.n_layer, shape.padded_vocab_size
+    nonembedding = 12 * layers * c * c
+    embedding = v * c
+    lm_head = v * c
+    return {
+        "params_total": nonembedding + embedding + lm_head,
+        "params_nonembedding": nonembedding,
+        "params_scaling": nonembedding + lm_head,
+        "params_embedding": embedding,
+    }
+
+
+def flops_per_token(shape: ModelShape) -> int:
+    """Training FLOPs per token: 6 · params_scaling + 12 · L · T · C (attention scores and AV)."""
+    n = param_counts(shape)["params_scaling"]
+    return 6 * n + 12 * shape.n_layer * shape.seq_len * shape.n_embd
+
+
+def budget_to_steps(
+    flops_budget: float, shape: ModelShape, tokens_per_step: int
+) -> tuple[int, int]:
+    """(steps, tokens) that fit in ``flops_budget``: whole steps, never over the budget."""
+    if tokens_per_step < 1:
+        raise ValueError(f"tokens_per_step must be positive, got {tokens_per_step}")
+    if not flops_budget > 0:
+        raise ValueError(f"the FLOP budget must be positive, got {flops_budget!r}")
+    per_step = flops_per_token(shape) * tokens_per_step
+    steps = int(flops_budget // per_step)
+    if steps < 1:
+        raise ValueError(
+            f"a FLOP budget of {flops_budget:.3g} is too small for one step of this model: one step "
+            f"of {tokens_per_step:,} tokens costs {per_step:.3g} FLOPs "
+            f"(n_layer={shape.n_layer}, n_embd={shape.n_embd}); raise the budget or shrink the batch"
+        )
+    return steps, steps * tokens_per_step
+
+
+def lr_width_multiplier(n_embd: int) -> float:
+    """Multiplier for AdamW learning rates at width ``n_embd`` (1.0 at 768).
+
+    AdamW's rates scale as 1/sqrt(width / 768), nanochat's rule for its AdamW groups
+    (https://github.com/karpathy/nanochat, base_train's dmodel_lr_scale), a gentle form of
+    μP's 1/width for hidden weights (Yang et al. 2022, arXiv:2203.03466). Muon needs no
+    multiplier: it normalises every update to the matrix's shape, so its rate transfers across
+    widths as it is (Jordan et al. 2024, https://kellerjordan.github.io/posts/muon/).
+    """
+    return (n_embd / REFERENCE_WIDTH) ** -0.5
+
+
+def weight_decay_for_lr(weight_decay: float, lr_multiplier: float) -> float:
+    """Weight decay to pair with a learning rate that was scaled by ``lr_multiplier``.
+
+    Decoupled weight decay shrinks weights by lr·λ per step, an exponential average over about
+    1/(lr·λ) steps. Wang & Aitchison (2024, arXiv:2405.13698) find that this timescale is what
+    should stay fixed as models grow, so λ is divided by whatever multiplied the rate.
+    """
+    return weight_decay / lr_multiplier
+
+
+def depth_table(depths: list[int], seq_len: int = 1024, tokens_per_step: int = 524_288,
+                flops_budget: float = 1e18) -> list[dict[str, float]]:
+    """One row per DEPTH: shape, parameters, FLOPs per token, steps for a budget."""
+    rows = []
+    for depth in depths:
+        shape = shape_for_depth(depth, seq_len=seq_len)
+        counts = param_counts(shape)
+        per_token = flops_per_token(shape)
+        steps = int(flops_budget // (per_token * tokens_per_step))
+        rows.append(
+            {
+                "depth": depth,
+                "n_layer": shape.n_layer,
+                "n_embd": shape.n_embd,
+                "n_head": shape.n_head,
+                **counts,
+                "flops_per_token": per_token,
+                "steps": steps,
+                "tokens": steps * tokens_per_step,
+                "tokens_per_param": steps * tokens_per_step / counts["params_scaling"],
+            }
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print the DEPTH table (docs/README_DEPTH_PARAMETERIZATION.md is made with this)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m nanogpt.scaling", description="Model shape and compute for each DEPTH."
+    )
+    parser.add_argument("--depths", default="2..20", help="range A..B or a list, e.g. 2..20 or 6,12")
+    parser.add_argument("--seq-len", type=int, default=1024, help="context length in tokens")
+    parser.add_argument("--tokens-per-step", type=int, default=524_288, help="batch in tokens")
+    parser.add_argument("--flops", type=float, default=1e18, help="FLOP budget for the steps column")
+    args = parser.parse_args(argv)
+    if ".." in args.depths:
+        lo, hi = (int(x) for x in args.depths.split(".."))
+        depths = list(range(lo, hi + 1))
+    else:
+        depths = [int(x) for x in args.depths.split(",")]
+    rows = depth_table(depths, args.seq_len, args.tokens_per_step, args.flops)
+    print(
+        f"| DEPTH | layers | width | heads | params total | non-embedding | params_scaling "
+        f"| FLOPs/token | steps for {args.flops:.0e} FLOPs | tokens/param |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['depth']} | {r['n_layer']} | {r['n_embd']} | {r['n_head']} "
+            f"| {r['params_total'] / 1e6:.1f} M | {r['params_nonembedding'] / 1e6:.1f} M "
+            f"| {r['params_scaling'] / 1e6:.1f} M | {r['flops_per_token'] / 1e6:.1f} M "
+            f"| {r['steps']:,} | {r['tokens_per_param']:.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

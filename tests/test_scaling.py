@@ -1,0 +1,64 @@
+import pytest
+
+from nanogpt import scaling
+from nanogpt.config import ModelConfig, gpt2
+
+
+def test_depth_12_is_exactly_gpt2():
+    shape = scaling.shape_for_depth(12)
+    cfg = gpt2()
+    assert (shape.n_layer, shape.n_embd, shape.n_head) == (cfg.n_layer, cfg.n_embd, cfg.n_head)
+    assert (shape.n_layer, shape.n_embd, shape.n_head) == (12, 768, 12)
+
+
+@pytest.mark.parametrize("depth", range(1, 21))
+def test_every_depth_has_64_wide_heads_and_a_valid_config(depth):
+    shape = scaling.shape_for_depth(depth)
+    assert shape.head_dim == 64 and shape.n_embd == 64 * depth
+    cfg = ModelConfig.from_depth(depth)
+    assert cfg.shape == shape
+
+
+def test_parameter_counts_grow_with_depth():
+    counts = [scaling.param_counts(scaling.shape_for_depth(d))["params_scaling"] for d in range(1, 21)]
+    assert counts == sorted(counts) and len(set(counts)) == len(counts)
+
+
+def test_flops_per_token_formula():
+    shape = scaling.shape_for_depth(12)
+    n = scaling.param_counts(shape)["params_scaling"]
+    assert scaling.flops_per_token(shape) == 6 * n + 12 * 12 * 1024 * 768
+
+
+def test_budget_to_steps_never_exceeds_the_budget():
+    shape = scaling.shape_for_depth(12)
+    steps, tokens = scaling.budget_to_steps(1e18, shape, 524_288)
+    assert steps == 2231 and tokens == steps * 524_288
+    assert tokens * scaling.flops_per_token(shape) <= 1e18
+    assert (tokens + 524_288) * scaling.flops_per_token(shape) > 1e18
+
+
+@pytest.mark.parametrize("depth", [0, -3, 2.5, True])
+def test_bad_depth_names_the_value(depth):
+    with pytest.raises(ValueError, match="DEPTH"):
+        scaling.shape_for_depth(depth)
+
+
+def test_a_budget_too_small_for_one_step_names_the_budget():
+    with pytest.raises(ValueError, match="budget of 1e\\+12 is too small"):
+        scaling.budget_to_steps(1e12, scaling.shape_for_depth(12), 524_288)
+
+
+def test_learning_rate_and_weight_decay_scaling():
+    assert scaling.lr_width_multiplier(768) == 1.0
+    assert scaling.lr_width_multiplier(4 * 768) == pytest.approx(0.5)
+    # lr * weight decay (the decay per step) is unchanged by the width scaling
+    m = scaling.lr_width_multiplier(1536)
+    assert 6e-4 * m * scaling.weight_decay_for_lr(0.1, m) == pytest.approx(6e-4 * 0.1)
+
+
+def test_depth_table_command_prints_every_depth(capsys):
+    scaling.main(["--depths", "2..20"])
+    out = capsys.readouterr().out
+    assert out.count("\n") == 2 + 19
+    assert "| 12 | 12 | 768 | 12 | 162.2 M | 84.9 M | 123.6 M | 854.7 M | 2,231 |" in out
