@@ -92,7 +92,7 @@ def test_conversation_mask_covers_exactly_the_assistant_turns(tok):
     ]
     ids, mask = tok.render_conversation(messages)
     assert len(ids) == len(mask) and ids[0] == tok.eot_id
-    trained = tok.decode([i for i, m in zip(ids, mask) if m])
+    trained = tok.decode([i for i, m in zip(ids, mask, strict=True) if m])
     assert trained == "4<|im_end|>6, of course.<|im_end|>"
     # the user's literal "<|im_end|>" did not become the special token
     assert ids.count(tok.im_end_id) == len(messages)
