@@ -281,7 +281,9 @@ class GPT(nn.Module):
 
 def model_summary(cfg: ModelConfig) -> dict[str, int]:
     """Counts from the config alone (no weights built), for dry runs and tables."""
-    shape = scaling.ModelShape(cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.vocab_size, cfg.sequence_len)
+    shape = scaling.ModelShape(
+        cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.vocab_size, cfg.sequence_len
+    )
     counts = scaling.param_counts(shape)
     if cfg.tie_embeddings:
         counts["params_total"] -= counts["params_embedding"]

@@ -134,8 +134,12 @@ def weight_decay_for_lr(weight_decay: float, lr_multiplier: float) -> float:
     return weight_decay / lr_multiplier
 
 
-def depth_table(depths: list[int], seq_len: int = 1024, tokens_per_step: int = 524_288,
-                flops_budget: float = 1e18) -> list[dict[str, float]]:
+def depth_table(
+    depths: list[int],
+    seq_len: int = 1024,
+    tokens_per_step: int = 524_288,
+    flops_budget: float = 1e18,
+) -> list[dict[str, float]]:
     """One row per DEPTH: shape, parameters, FLOPs per token, steps for a budget."""
     rows = []
     for depth in depths:
@@ -166,10 +170,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m nanogpt.scaling", description="Model shape and compute for each DEPTH."
     )
-    parser.add_argument("--depths", default="2..20", help="range A..B or a list, e.g. 2..20 or 6,12")
+    parser.add_argument(
+        "--depths", default="2..20", help="range A..B or a list, e.g. 2..20 or 6,12"
+    )
     parser.add_argument("--seq-len", type=int, default=1024, help="context length in tokens")
     parser.add_argument("--tokens-per-step", type=int, default=524_288, help="batch in tokens")
-    parser.add_argument("--flops", type=float, default=1e18, help="FLOP budget for the steps column")
+    parser.add_argument(
+        "--flops", type=float, default=1e18, help="FLOP budget for the steps column"
+    )
     args = parser.parse_args(argv)
     if ".." in args.depths:
         lo, hi = (int(x) for x in args.depths.split(".."))

@@ -20,7 +20,9 @@ def test_every_depth_has_64_wide_heads_and_a_valid_config(depth):
 
 
 def test_parameter_counts_grow_with_depth():
-    counts = [scaling.param_counts(scaling.shape_for_depth(d))["params_scaling"] for d in range(1, 21)]
+    counts = [
+        scaling.param_counts(scaling.shape_for_depth(d))["params_scaling"] for d in range(1, 21)
+    ]
     assert counts == sorted(counts) and len(set(counts)) == len(counts)
 
 
