@@ -1,0 +1,666 @@
+"""Muon + AdamW in one optimizer, sharded ZeRO-2 style, with the gradient sync built in.
+
+The model is never wrapped in DDP: every rank accumulates its own gradients and `step()` does
+the rest, in this order:
+
+1. reduce-scatter the gradients (summed, then divided by the world size: an average), so that
+   each rank holds the averaged gradient of only the shard it owns;
+2. global gradient norm: sum of squares of the owned shards, all-reduced, square root;
+   clip the shards by it;
+3. update the owned shard (optimizer state exists only for it: ZeRO stage 2);
+4. all-gather the new parameter values, so that every rank again holds the whole model.
+
+Muon (https://kellerjordan.github.io/posts/muon/) updates the 2-D weight matrices of the
+transformer blocks: momentum, then the matrix is replaced by the nearest semi-orthogonal matrix
+(computed by a Newton-Schulz-type iteration), scaled by the matrix's shape. Same-shape matrices
+are stacked, each rank owns a contiguous block of the stack, and orthogonalises it as one batch.
+AdamW updates everything else (embeddings, the output head, vectors and scalars); those
+parameters are flattened and sharded by element. docs/README_MUON.md and
+docs/README_DISTMUON.md explain the maths and the communication plan.
+
+With one rank (no process group, or a group of one) nothing is communicated at all.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as torch_dist
+
+# Newton-Schulz coefficients (a, b, c) of the odd quintic p(x) = a x + b x^3 + c x^5, one triple
+# per iteration. Polar Express (Amsel, Persson, Musco, Gower 2025, Algorithm 1,
+# https://arxiv.org/abs/2505.16932): each triple is the minimax-optimal quintic for the
+# singular-value interval left by the previous ones, so after 5 steps every singular value in
+# [1e-3, 1] lands near 1, while Keller Jordan's fixed quintic plateaus with singular values
+# spread over roughly [0.7, 1.2]. Same cost per step, a better polar factor, and it trained
+# GPT-2 to a lower loss in the paper's Figure 1. The first triples are divided by a 1.01 safety
+# factor (a / 1.01, b / 1.01^3, c / 1.01^5) so that bf16 rounding cannot push a singular value
+# past the region where the polynomials stay bounded; the last one is the classical degree-5
+# Newton-Schulz polynomial (15x - 10x^3 + 3x^5) / 8, used for any steps past the listed ones.
+_POLAR_EXPRESS_RAW = (
+    (8.28721201814563, -23.595886519098837, 17.300387312530933),
+    (4.107059111542203, -2.9478499167379106, 0.5448431082926601),
+    (3.9486908534822946, -2.908902115962949, 0.5518191394370137),
+    (3.3184196573706015, -2.488488024314874, 0.51004894012372),
+    (2.300652019954817, -1.6689039845747493, 0.4188073119525673),
+    (1.891301407787398, -1.2679958271945868, 0.37680408948524835),
+    (1.8750014808534479, -1.2500016453999487, 0.3750001645474248),
+)
+POLAR_EXPRESS_COEFFICIENTS: tuple[tuple[float, float, float], ...] = tuple(
+    (a / 1.01, b / 1.01**3, c / 1.01**5) for a, b, c in _POLAR_EXPRESS_RAW
+) + ((1.875, -1.25, 0.375),)
+# Keller Jordan's quintic, the same triple every step
+# (https://kellerjordan.github.io/posts/muon/, "Newton-Schulz iteration"); kept for comparison.
+QUINTIC_COEFFICIENTS: tuple[tuple[float, float, float], ...] = ((3.4445, -4.7750, 2.0315),)
+
+_COEFFICIENT_SETS = {"polar_express": POLAR_EXPRESS_COEFFICIENTS, "quintic": QUINTIC_COEFFICIENTS}
+
+MUON_DEFAULTS: dict[str, Any] = {
+    "lr": 0.02,
+    "weight_decay": 0.0,
+    "momentum": 0.95,
+    "nesterov": True,
+    "ns_steps": 5,
+    # "shape": sqrt(max(1, out/in)) (Keller Jordan); "adamw_rms": 0.2 * sqrt(max(out, in))
+    # (Moonlight). See `muon_update_scale`.
+    "update_scale": "shape",
+}
+ADAMW_DEFAULTS: dict[str, Any] = {
+    "lr": 1e-3,
+    "weight_decay": 0.0,
+    "betas": (0.9, 0.95),
+    "eps": 1e-8,
+}
+
+# AdamW tensors smaller than this are concatenated into one flat bucket per group, so that a
+# model with many gains and biases does not pay one collective each.
+_SMALL_PARAM_NUMEL = 1 << 16
+
+
+def newton_schulz(
+    matrix: torch.Tensor,
+    steps: int = 5,
+    *,
+    dtype: torch.dtype | None = torch.bfloat16,
+    coefficients: str = "polar_express",
+) -> torch.Tensor:
+    """Approximate the polar factor U V^T of `matrix` = U S V^T (its nearest semi-orthogonal matrix).
+
+    `matrix` is (..., m, n); leading dimensions are a batch, orthogonalised independently in one
+    batched matmul per product. Computes in `dtype` (bf16 by default: the iteration is
+    self-correcting, and bf16 tensor-core matmuls are what make it cheap; None keeps the input
+    dtype) and returns the input's dtype. Singular values come out near 1, not exactly 1.
+    """
+    if matrix.ndim < 2:
+        raise ValueError(
+            f"newton_schulz needs a matrix (..., m, n); got shape {tuple(matrix.shape)}"
+        )
+    if coefficients not in _COEFFICIENT_SETS:
+        raise ValueError(
+            f"unknown Newton-Schulz coefficients {coefficients!r}; use one of {sorted(_COEFFICIENT_SETS)}"
+        )
+    table = _COEFFICIENT_SETS[coefficients]
+    out_dtype = matrix.dtype
+    x = matrix if dtype is None else matrix.to(dtype)
+    # Iterate on the wide orientation (rows <= cols): X X^T is then the smaller Gram matrix.
+    transposed = x.size(-2) > x.size(-1)
+    if transposed:
+        x = x.mT
+    batch_shape = x.shape[:-2]
+    x = x.reshape(-1, x.size(-2), x.size(-1))
+    # The Frobenius norm bounds the spectral norm, so every singular value starts in [0, 1], where
+    # the polynomials converge. The norm is taken in fp32 (a bf16 sum of squares of a large matrix
+    # loses digits); 1.01 and 1e-7 follow the paper's Algorithm 1 (a zero matrix stays zero).
+    norm = torch.linalg.vector_norm(x.float(), dim=(-2, -1), keepdim=True)
+    x = x / (norm * 1.01 + 1e-7).to(x.dtype)
+    for i in range(steps):
+        a, b, c = table[min(i, len(table) - 1)]
+        gram = torch.bmm(x, x.mT)  # A = X X^T, (batch, m, m)
+        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # b A + c A^2
+        x = torch.baddbmm(x, poly, x, beta=a, alpha=1.0)  # a X + (b A + c A^2) X
+    x = x.reshape(*batch_shape, x.size(-2), x.size(-1))
+    if transposed:
+        x = x.mT
+    return x.to(out_dtype)
+
+
+def muon_update_scale(shape: Sequence[int], rule: str = "shape") -> float:
+    """The factor a Muon update (singular values ~1) of a weight of `shape` = (out, in) is scaled by.
+
+    "shape": sqrt(max(1, out/in)), Keller Jordan's rule (https://kellerjordan.github.io/posts/muon/,
+      as in modded-nanogpt and nanochat): makes the update's size in the RMS->RMS operator norm
+      the same for every shape, so one Muon lr (~0.02) suits all matrices of the model.
+    "adamw_rms": 0.2 * sqrt(max(out, in)), Moonlight's rule (Liu et al. 2025, "Muon is Scalable
+      for LLM Training", https://arxiv.org/abs/2502.16982, eq. 4): gives the update the RMS (~0.2)
+      of an AdamW update, so Muon can share AdamW's lr and weight decay.
+    """
+    out_features, in_features = int(shape[0]), int(shape[1])
+    if rule == "shape":
+        return math.sqrt(max(1.0, out_features / in_features))
+    if rule == "adamw_rms":
+        return 0.2 * math.sqrt(max(out_features, in_features))
+    raise ValueError(f"unknown Muon update_scale {rule!r}; use 'shape' or 'adamw_rms'")
+
+
+# ---------------------------------------------------------------------------------------------
+# Buckets: the unit of communication. A Muon bucket is a stack of same-shape matrices of one
+# group; an AdamW bucket is one flat run of elements (one big tensor, or a group's small ones).
+
+
+@dataclass
+class _MuonBucket:
+    group_index: int
+    params: list[torch.Tensor]
+    shape: tuple[int, int]
+    per_rank: int  # k: matrices each rank owns, after padding the stack to world_size * k
+    owned_start: int  # index of this rank's first matrix in the stack
+    owned_count: int  # real matrices this rank owns (< k on the last ranks when padded)
+    scale: float
+    momentum_buffer: torch.Tensor = field(default=None)  # (owned_count, out, in)
+
+    @property
+    def kind(self) -> str:
+        return "muon"
+
+    def layout(self) -> dict[str, Any]:
+        return {
+            "kind": "muon",
+            "group_index": self.group_index,
+            "shape": list(self.shape),
+            "num_params": len(self.params),
+            "owned": [self.owned_start, self.owned_count],
+        }
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {"momentum_buffer": self.momentum_buffer}
+
+
+@dataclass
+class _FlatBucket:
+    group_index: int
+    params: list[torch.Tensor]
+    numel: int  # real elements (before padding)
+    per_rank: int  # elements each rank owns, after padding to world_size * per_rank
+    owned_start: int
+    owned_count: int  # real elements this rank owns
+    exp_avg: torch.Tensor = field(default=None)  # (owned_count,)
+    exp_avg_sq: torch.Tensor = field(default=None)
+
+    @property
+    def kind(self) -> str:
+        return "adamw"
+
+    def layout(self) -> dict[str, Any]:
+        return {
+            "kind": "adamw",
+            "group_index": self.group_index,
+            "shapes": [list(p.shape) for p in self.params],
+            "owned": [self.owned_start, self.owned_count],
+        }
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq}
+
+
+def _reduce_scatter_fn():
+    # torch 2.13 renamed reduce_scatter_tensor / all_gather_into_tensor to *_single and deprecated
+    # the old names; torch 2.11 (the GPU machine) only has the old ones. Same signatures.
+    return getattr(torch_dist, "reduce_scatter_single", None) or torch_dist.reduce_scatter_tensor
+
+
+def _all_gather_fn():
+    return getattr(torch_dist, "all_gather_single", None) or torch_dist.all_gather_into_tensor
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """Muon for the transformer's matrices, AdamW for the rest; ZeRO-2 sharded over all ranks.
+
+    param_groups: torch param-group dicts, each with "kind" ("muon" or "adamw"), "params", "lr",
+    "weight_decay"; adamw groups also "betas", "eps"; muon groups also "momentum" (0.95),
+    "nesterov" (True), "ns_steps" (5), "update_scale" ("shape"). Missing keys take the defaults
+    in MUON_DEFAULTS / ADAMW_DEFAULTS. Every group keeps "initial_lr" (set to "lr" if absent):
+    the training loop drives the schedule with group["lr"] = group["initial_lr"] * multiplier.
+
+    max_grad_norm: clip by the global gradient norm (over all shards and ranks); None or <= 0
+    turns clipping off (the norm is still computed and returned).
+    ns_dtype: the Newton-Schulz compute dtype (bf16; fp32 for exact comparisons in tests).
+    ns_coefficients: "polar_express" (default) or "quintic".
+    process_group: the ranks to shard over; default: the default group if torch.distributed is
+    initialised, else this process alone.
+
+    Every rank must build the optimizer with the same groups in the same order. step() may scale
+    the parameters' .grad in place (clipping, as torch.nn.utils.clip_grad_norm_ does).
+    """
+
+    def __init__(
+        self,
+        param_groups: Iterable[dict[str, Any]],
+        max_grad_norm: float | None = 1.0,
+        *,
+        ns_dtype: torch.dtype | None = torch.bfloat16,
+        ns_coefficients: str = "polar_express",
+        process_group: Any = None,
+    ) -> None:
+        groups = [dict(g) for g in param_groups]
+        if not groups:
+            raise ValueError("MuonAdamW got no parameter groups")
+        for index, group in enumerate(groups):
+            kind = group.get("kind")
+            if kind not in ("muon", "adamw"):
+                raise ValueError(
+                    f'param group {index} has kind={kind!r}; every group needs "kind": "muon" or "adamw"'
+                )
+            for key, value in (MUON_DEFAULTS if kind == "muon" else ADAMW_DEFAULTS).items():
+                group.setdefault(key, value)
+            group.setdefault("initial_lr", group["lr"])
+            if isinstance(group["params"], torch.Tensor):
+                group["params"] = [group["params"]]
+            else:
+                group["params"] = list(group["params"])
+        if ns_coefficients not in _COEFFICIENT_SETS:
+            raise ValueError(
+                f"unknown ns_coefficients {ns_coefficients!r}; use one of {sorted(_COEFFICIENT_SETS)}"
+            )
+        super().__init__(groups, defaults={})
+        self.max_grad_norm = max_grad_norm
+        self.ns_dtype = ns_dtype
+        self.ns_coefficients = ns_coefficients
+        self.step_count = 0
+
+        self.process_group = process_group
+        if torch_dist.is_available() and torch_dist.is_initialized():
+            self.world_size = torch_dist.get_world_size(process_group)
+            self.rank = torch_dist.get_rank(process_group)
+        else:
+            self.world_size, self.rank = 1, 0
+
+        params = [p for g in self.param_groups for p in g["params"]]
+        if not params:
+            raise ValueError("MuonAdamW got parameter groups with no parameters in them")
+        self.device = params[0].device
+        for p in params:
+            if p.device != self.device:
+                raise ValueError(
+                    f"all parameters must live on one device; found {p.device} and {self.device}"
+                )
+        self._validate_groups()
+        # AdamW buckets first: their all-gathers are the big transfers (embedding, lm_head), and
+        # starting them before the Muon buckets lets them run while Newton-Schulz computes.
+        self._buckets: list[_FlatBucket | _MuonBucket] = self._build_flat_buckets()
+        self._buckets += self._build_muon_buckets()
+        self._has_reduce_scatter, self._has_all_gather = self._probe_collectives()
+
+    # ------------------------------------------------------------------ construction helpers
+
+    def _validate_groups(self) -> None:
+        for index, group in enumerate(self.param_groups):
+            if group["kind"] == "muon":
+                for p in group["params"]:
+                    if p.ndim != 2:
+                        raise ValueError(
+                            f"param group {index} is a Muon group but holds a parameter of shape "
+                            f"{tuple(p.shape)}; Muon takes 2-D weight matrices only, give "
+                            "vectors, scalars and embeddings to an AdamW group"
+                        )
+                if not 0.0 <= group["momentum"] < 1.0:
+                    raise ValueError(
+                        f"param group {index}: momentum {group['momentum']} not in [0, 1)"
+                    )
+                if int(group["ns_steps"]) < 1:
+                    raise ValueError(f"param group {index}: ns_steps must be >= 1")
+                muon_update_scale((1, 1), group["update_scale"])  # rejects an unknown rule
+            else:
+                beta1, beta2 = group["betas"]
+                if not (0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0):
+                    raise ValueError(f"param group {index}: betas {group['betas']} not in [0, 1)")
+
+    def _build_muon_buckets(self) -> list[_MuonBucket]:
+        world, rank = self.world_size, self.rank
+        buckets = []
+        for index, group in enumerate(self.param_groups):
+            if group["kind"] != "muon":
+                continue
+            by_shape: dict[tuple, list[torch.Tensor]] = {}
+            for p in group["params"]:
+                by_shape.setdefault((tuple(p.shape), p.dtype), []).append(p)
+            for (shape, dtype), members in by_shape.items():
+                per_rank = -(-len(members) // world)  # ceil: zero matrices pad the stack
+                start = min(rank * per_rank, len(members))
+                count = min(per_rank, len(members) - start)
+                bucket = _MuonBucket(
+                    group_index=index,
+                    params=members,
+                    shape=shape,
+                    per_rank=per_rank,
+                    owned_start=start,
+                    owned_count=count,
+                    scale=muon_update_scale(shape, group["update_scale"]),
+                )
+                bucket.momentum_buffer = torch.zeros(
+                    (count, *shape), dtype=dtype, device=self.device
+                )
+                buckets.append(bucket)
+        return buckets
+
+    def _build_flat_buckets(self) -> list[_FlatBucket]:
+        world, rank = self.world_size, self.rank
+        buckets = []
+        for index, group in enumerate(self.param_groups):
+            if group["kind"] != "adamw":
+                continue
+            runs: list[list[torch.Tensor]] = []
+            small: dict[torch.dtype, list[torch.Tensor]] = {}
+            for p in group["params"]:
+                if p.numel() >= _SMALL_PARAM_NUMEL:
+                    runs.append([p])
+                else:
+                    small.setdefault(p.dtype, []).append(p)
+            runs += list(small.values())
+            for members in runs:
+                numel = sum(p.numel() for p in members)
+                per_rank = -(-numel // world)
+                start = min(rank * per_rank, numel)
+                count = min(per_rank, numel - start)
+                bucket = _FlatBucket(index, members, numel, per_rank, start, count)
+                zeros = dict(dtype=members[0].dtype, device=self.device)
+                bucket.exp_avg = torch.zeros(count, **zeros)
+                bucket.exp_avg_sq = torch.zeros(count, **zeros)
+                buckets.append(bucket)
+        return buckets
+
+    def _probe_collectives(self) -> tuple[bool, bool]:
+        """Whether this backend has reduce-scatter / all-gather into one tensor.
+
+        NCCL has both. Gloo gained them late (torch 2.13's gloo has both; older ones raise), so on
+        gloo we try once with a tiny tensor; every rank runs the same build, so all agree.
+        """
+        if self.world_size == 1:
+            return False, False
+        if torch_dist.get_backend(self.process_group) != "gloo":
+            return True, True
+        world, group = self.world_size, self.process_group
+        probe = torch.zeros(world, device=self.device)
+        try:
+            _reduce_scatter_fn()(probe[:1].clone(), probe, group=group)
+            has_rs = True
+        except (RuntimeError, NotImplementedError, ValueError):
+            has_rs = False
+        try:
+            _all_gather_fn()(probe.clone(), probe[:1].clone(), group=group)
+            has_ag = True
+        except (RuntimeError, NotImplementedError, ValueError):
+            has_ag = False
+        return has_rs, has_ag
+
+    # ------------------------------------------------------------------ the step
+
+    def _packed_grads(self, bucket: _FlatBucket | _MuonBucket) -> torch.Tensor:
+        """The bucket's local gradients as one tensor, padded to world_size * per_rank."""
+        world = self.world_size
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in bucket.params]
+        if isinstance(bucket, _MuonBucket):
+            pad = world * bucket.per_rank - len(grads)
+            packed = torch.stack(grads)  # (n, out, in)
+            if pad:
+                packed = torch.cat([packed, packed.new_zeros((pad, *bucket.shape))])
+            return packed
+        pad = world * bucket.per_rank - bucket.numel
+        if len(grads) == 1 and not pad and grads[0].is_contiguous():
+            return grads[0].view(-1)  # no copy: the reduce-scatter reads the .grad itself
+        flat = [g.reshape(-1) for g in grads]
+        if pad:
+            flat.append(grads[0].new_zeros(pad))
+        return torch.cat(flat)
+
+    def _owned_params(self, bucket: _FlatBucket | _MuonBucket) -> tuple[torch.Tensor, bool]:
+        """This rank's shard of the current parameter values, and whether it is a view of them."""
+        start, count = bucket.owned_start, bucket.owned_count
+        if isinstance(bucket, _MuonBucket):
+            owned = bucket.params[start : start + count]
+            if not owned:
+                return bucket.momentum_buffer.new_zeros((0, *bucket.shape)), False
+            return torch.stack(owned), False
+        if len(bucket.params) == 1:
+            return bucket.params[0].view(-1)[start : start + count], True
+        pieces, offset = [], 0
+        for p in bucket.params:
+            lo, hi = max(start, offset), min(start + count, offset + p.numel())
+            if lo < hi:
+                pieces.append(p.view(-1)[lo - offset : hi - offset])
+            offset += p.numel()
+        if not pieces:
+            return bucket.exp_avg.new_zeros(0), False
+        return torch.cat(pieces), False
+
+    def _update_muon(self, bucket: _MuonBucket, grad: torch.Tensor) -> torch.Tensor:
+        group = self.param_groups[bucket.group_index]
+        lr, wd, beta = group["lr"], group["weight_decay"], group["momentum"]
+        values, _ = self._owned_params(bucket)
+        if bucket.owned_count:
+            buf = bucket.momentum_buffer
+            # Momentum as an exponential moving average (Polar Express paper, eq. in sec. 1.1);
+            # Nesterov looks one step ahead along it. The scale of the EMA does not matter:
+            # the orthogonalisation normalises it away.
+            buf.lerp_(grad, 1.0 - beta)
+            direction = grad.lerp(buf, beta) if group["nesterov"] else buf
+            ortho = newton_schulz(
+                direction,
+                int(group["ns_steps"]),
+                dtype=self.ns_dtype,
+                coefficients=self.ns_coefficients,
+            )
+            values.mul_(1.0 - lr * wd)  # decoupled weight decay (Loshchilov & Hutter)
+            values.add_(ortho.to(values.dtype), alpha=-lr * bucket.scale)
+        return values
+
+    def _update_adamw(self, bucket: _FlatBucket, grad: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        # The same arithmetic, in the same order, as torch.optim.AdamW (single-tensor path), so
+        # that the two agree to the last bit on one rank (tests/test_optim.py checks).
+        group = self.param_groups[bucket.group_index]
+        lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
+        beta1, beta2 = group["betas"]
+        values, is_view = self._owned_params(bucket)
+        if bucket.owned_count:
+            step = self.step_count
+            values.mul_(1.0 - lr * wd)
+            bucket.exp_avg.lerp_(grad, 1.0 - beta1)
+            bucket.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+            bias_correction1 = 1.0 - beta1**step
+            bias_correction2_sqrt = math.sqrt(1.0 - beta2**step)
+            denom = (bucket.exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
+            values.addcdiv_(bucket.exp_avg, denom, value=-lr / bias_correction1)
+        return values, is_view
+
+    def _write_back(self, bucket: _FlatBucket | _MuonBucket, full: torch.Tensor) -> None:
+        """Copy gathered (or, on one rank, updated) values into the parameters."""
+        if isinstance(bucket, _MuonBucket):
+            targets, sources = bucket.params, list(full[: len(bucket.params)].unbind(0))
+        else:
+            targets = bucket.params
+            sources = [
+                piece.view_as(p)
+                for piece, p in zip(
+                    full[: bucket.numel].split([p.numel() for p in targets]), targets, strict=True
+                )
+            ]
+        if hasattr(torch, "_foreach_copy_"):
+            torch._foreach_copy_(targets, sources)  # one launch for the whole bucket on CUDA
+        else:
+            for p, s in zip(targets, sources, strict=True):
+                p.copy_(s)
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> torch.Tensor:
+        """Average grads over ranks, clip by the global norm, update owned shards, all-gather.
+
+        Returns the global gradient norm before clipping, a 0-dim fp32 tensor on the parameters'
+        device; nothing here waits on the host for the GPU.
+        """
+        if closure is not None:
+            with torch.enable_grad():
+                closure()
+        self.step_count += 1
+        world, group = self.world_size, self.process_group
+        buckets = self._buckets
+
+        # 1. Launch every reduce-scatter at once; collectives of one group run in launch order,
+        #    so while bucket i's squares are being summed, bucket i+1's transfer continues.
+        pending = []
+        for bucket in buckets:
+            packed = self._packed_grads(bucket)
+            if world == 1:
+                pending.append((bucket, packed, None))
+            elif self._has_reduce_scatter:
+                shard = packed.new_empty((bucket.per_rank, *packed.shape[1:]))
+                work = _reduce_scatter_fn()(shard, packed, group=group, async_op=True)
+                pending.append((bucket, shard, work))
+            else:
+                # Gloo without reduce-scatter: all-reduce a copy and keep our slice. Same sums,
+                # world_size times the traffic; only the CPU test path ever takes this.
+                packed = packed.clone()
+                work = torch_dist.all_reduce(packed, group=group, async_op=True)
+                pending.append((bucket, packed, work))
+
+        shards, squares = [], []
+        for bucket, tensor, work in pending:
+            if work is not None:
+                work.wait()
+            if world > 1 and not self._has_reduce_scatter:
+                start = self.rank * bucket.per_rank
+                tensor = tensor[start : start + bucket.per_rank]
+            shard = tensor[: bucket.owned_count]  # drop the padding
+            if world > 1:
+                # Summed, not averaged: ReduceOp.AVG is NCCL-only, and dividing the owned shard
+                # costs 1/world of dividing the whole gradient.
+                shard.div_(world)
+            shards.append(shard)
+            squares.append(shard.float().square().sum())
+
+        # 2. Global norm of the averaged gradient, over every shard of every rank.
+        total = torch.stack(squares).sum() if squares else torch.zeros((), device=self.device)
+        norm_work = None
+        if world > 1:
+            norm_work = torch_dist.all_reduce(total, group=group, async_op=True)
+        clip = self.max_grad_norm is not None and self.max_grad_norm > 0
+        if clip:
+            if norm_work is not None:
+                norm_work.wait()
+                norm_work = None
+            grad_norm = total.sqrt()
+            coefficient = (self.max_grad_norm / (grad_norm + 1e-6)).clamp(max=1.0)
+            for shard in shards:
+                shard.mul_(coefficient.to(shard.dtype))
+        # Without clipping nothing needs the norm yet: its all-reduce overlaps the updates.
+
+        # 3 + 4. Update each owned shard, and start its all-gather at once, so that bucket i's
+        #    transfer overlaps bucket i+1's Newton-Schulz.
+        gathers = []
+        for bucket, shard in zip(buckets, shards, strict=True):
+            if isinstance(bucket, _MuonBucket):
+                values, is_view = self._update_muon(bucket, shard), False
+            else:
+                values, is_view = self._update_adamw(bucket, shard)
+            if world == 1:
+                if not is_view:
+                    self._write_back(bucket, values)
+                continue
+            pad = bucket.per_rank - bucket.owned_count
+            if pad:
+                values = torch.cat([values, values.new_zeros((pad, *values.shape[1:]))])
+            if isinstance(bucket, _MuonBucket):
+                full_shape = (world * bucket.per_rank, *bucket.shape)
+            else:
+                full_shape = (world * bucket.per_rank,)
+            gathered = values.new_empty(full_shape)
+            if self._has_all_gather:
+                work = _all_gather_fn()(gathered, values.contiguous(), group=group, async_op=True)
+            else:
+                work = torch_dist.all_gather(
+                    list(gathered.chunk(world)), values.contiguous(), group=group, async_op=True
+                )
+            gathers.append((bucket, gathered, work))
+        for bucket, gathered, work in gathers:
+            work.wait()
+            self._write_back(bucket, gathered)
+
+        if norm_work is not None:
+            norm_work.wait()
+        return total.sqrt()
+
+    # ------------------------------------------------------------------ state
+
+    def state_bytes(self) -> int:
+        """Bytes of optimizer state this rank holds (momentum; AdamW's two moments)."""
+        return sum(
+            t.numel() * t.element_size() for b in self._buckets for t in b.state_tensors().values()
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """This rank's shards only; save one file per rank (checkpoint.py: optim_rank{r}.pt).
+
+        Plain tensors, numbers, strings, lists and dicts: loads with torch.load(weights_only=True).
+        """
+        groups = []
+        for group in self.param_groups:
+            saved = {k: v for k, v in group.items() if k != "params"}
+            if isinstance(saved.get("betas"), tuple):
+                saved["betas"] = list(saved["betas"])
+            saved["num_params"] = len(group["params"])
+            groups.append(saved)
+        return {
+            "format": "nanogpt.optim.MuonAdamW/1",
+            "world_size": self.world_size,
+            "rank": self.rank,
+            "step_count": self.step_count,
+            "param_groups": groups,
+            "buckets": [
+                {
+                    "layout": b.layout(),
+                    "state": {k: v.clone() for k, v in b.state_tensors().items()},
+                }
+                for b in self._buckets
+            ],
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore this rank's shards, saved by state_dict() on the same rank of the same world size."""
+        if state_dict.get("format") != "nanogpt.optim.MuonAdamW/1":
+            raise ValueError(
+                "this is not a MuonAdamW state dict (no format 'nanogpt.optim.MuonAdamW/1'); "
+                "was it written by another optimizer?"
+            )
+        if state_dict["world_size"] != self.world_size or state_dict["rank"] != self.rank:
+            raise ValueError(
+                f"optimizer state was saved by rank {state_dict['rank']} of "
+                f"{state_dict['world_size']}, but this is rank {self.rank} of {self.world_size}; "
+                "sharded state only resumes on the same world size (load optim_rank{r}.pt on rank "
+                "r), or start the optimizer afresh from the model weights"
+            )
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(
+                f"optimizer state has {len(saved_groups)} param groups, this optimizer has "
+                f"{len(self.param_groups)}; build the groups as the saved run did"
+            )
+        saved_buckets = state_dict["buckets"]
+        layouts = [b.layout() for b in self._buckets]
+        if [s["layout"] for s in saved_buckets] != layouts:
+            raise ValueError(
+                "optimizer state does not match this model's parameters (shapes, group order or "
+                "sharding differ); was it saved for another model or another grouping?"
+            )
+        for index, (group, saved) in enumerate(zip(self.param_groups, saved_groups, strict=True)):
+            if saved["num_params"] != len(group["params"]) or saved["kind"] != group["kind"]:
+                raise ValueError(f"param group {index} differs from the saved one")
+            for key, value in saved.items():
+                if key == "num_params":
+                    continue
+                group[key] = tuple(value) if key == "betas" else value
+        for bucket, saved in zip(self._buckets, saved_buckets, strict=True):
+            for name, tensor in bucket.state_tensors().items():
+                tensor.copy_(saved["state"][name])
+        self.step_count = int(state_dict["step_count"])
