@@ -1,0 +1,91 @@
+"""A results table drawn from a known scaling law, for tests, demos and plots before a sweep.
+
+The rows have the columns of a real sweep's table (../shared/DESIGN.md). Model shapes follow the
+project's rule (width 64 * DEPTH, one head per 64 channels), the FLOPs per token are the sweep's
+(6 N plus the attention term), and the loss is L(N, D) = E + A/N^alpha + B/D^beta times
+log-normal noise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+# Besiroglu et al. 2024 (https://arxiv.org/abs/2404.10102), table 1: a realistic default law.
+BESIROGLU_LAW = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
+
+
+def synthetic_results(
+    budgets: tuple[float, ...] = (1e16, 3e16, 1e17, 3e17, 1e18),
+    *,
+    law: dict[str, float] | None = None,
+    depths_per_budget: int = 7,
+    seq_len: int = 1024,
+    noise: float = 0.003,
+    n_diverged: int = 2,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One row per (budget, depth): depths centred on each budget's optimum under `law`.
+
+    `seq_len=0` drops the attention term, so that C = 6 N D exactly and the compute-optimal
+    exponents are the law's a = beta/(alpha+beta), b = alpha/(alpha+beta). `noise` is the
+    standard deviation of log L. `n_diverged` extra rows have status "diverged" and no loss.
+    """
+    law = dict(BESIROGLU_LAW if law is None else law)
+    rng = np.random.default_rng(seed)
+    alpha, beta = law["alpha"], law["beta"]
+    g = (alpha * law["A"] / (beta * law["B"])) ** (1 / (alpha + beta))
+    rows = []
+    for budget in budgets:
+        params_opt = g * (budget / 6) ** (beta / (alpha + beta))
+        depth_opt = (params_opt / (12 * 64**2)) ** (1 / 3)
+        first = max(1, int(round(depth_opt)) - depths_per_budget // 2)
+        for depth in range(first, first + depths_per_budget):
+            n_embd = 64 * depth
+            params = 12 * depth * n_embd**2  # attention + MLP weights of `depth` blocks
+            flops_per_token = 6 * params + 12 * depth * seq_len * n_embd
+            tokens_per_step = 32 * max(seq_len, 256)
+            steps = int(budget // (flops_per_token * tokens_per_step))
+            tokens = steps * tokens_per_step
+            loss = law["E"] + law["A"] / params**alpha + law["B"] / max(tokens, 1) ** beta
+            loss *= np.exp(noise * rng.standard_normal())
+            # Utilisation grows with model size, as measured on an H200 (DESIGN.md).
+            mfu = float(np.clip(0.16 + 0.29 * (np.log10(params) - 6.8) / 1.3, 0.05, 0.5))
+            tokens_per_s = mfu * 989e12 / flops_per_token * np.exp(0.03 * rng.standard_normal())
+            rows.append(
+                {
+                    "depth": depth,
+                    "flops_budget": budget,
+                    "seed": seed,
+                    "n_layer": depth,
+                    "n_embd": n_embd,
+                    "n_head": depth,
+                    "params_total": params + 50304 * n_embd,
+                    "params_nonembedding": params,
+                    "params_scaling": params,
+                    "tokens": tokens,
+                    "steps": steps,
+                    "flops_per_token": flops_per_token,
+                    "final_train_loss": loss * 0.99,
+                    "final_val_loss": loss,
+                    "val_bpb": loss / np.log(2) / 4.5,
+                    "status": "ok",
+                    "wall_s": tokens / tokens_per_s + 20.0,  # + start-up of a Ray trial
+                    "tokens_per_s": tokens_per_s,
+                    "mfu": mfu,
+                    "gpu": "synthetic",
+                    "trial_id": f"synthetic_{budget:.0e}_d{depth}",
+                    "checkpoint": "",
+                }
+            )
+    for i in range(n_diverged):
+        row = dict(rows[i % len(rows)])
+        row.update(
+            status="diverged",
+            final_val_loss=np.nan,
+            final_train_loss=np.nan,
+            val_bpb=np.nan,
+            trial_id=row["trial_id"] + "_diverged",
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)
