@@ -121,6 +121,11 @@ def list_shards(data_dir: str | Path, split: str) -> list[Path]:
     return shards
 
 
+def count_tokens(data: str | Path | Sequence[str | Path], split: str = "train") -> int:
+    """Tokens in a split, from the file headers only (no token is read)."""
+    return sum(_read_header(f, MAGIC) for f in _files_for(data, split))
+
+
 def mask_path(token_path: str | Path) -> Path:
     """The loss-mask file that goes with a token file."""
     return Path(token_path).with_suffix(".mask")
@@ -384,7 +389,10 @@ class _Split:
         self._masks: dict[int, _Reader] = {}
 
     def describe(self) -> str:
-        return str(self.files[0].parent) if len(self.files) > 1 else str(self.files[0])
+        """The directory of the files, or the file itself when it is alone in a different name."""
+        if len(self.files) == 1 and not re.fullmatch(r".+_\w+_\d+\.bin", self.files[0].name):
+            return str(self.files[0])
+        return str(self.files[0].parent)
 
     def _reader(self, cache: dict[int, _Reader], i: int, masks: bool) -> _Reader:
         if i not in cache:
