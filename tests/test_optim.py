@@ -141,7 +141,7 @@ STEPS_BEFORE_SAVE = 3
 STEPS_AFTER_SAVE = 2
 
 
-def _make_params() -> list[nn.Parameter]:
+def _make_params(device: torch.device | str = "cpu") -> list[nn.Parameter]:
     """A stand-in for the GPT's parameters, with stack sizes that 2 and 3 ranks do not divide."""
     g = torch.Generator().manual_seed(0)
     shapes = (
@@ -153,7 +153,7 @@ def _make_params() -> list[nn.Parameter]:
         + [(4100, 16)]  # lm_head
         + [(16,), (16,), ()]  # gains and a scalar, packed into one bucket
     )
-    return [nn.Parameter(torch.randn(s, generator=g) * 0.1) for s in shapes]
+    return [nn.Parameter((torch.randn(s, generator=g) * 0.1).to(device)) for s in shapes]
 
 
 def _make_optimizer(params: list[nn.Parameter]) -> MuonAdamW:
@@ -174,7 +174,10 @@ def _rank_grads(step: int, rank: int, params: list[nn.Parameter]) -> list[torch.
     # AdamW's g / (|g| + eps) turns last-bit differences of near-zero gradients into visible ones.)
     g = torch.Generator().manual_seed(1000 * step + rank)
     scale = 2.0**-7 if step % 2 else 2.0**-10
-    return [torch.round(torch.randn(p.shape, generator=g) * 128) / 128 * scale for p in params]
+    return [
+        (torch.round(torch.randn(p.shape, generator=g) * 128) / 128 * scale).to(p.device)
+        for p in params
+    ]
 
 
 def _set_grads(params, grads) -> None:
@@ -182,13 +185,19 @@ def _set_grads(params, grads) -> None:
         p.grad = grad.clone()
 
 
-def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
+def _worker(rank: int, world: int, port: int, out_dir: str, backend: str = "gloo") -> None:
     torch.set_num_threads(1)
+    device = torch.device("cpu")
+    if backend == "nccl":
+        device = torch.device("cuda", rank)
+        torch.cuda.set_device(device)
+        # fp32 matmuls, not TF32, so that the GPU ranks compare tightly with the CPU reference.
+        torch.backends.cuda.matmul.allow_tf32 = False
     torch_dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+        backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
     )
     try:
-        params = _make_params()
+        params = _make_params(device)
         opt = _make_optimizer(params)
         norms = []
         for step in range(STEPS_BEFORE_SAVE):
@@ -213,9 +222,9 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
             resumed_opt.step()
         torch.save(
             {
-                "params": [p.detach() for p in params],
-                "resumed": [p.detach() for p in resumed],
-                "norms": torch.stack(norms),
+                "params": [p.detach().cpu() for p in params],
+                "resumed": [p.detach().cpu() for p in resumed],
+                "norms": torch.stack(norms).cpu(),
                 "state_bytes": opt.state_bytes(),
             },
             Path(out_dir) / f"rank{rank}.pt",
@@ -233,6 +242,19 @@ def _free_port() -> int:
 @pytest.mark.parametrize("world", [2, 3])
 def test_sharded_equals_single_rank_and_resumes_exactly(world, tmp_path):
     mp.spawn(_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
+    _check_against_single_rank(world, tmp_path, atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
+def test_sharded_on_nccl_equals_single_rank(tmp_path):
+    # The same check over NCCL (GPU kernels, reduce-scatter / all-gather of NCCL) against the CPU
+    # reference; looser, since GPU and CPU matmuls round differently.
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), "nccl"), nprocs=2, join=True)
+    _check_against_single_rank(2, tmp_path, atol=1e-5)
+
+
+def _check_against_single_rank(world: int, tmp_path: Path, atol: float) -> None:
     results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world)]
 
     # The 1-rank optimizer, fed the average of the ranks' gradients.
@@ -247,12 +269,12 @@ def test_sharded_equals_single_rank_and_resumes_exactly(world, tmp_path):
     assert (norms > 1.0).any() and (norms < 1.0).any()  # clipping was exercised both ways
 
     for r, res in enumerate(results):
-        torch.testing.assert_close(res["norms"], norms, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(res["norms"], norms, atol=atol, rtol=1e-5)
         for i, (got, want) in enumerate(zip(res["params"], params, strict=True)):
             torch.testing.assert_close(
                 got,
                 want.detach(),
-                atol=1e-6,
+                atol=atol,
                 rtol=1e-5,
                 msg=lambda m, r=r, i=i: f"rank {r} p{i}: {m}",
             )
