@@ -51,7 +51,7 @@ class PowerLaw:
         if self.samples is None or len(self.samples) < 2:
             return None
         log_y = self.samples[:, :1] + self.samples[:, 1:] * np.log10(flops)[None, :]
-        low, high = np.percentile(log_y, [2.5, 97.5], axis=0)
+        low, high = np.nanpercentile(log_y, [2.5, 97.5], axis=0)
         return 10.0**low, 10.0**high
 
     def to_dict(self) -> dict:
@@ -248,6 +248,18 @@ def fit_isoflop(
     many decades of N around the budget's lowest-loss run) are left out, as are budgets whose
     parabola opens downward; `notes` says which. At least two budgets must remain.
     """
+    # A nearly flat bootstrap parabola puts its vertex at an absurd size (10**400 overflows)
+    # or a negative loss; those replicates become inf or NaN and land in the interval's tails.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return _fit_isoflop(data, window_decades, n_bootstrap, seed)
+
+
+def _fit_isoflop(
+    data: str | os.PathLike | pd.DataFrame,
+    window_decades: float | None,
+    n_bootstrap: int,
+    seed: int,
+) -> IsoFlopFit:
     df = ensure_loaded(data)
     notes: list[str] = []
     where = f" within {window_decades} decades of each budget's best run" if window_decades else ""

@@ -49,15 +49,17 @@ class Estimate:
 
     @classmethod
     def from_samples(cls, value: float, samples: np.ndarray | None) -> Estimate:
-        """Point estimate plus the spread of its bootstrap replicates (NaN replicates ignored)."""
+        """Point estimate plus the spread of its bootstrap replicates (NaN replicates left out)."""
         if samples is None:
             return cls(float(value))
         samples = np.asarray(samples, dtype=float)
-        samples = samples[np.isfinite(samples)]
+        samples = samples[~np.isnan(samples)]
         if samples.size < 2:
             return cls(float(value))
+        # Infinite replicates (a flat bootstrap parabola) stay in: they belong in the tails.
         low, high = np.percentile(samples, [2.5, 97.5])
-        return cls(float(value), float(np.std(samples, ddof=1)), float(low), float(high))
+        se = float(np.std(samples, ddof=1)) if np.isfinite(samples).all() else math.inf
+        return cls(float(value), se, float(low), float(high))
 
     def contains(self, x: float) -> bool:
         """Whether x lies inside the 95% interval."""

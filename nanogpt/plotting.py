@@ -1,0 +1,485 @@
+"""Figures of a sweep's results: isoFLOP profiles, compute-optimal scaling, training time.
+
+Each `plot_*` function returns a matplotlib Figure built without pyplot (so no global backend
+state and no display is touched; images are rendered by Agg), `save_figure` writes it as PNG and
+PDF atomically, and `make_all_plots` does all three from a results table: the sweep calls it at
+the end, and plots/*.py are thin command lines over it. docs/README_SCALING_LAWS.md says how to
+read each figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps, rc_context
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import ListedColormap, LogNorm
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from nanogpt.scaling_laws import (
+    FLOPS_CONVENTIONS,
+    IsoFlopFit,
+    ParametricFit,
+    ScalingLawError,
+    fit_isoflop,
+    fit_parametric,
+    load_results,
+)
+
+FIGURES = ("isoflop", "optimal_scaling", "training_time")
+LOSS_LABEL = "Final validation loss (nats/token)"
+CONVENTION_LABEL = {"table": "6N + attention", "actual": "6N + attention, as run", "6N": "6ND"}
+STYLE = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "legend.title_fontsize": 8,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "axes.grid": True,
+    "grid.alpha": 0.25,
+    "grid.linewidth": 0.5,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "savefig.dpi": 200,
+}
+
+
+def _sci(x: float) -> str:
+    """A FLOP count as mathtext: 1e18 -> 10^18, 3e18 -> 3x10^18."""
+    exponent = int(np.floor(np.log10(x) + 1e-9))
+    mantissa = x / 10**exponent
+    if abs(mantissa - 1) < 1e-3:
+        return rf"$10^{{{exponent}}}$"
+    return rf"${mantissa:.3g}\times10^{{{exponent}}}$"
+
+
+def _interval(estimate, digits: int = 3) -> str:
+    text = f"{estimate.value:.{digits}f}"
+    if np.isfinite(estimate.low):
+        text += f" [{estimate.low:.{digits}f}, {estimate.high:.{digits}f}]"
+    return text
+
+
+# Viridis without its pale yellow end, so that the largest budget stays readable on white.
+BUDGET_CMAP = ListedColormap(colormaps["viridis"](np.linspace(0.0, 0.85, 256)), "budgets")
+MAX_LEGEND_BUDGETS = 8  # more budgets than this get a colour bar instead of legend entries
+
+
+def _budget_norm(budgets: Sequence[float]) -> LogNorm:
+    low, high = float(np.min(budgets)), float(np.max(budgets))
+    return LogNorm(low, high if high > low else low * 10)
+
+
+def budget_colours(budgets: Sequence[float]) -> dict[float, tuple]:
+    """One colour per budget, evenly along BUDGET_CMAP by log budget."""
+    norm = _budget_norm(budgets)
+    return {b: BUDGET_CMAP(norm(b)) for b in sorted(set(budgets))}
+
+
+def _budget_key(fig: Figure, ax, budgets: Sequence[float], extra: list | None = None) -> None:
+    """Say which colour is which budget: legend entries beside the axes for a few budgets, a
+    colour bar for many (a legend of twenty entries runs off the figure). `extra` holds
+    (handle, label) pairs that always go in a legend."""
+    handles, labels = ax.get_legend_handles_labels()
+    extra = extra or []
+    if len(set(budgets)) <= MAX_LEGEND_BUDGETS:
+        handles += [h for h, _ in extra]
+        labels += [label for _, label in extra]
+        ax.legend(handles, labels, title="Budget C", loc="upper left", bbox_to_anchor=(1.01, 1))
+        return
+    mappable = ScalarMappable(norm=_budget_norm(budgets), cmap=BUDGET_CMAP)
+    fig.colorbar(mappable, ax=ax, label="Budget C (FLOPs)", pad=0.02)
+    if extra:
+        ax.legend(
+            [h for h, _ in extra],
+            [label for _, label in extra],
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.14),
+            ncol=len(extra),
+            frameon=False,
+        )
+
+
+def _new_figure(width: float = 6.4, height: float = 4.2, ncols: int = 1):
+    fig = Figure(figsize=(width, height), layout="constrained")
+    return fig, fig.subplots(1, ncols)
+
+
+def plot_isoflop(data: pd.DataFrame, fit: IsoFlopFit, *, loss_label: str = LOSS_LABEL) -> Figure:
+    """Loss against parameters, one colour per budget: the runs, each budget's fitted parabola
+    with its 95% bootstrap band, and its minimum N* with the interval of N*."""
+    with rc_context(STYLE):
+        fig, ax = _new_figure()
+        colours = budget_colours(data["budget"])
+        fitted = {m.budget: m for m in fit.minima}
+        for budget, rows in data.groupby("budget"):
+            colour = colours[budget]
+            minimum = fitted.get(budget)
+            label = f"{_sci(budget)} FLOPs"
+            if minimum is None:  # left out of the fit (too few runs, or no minimum)
+                ax.scatter(
+                    rows["N"],
+                    rows["L"],
+                    s=18,
+                    facecolors="none",
+                    edgecolors=colour,
+                    label=label,
+                )
+                continue
+            ax.scatter(rows["N"], rows["L"], s=18, color=colour, zorder=3, label=label)
+            low, high = minimum.log10_params_range
+            grid = np.logspace(low - 0.1, high + 0.1, 200)
+            ax.plot(grid, minimum.curve(grid), color=colour, lw=1.3)
+            band = minimum.curve_band(grid)
+            if band is not None:
+                ax.fill_between(grid, *band, color=colour, alpha=0.15, lw=0)
+            p = minimum.params
+            xerr = None
+            if np.isfinite(p.low):
+                xerr = [[p.value - p.low], [p.high - p.value]]
+            ax.errorbar(
+                p.value,
+                minimum.loss.value,
+                xerr=xerr,
+                marker="*",
+                ms=11,
+                color=colour,
+                mec="black",
+                mew=0.6,
+                capsize=2.5,
+                elinewidth=1.0,
+                zorder=4,
+            )
+        minima = sorted(fit.minima, key=lambda m: m.budget)
+        ax.plot(
+            [m.params.value for m in minima],
+            [m.loss.value for m in minima],
+            ls="--",
+            lw=0.8,
+            color="0.3",
+            zorder=2,
+        )
+        ax.set_xscale("log")
+        # The runs set the range; an interval of N* reaching far beyond them is cut at the edge
+        # rather than squeezing the curves into a corner.
+        log_n = np.log10(data["N"].to_numpy())
+        ax.set_xlim(10 ** (log_n.min() - 0.15), 10 ** (log_n.max() + 0.15))
+        ax.set_xlabel("Parameters N")
+        ax.set_ylabel(loss_label)
+        _clip_loss_axis(ax, data, fit)
+        a = fit.params_law.exponent
+        ax.set_title(
+            f"IsoFLOP profiles (Approach 2): $N^* \\propto C^{{a}}$, a = {_interval(a)} (95% CI)",
+            loc="left",
+        )
+        star = Line2D([], [], marker="*", ms=10, color="0.5", mec="black", mew=0.6, ls="--", lw=0.8)
+        extra = [(star, "minimum N* (95% CI)")]
+        if set(data["budget"]) - set(fitted):
+            hollow = Line2D([], [], marker="o", ls="", mfc="none", mec="0.4")
+            extra.append((hollow, "budget not fitted"))
+        _budget_key(fig, ax, data["budget"].unique(), extra)
+    return fig
+
+
+def _clip_loss_axis(ax, data: pd.DataFrame, fit: IsoFlopFit) -> None:
+    """Keep the minima readable when a few far-from-optimal runs have very high loss: cap the
+    loss axis a little above the highest fitted parabola end."""
+    top = max(m.curve(10 ** np.array(m.log10_params_range)).max() for m in fit.minima)
+    bottom = min(m.loss.value for m in fit.minima)
+    span = top - bottom
+    low = min(bottom, data["L"].min()) - 0.05 * span
+    ax.set_ylim(low, max(top, data["L"].min()) + 0.08 * span)
+
+
+def plot_optimal_scaling(
+    fit: IsoFlopFit,
+    parametric: ParametricFit | None = None,
+    *,
+    budget: float | None = None,
+) -> Figure:
+    """N*(C) and D*(C): the per-budget minima with their intervals, the Approach 2 power laws
+    with 95% bootstrap bands, and (if given) Approach 3's compute-optimal curves. `budget`
+    extends the lines to a prediction and marks it."""
+    with rc_context(STYLE):
+        fig, axes = _new_figure(width=8.0, height=4.6, ncols=2)
+        flops = np.array([m.flops for m in fit.minima])
+        c_max = max(flops.max(), budget or 0)
+        grid = np.logspace(np.log10(flops.min()) - 0.3, np.log10(c_max) + 0.3, 200)
+        colours = budget_colours([m.budget for m in fit.minima])
+        convention = CONVENTION_LABEL.get(fit.flops_convention, fit.flops_convention)
+        panels = [
+            (
+                axes[0],
+                "params",
+                fit.params_law,
+                "a",
+                "Compute-optimal model size $N^*$ (parameters)",
+            ),
+            (axes[1], "tokens", fit.tokens_law, "b", "Compute-optimal data $D^*$ (tokens)"),
+        ]
+        for ax, quantity, law, symbol, ylabel in panels:
+            for m in fit.minima:
+                estimate = getattr(m, quantity)
+                yerr = None
+                if np.isfinite(estimate.low):
+                    yerr = [[estimate.value - estimate.low], [estimate.high - estimate.value]]
+                ax.errorbar(
+                    m.flops,
+                    estimate.value,
+                    yerr=yerr,
+                    fmt="o",
+                    ms=5,
+                    color=colours[m.budget],
+                    mec="black",
+                    mew=0.5,
+                    capsize=2.5,
+                    zorder=4,
+                )
+            ax.plot(
+                grid,
+                law(grid),
+                color="black",
+                lw=1.2,
+                label=f"Approach 2: {symbol} = {_interval(law.exponent)}",
+            )
+            band = law.band(grid)
+            if band is not None:
+                ax.fill_between(grid, *band, color="black", alpha=0.12, lw=0, label="95% CI")
+            if parametric is not None:
+                index = 0 if quantity == "params" else 1
+                exponent = parametric.a if quantity == "params" else parametric.b
+                ax.plot(
+                    grid,
+                    parametric.optimal(grid)[index],
+                    color="tab:red",
+                    ls="--",
+                    lw=1.2,
+                    label=f"Approach 3 (C = 6ND): {symbol} = {_interval(exponent)}",
+                )
+                bands = parametric.optimal_band(grid)
+                if bands is not None:
+                    ax.fill_between(grid, *bands[quantity], color="tab:red", alpha=0.1, lw=0)
+            if budget is not None:
+                prediction = law.predict(budget)
+                yerr = None
+                if np.isfinite(prediction.low):
+                    yerr = [
+                        [prediction.value - prediction.low],
+                        [prediction.high - prediction.value],
+                    ]
+                ax.errorbar(
+                    budget,
+                    prediction.value,
+                    yerr=yerr,
+                    fmt="D",
+                    ms=5,
+                    color="white",
+                    mec="black",
+                    ecolor="black",
+                    capsize=3,
+                    zorder=5,
+                    label=f"prediction at {_sci(budget)} FLOPs",
+                )
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel(f"Compute C (FLOPs, {convention})")
+            ax.set_ylabel(ylabel)
+            # Below the panel: inside, a legend would cover a line or a point at some budgets.
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+        fig.suptitle(
+            "Compute-optimal scaling (points: isoFLOP minima with 95% CI; bands: 95% CI)",
+            fontsize=10,
+        )
+    return fig
+
+
+def _time_unit(seconds: np.ndarray) -> tuple[float, str]:
+    longest = np.nanmax(seconds)
+    if longest >= 2 * 3600:
+        return 3600.0, "h"
+    if longest >= 2 * 60:
+        return 60.0, "min"
+    return 1.0, "s"
+
+
+def _plain_log_ticks(axis) -> None:
+    """Label a log axis at 1-2-5 steps with plain numbers: a time axis spanning a decade or
+    two would otherwise show only one or two labelled ticks."""
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def plot_training_time(data: pd.DataFrame) -> Figure:
+    """Wall-clock time of each run against its parameter count, one line per budget."""
+    if "wall_s" not in data.columns or not np.isfinite(data["wall_s"].to_numpy(float)).any():
+        raise ScalingLawError(
+            "the results table has no wall_s values: the training-time plot needs the sweep's "
+            "wall-clock seconds per run"
+        )
+    with rc_context(STYLE):
+        fig, ax = _new_figure()
+        colours = budget_colours(data["budget"])
+        scale, unit = _time_unit(data["wall_s"].to_numpy(float))
+        for budget, rows in data.sort_values("N").groupby("budget"):
+            ax.plot(
+                rows["N"],
+                rows["wall_s"] / scale,
+                marker="o",
+                ms=4,
+                lw=1.2,
+                color=colours[budget],
+                label=f"{_sci(budget)} FLOPs",
+            )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("Parameters N")
+        ax.set_ylabel(f"Wall-clock time per run ({unit})")
+        _plain_log_ticks(ax.yaxis)
+        gpus = data["gpu"].dropna().unique() if "gpu" in data.columns else []
+        where = f" on {gpus[0]}" if len(gpus) == 1 and gpus[0] else ""
+        total_h = data["wall_s"].sum() / 3600
+        ax.set_title(f"Training time per run{where} (sum over runs: {total_h:.3g} h)", loc="left")
+        _budget_key(fig, ax, data["budget"].unique())
+    return fig
+
+
+def save_figure(
+    fig: Figure, out_dir: str | os.PathLike, stem: str, formats: Sequence[str] = ("png", "pdf")
+) -> list[Path]:
+    """Write `fig` as out_dir/stem.<format> for each format. Each file is written to a temporary
+    name in the same directory and renamed, so a reader never sees half an image."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    with rc_context(STYLE):
+        for fmt in formats:
+            path = out_dir / f"{stem}.{fmt}"
+            tmp = out_dir / f".{stem}.{fmt}.tmp-{os.getpid()}"
+            try:
+                fig.savefig(tmp, format=fmt)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+            paths.append(path)
+    return paths
+
+
+def make_all_plots(
+    results: str | os.PathLike | pd.DataFrame,
+    out_dir: str | os.PathLike,
+    *,
+    figures: Sequence[str] = FIGURES,
+    formats: Sequence[str] = ("png", "pdf"),
+    budget: float | None = None,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    window_decades: float | None = None,
+    **load_options,
+) -> list[Path]:
+    """Fit and draw `figures` from a results table (see load_results for `load_options`) into
+    out_dir; returns the files written.
+
+    A figure the data cannot support (one budget only, no wall_s, ...) is skipped with a
+    warning rather than an error, so a sweep that calls this at its end still finishes; an
+    empty or all-diverged table raises, since there is nothing to draw.
+    """
+    unknown = set(figures) - set(FIGURES)
+    if unknown:
+        raise ValueError(f"unknown figure(s) {sorted(unknown)}; choose from {FIGURES}")
+    data, _ = load_results(results, **load_options)
+    isoflop = parametric = None
+    if {"isoflop", "optimal_scaling"} & set(figures):
+        try:
+            isoflop = fit_isoflop(
+                data, window_decades=window_decades, n_bootstrap=n_bootstrap, seed=seed
+            )
+        except ScalingLawError as error:
+            warnings.warn(f"isoFLOP figures skipped: {error}", stacklevel=2)
+    if "optimal_scaling" in figures and isoflop is not None:
+        try:
+            parametric = fit_parametric(data, n_bootstrap=n_bootstrap, seed=seed)
+        except ScalingLawError as error:
+            warnings.warn(f"Approach 3 left out of the scaling figure: {error}", stacklevel=2)
+
+    paths: list[Path] = []
+    if "isoflop" in figures and isoflop is not None:
+        paths += save_figure(plot_isoflop(data, isoflop), out_dir, "isoflop", formats)
+    if "optimal_scaling" in figures and isoflop is not None:
+        fig = plot_optimal_scaling(isoflop, parametric, budget=budget)
+        paths += save_figure(fig, out_dir, "optimal_scaling", formats)
+    if "training_time" in figures:
+        try:
+            fig = plot_training_time(data)
+            paths += save_figure(fig, out_dir, "training_time", formats)
+        except ScalingLawError as error:
+            warnings.warn(f"training-time figure skipped: {error}", stacklevel=2)
+    return paths
+
+
+def plot_main(figure: str, argv: Sequence[str] | None = None) -> int:
+    """The command line shared by plots/*.py: draw one figure from a results table."""
+    parser = argparse.ArgumentParser(
+        prog=f"python plots/{figure}.py",
+        description=f"Draw the {figure.replace('_', ' ')} figure from a sweep's results table "
+        "(see docs/README_SCALING_LAWS.md).",
+    )
+    parser.add_argument("results", help="a sweep's output directory, or a .parquet/.csv table")
+    parser.add_argument(
+        "--out", default=None, help="output directory (default: plots/ next to the results)"
+    )
+    parser.add_argument(
+        "--format", nargs="+", default=["png", "pdf"], help="image formats (default: png pdf)"
+    )
+    parser.add_argument("--flops-convention", choices=FLOPS_CONVENTIONS, default="table")
+    parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--window", type=float, default=None, metavar="DECADES", help="Approach 2 fit window"
+    )
+    if figure == "optimal_scaling":
+        parser.add_argument("--budget", type=float, default=None, help="mark a prediction at C")
+    parser.add_argument("--params-col", default="params_scaling")
+    parser.add_argument("--tokens-col", default="tokens", help="or 'none' for D = C / (6N)")
+    parser.add_argument("--flops-col", default="flops_budget")
+    parser.add_argument("--loss-col", default="final_val_loss")
+    args = parser.parse_args(argv)
+    results = Path(args.results)
+    out = args.out or (results if results.is_dir() else results.parent) / "plots"
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            paths = make_all_plots(
+                results,
+                out,
+                figures=(figure,),
+                formats=args.format,
+                budget=getattr(args, "budget", None),
+                n_bootstrap=args.bootstrap,
+                seed=args.seed,
+                window_decades=args.window,
+                params_col=args.params_col,
+                tokens_col=None if args.tokens_col.lower() == "none" else args.tokens_col,
+                flops_col=args.flops_col,
+                loss_col=args.loss_col,
+                flops_convention=args.flops_convention,
+            )
+    except ScalingLawError as error:
+        print(f"error: {error}")
+        return 2
+    for warning in caught:
+        if issubclass(warning.category, UserWarning):  # ours, not numpy's
+            print(f"error: {warning.message}")
+    for path in paths:
+        print(path)
+    return 0 if paths else 1
