@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--batch-size", type=int, default=None, help="sequences per rank and step")
     p.add_argument("--seq-len", type=int, default=None, help="tokens per sequence")
+    p.add_argument(
+        "--grad-accum", type=int, default=1, help="micro-batches per optimizer step in a train step"
+    )
     p.add_argument("--no-compile", action="store_true", help="train step without torch.compile")
     p.add_argument("--no-train-step", action="store_true", help="time the optimizer alone")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -190,9 +193,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         forward = model if (args.no_compile or not on_gpu) else torch.compile(model)
 
         def train_step() -> None:
-            with dist.autocast(device):
-                loss = forward(inputs, targets)
-            loss.backward()
+            for _ in range(args.grad_accum):
+                with dist.autocast(device):
+                    loss = forward(inputs, targets)
+                loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
@@ -213,6 +217,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "params_muon": muon_params,
         "params_adamw": adamw_params,
         "batch_size": batch_size,
+        "grad_accum": args.grad_accum,
         "seq_len": seq_len,
         "compiled": bool(on_gpu and not args.no_compile),
         "opt_step": summarise(opt_times),
@@ -266,7 +271,8 @@ def print_table(r: dict[str, Any]) -> None:
         rows += [
             (
                 "train step (median, ms)",
-                f"{r['train_step']['median_ms']:.2f}  ({r['batch_size']} x {r['seq_len']} tokens"
+                f"{r['train_step']['median_ms']:.2f}  ({r['grad_accum']} x {r['batch_size']} x "
+                f"{r['seq_len']} tokens"
                 f"{', compiled' if r['compiled'] else ''})",
             ),
             ("optimizer share of train step", f"{100 * r['opt_share_of_train_step']:.1f} %"),

@@ -538,7 +538,8 @@ class MuonAdamW(torch.optim.Optimizer):
                 # costs 1/world of dividing the whole gradient.
                 shard.div_(world)
             shards.append(shard)
-            squares.append(shard.float().square().sum())
+            flat = shard.reshape(-1).float()
+            squares.append(torch.dot(flat, flat))  # one pass, no squared copy
 
         # 2. Global norm of the averaged gradient, over every shard of every rank.
         total = torch.stack(squares).sum() if squares else torch.zeros((), device=self.device)
