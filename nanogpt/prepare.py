@@ -530,13 +530,14 @@ def column(rows: Iterable[dict], name: str, where: str) -> Iterator[Any]:
 
 
 def interleave(streams: Sequence[Iterable[Any]], weights: Sequence[float]) -> Iterator[Any]:
-    """Merge streams deterministically in proportion to ``weights`` (stride scheduling); when
-    one runs out, the others go on."""
+    """Merge streams in a fixed order, in proportion to ``weights``: the next item comes from
+    the stream whose (taken + 1/2) / weight is smallest, so every prefix of the output is within
+    one item of the proportions. When a stream runs out, the others go on."""
     its = [iter(s) for s in streams]
     taken = [0] * len(its)
     live = [i for i, w in enumerate(weights) if w > 0]
     while live:
-        i = min(live, key=lambda k: ((taken[k] + 1) / weights[k], k))
+        i = min(live, key=lambda k: ((taken[k] + 0.5) / weights[k], k))
         try:
             item = next(its[i])
         except StopIteration:
