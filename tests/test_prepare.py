@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -220,9 +221,7 @@ def test_interrupted_prepare_resumes_to_the_same_tokens(tmp_path, fixtures, name
     # last progress record (killed between the two renames)
     shards = sorted(out.glob("*_train_*.bin")) or sorted(out.glob("*_val_*.bin"))
     (out / f".{shards[-1].name}.tmp-999").write_bytes(b"half a shard")
-    later = shards[-1].with_name(
-        shards[-1].name.replace("000001", "000007").replace("000000", "000007")
-    )
+    later = shards[-1].with_name(re.sub(r"_\d{6}\.bin$", "_000007.bin", shards[-1].name))
     later.write_bytes(shards[-1].read_bytes())
     resumed = run(name, out, *args)
     assert resumed["status"] == "done"
