@@ -136,8 +136,12 @@ def plot_isoflop(data: pd.DataFrame, fit: IsoFlopFit, *, loss_label: str = LOSS_
                     label=label,
                 )
                 continue
-            ax.scatter(rows["N"], rows["L"], s=18, color=colour, zorder=3, label=label)
             low, high = minimum.log10_params_range
+            # Runs outside the fit window (see fit_isoflop's window_decades) are drawn hollow.
+            log_n = np.log10(rows["N"].to_numpy())
+            used = (log_n >= low - 1e-12) & (log_n <= high + 1e-12)
+            ax.scatter(rows["N"][used], rows["L"][used], s=18, color=colour, zorder=3, label=label)
+            ax.scatter(rows["N"][~used], rows["L"][~used], s=18, fc="none", ec=colour, zorder=3)
             grid = np.logspace(low - 0.1, high + 0.1, 200)
             ax.plot(grid, minimum.curve(grid), color=colour, lw=1.3)
             band = minimum.curve_band(grid)
@@ -184,21 +188,22 @@ def plot_isoflop(data: pd.DataFrame, fit: IsoFlopFit, *, loss_label: str = LOSS_
         )
         star = Line2D([], [], marker="*", ms=10, color="0.5", mec="black", mew=0.6, ls="--", lw=0.8)
         extra = [(star, "minimum N* (95% CI)")]
+        hollow = Line2D([], [], marker="o", ls="", mfc="none", mec="0.4")
         if set(data["budget"]) - set(fitted):
-            hollow = Line2D([], [], marker="o", ls="", mfc="none", mec="0.4")
-            extra.append((hollow, "budget not fitted"))
+            extra.append((hollow, "budget or run not fitted"))
+        elif fit.window_decades is not None:
+            extra.append((hollow, f"outside fit window (±{fit.window_decades:g} dec.)"))
         _budget_key(fig, ax, data["budget"].unique(), extra)
     return fig
 
 
 def _clip_loss_axis(ax, data: pd.DataFrame, fit: IsoFlopFit) -> None:
-    """Keep the minima readable when a few far-from-optimal runs have very high loss: cap the
-    loss axis a little above the highest fitted parabola end."""
-    top = max(m.curve(10 ** np.array(m.log10_params_range)).max() for m in fit.minima)
-    bottom = min(m.loss.value for m in fit.minima)
-    span = top - bottom
-    low = min(bottom, data["L"].min()) - 0.05 * span
-    ax.set_ylim(low, max(top, data["L"].min()) + 0.08 * span)
+    """Show every run and minimum, and no more: the parabolas' extensions past the runs and the
+    bootstrap bands of flat parabolas would otherwise stretch the loss axis."""
+    values = np.concatenate([data["L"].to_numpy(), [m.loss.value for m in fit.minima]])
+    low, high = values.min(), values.max()
+    margin = 0.06 * (high - low if high > low else 1.0)
+    ax.set_ylim(low - margin, high + margin)
 
 
 def plot_optimal_scaling(
