@@ -19,7 +19,6 @@ from nanogpt.prepare import add_common_args, prepare_shakespeare
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_common_args(parser)
-    parser.set_defaults(num_proc=1)  # 1.6 M tokens: worker start-up would cost more than it saves
     args = parser.parse_args(argv)
     return prepare_shakespeare(
         args.out_dir if args.out_dir is not None else data_root() / "shakespeare",
