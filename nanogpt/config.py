@@ -164,3 +164,132 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
 def overrides_from_args(namespace: argparse.Namespace, cls: type) -> dict[str, Any]:
     names = {f.name for f in dataclasses.fields(cls)}
     return {k: v for k, v in vars(namespace).items() if k in names}
+
+
+# --- training ---------------------------------------------------------------------------------
+
+MODES = ("pretraining", "mid-training", "all")
+WANDB_MODES = ("disabled", "offline", "online")
+
+
+@dataclass
+class TrainConfig:
+    depth: int = 12  # model size: n_layer = depth, n_embd = 64*depth, n_head = depth
+    seq_len: int = 1024  # context length in tokens
+    logit_softcap: float = 15.0  # tanh soft-cap on output logits; 0 turns it off
+    z_loss: float = 0.0  # z-loss coefficient; 0 turns it off
+    tie_embeddings: bool = False  # share the token embedding with the output head
+    mode: str = (
+        "pretraining"  # pretraining, mid-training (needs --checkpoint) or all (one, then the other)
+    )
+    data: str | None = (
+        None  # dataset name or directory of token files; name:weight,... mixes several
+    )
+    target_flops: float = 0.0  # training FLOP budget; sets the steps when --num-iterations is 0
+    num_iterations: int = 0  # optimizer steps; 0 = from --target-flops, else --tokens-per-param
+    tokens_per_param: float = 20.0  # data:params ratio used when neither steps nor FLOPs are given
+    mid_iterations: int = 0  # mid-training steps in --mode all; 0 = one pass over the mixture
+    total_batch_size: int = 524288  # tokens per optimizer step, over all ranks and micro-steps
+    device_batch_size: int = 32  # sequences per rank per micro-step
+    lr_adamw: float = 6e-4  # peak AdamW rate for embedding, head and vectors at width 768
+    lr_muon: float = 0.02  # peak Muon rate for the block matrices
+    lr_min_ratio: float = 0.1  # final rate as a fraction of the peak (cosine decay)
+    warmup_steps: int = 715  # linear warmup steps (capped at 10% of the run)
+    weight_decay: float = 0.1  # decoupled weight decay at width 768 (scaled with the rates)
+    adam_beta1: float = 0.9  # AdamW beta1
+    adam_beta2: float = 0.95  # AdamW beta2
+    muon_momentum: float = 0.95  # Muon's Nesterov momentum
+    grad_clip: float = 1.0  # clip the global gradient norm to this; 0 turns it off
+    loss_mask: str = "assistant"  # chat data: train on assistant tokens only, or on all
+    eval_every: int = 250  # steps between validation evaluations (and the last step)
+    eval_tokens: int = 1048576  # validation tokens per evaluation, over all ranks
+    save_every: int = 1000  # steps between checkpoints (and the last step); 0 = only the last
+    keep_checkpoints: int = 3  # how many of the latest checkpoints to keep
+    checkpoint: str | None = None  # initialise the weights from this checkpoint directory
+    resume: str | None = None  # auto (latest in the run directory) or a checkpoint directory
+    out_dir: str = "logs"  # runs are written to out_dir/run_name
+    run_name: str | None = None  # default: d<depth>-<mode>
+    device: str = "auto"  # auto, cpu, cuda or cuda:N
+    compile: bool = False  # torch.compile the model
+    wandb: str = "disabled"  # disabled, offline or online
+    wandb_project: str = "nanogpt"  # wandb project name
+    wandb_group: str | None = None  # wandb group (the sweep sets one per sweep)
+    seed: int = 1337  # seed for weights and data order
+    log_every: int = 1  # steps between log lines (each costs a host sync)
+    blowup_factor: float = (
+        1.5  # after warmup, stop as diverged if the smoothed loss exceeds this x its best
+    )
+    stop_at_step: int = 0  # stop early at this step as if preempted (checkpoint kept; for tests)
+    debug_nan_at_step: int = -1  # make the loss NaN at this step (to test divergence handling)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.mode not in MODES:
+            problems.append(f"--mode {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.wandb not in WANDB_MODES:
+            problems.append(f"--wandb {self.wandb!r} is not one of {', '.join(WANDB_MODES)}")
+        if self.loss_mask not in ("assistant", "all"):
+            problems.append(f"--loss-mask {self.loss_mask!r} is not 'assistant' or 'all'")
+        if self.depth < 1:
+            problems.append(f"--depth must be at least 1, got {self.depth}")
+        for name in ("seq_len", "total_batch_size", "device_batch_size", "eval_every", "log_every"):
+            if getattr(self, name) < 1:
+                flag = "--" + name.replace("_", "-")
+                problems.append(f"{flag} must be at least 1, got {getattr(self, name)}")
+        for name in ("num_iterations", "target_flops", "save_every", "warmup_steps"):
+            if getattr(self, name) < 0:
+                flag = "--" + name.replace("_", "-")
+                problems.append(f"{flag} must be >= 0, got {getattr(self, name)}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig.from_depth(
+            self.depth,
+            sequence_len=self.seq_len,
+            logit_softcap=self.logit_softcap,
+            z_loss=self.z_loss,
+            tie_embeddings=self.tie_embeddings,
+        )
+
+
+def tiny_cpu() -> dict[str, Any]:
+    """A model and batch small enough to train in a minute on a laptop CPU."""
+    return dict(
+        depth=2,
+        seq_len=128,
+        total_batch_size=4096,
+        device_batch_size=16,
+        num_iterations=200,
+        warmup_steps=20,
+        eval_every=50,
+        eval_tokens=16384,
+        lr_adamw=3e-3,
+    )
+
+
+def gpt2_train() -> dict[str, Any]:
+    """GPT-2 small (DEPTH 12) at its classic batch of 524,288 tokens."""
+    return dict(depth=12, seq_len=1024, total_batch_size=524288, device_batch_size=32)
+
+
+TRAIN_PRESETS = {"gpt2": gpt2_train, "tiny": tiny_cpu}
+
+
+def parse_train_config(argv: list[str] | None = None) -> TrainConfig:
+    """defaults < --preset < flags; unknown flags and wrong types are errors naming the flag."""
+    parser = argparse.ArgumentParser(
+        prog="python -m nanogpt.train",
+        description="Train a GPT (pretraining, mid-training or both). Every flag is a field of "
+        "nanogpt.config.TrainConfig.",
+    )
+    parser.add_argument("--preset", choices=sorted(TRAIN_PRESETS), help="start from a named preset")
+    add_dataclass_arguments(parser, TrainConfig)
+    args = parser.parse_args(argv)
+    values = TRAIN_PRESETS[args.preset]() if args.preset else {}
+    values.update(overrides_from_args(args, TrainConfig))
+    try:
+        return TrainConfig(**values)
+    except ValueError as e:
+        parser.error(str(e))
+        raise  # unreachable: parser.error exits

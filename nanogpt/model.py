@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from nanogpt import scaling
 from nanogpt.config import ModelConfig
+from nanogpt.loss import chunked_token_losses, fused_head_loss
 
 
 def rms_norm(x: torch.Tensor) -> torch.Tensor:
@@ -172,6 +173,8 @@ class GPT(nn.Module):
         # Not saved in checkpoints: they are a function of the config.
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+        # With targets, compute head + loss chunk by chunk (nanogpt/loss.py); False = plain path.
+        self.fused_loss = True
         self.init_weights()
 
     @torch.no_grad()
@@ -256,6 +259,25 @@ class GPT(nn.Module):
             kv_cache.advance(T)
         x = rms_norm(x)
 
+        if targets is not None and self.fused_loss:
+            flat_x, flat_t = x.reshape(B * T, -1), targets.reshape(B * T)
+            args = (self.lm_head.weight, flat_t, cfg.vocab_size, cfg.logit_softcap, cfg.z_loss)
+            if loss_reduction == "mean" and torch.is_grad_enabled():
+                return fused_head_loss(flat_x, *args)
+            per_token = chunked_token_losses(flat_x, *args)
+            if loss_reduction == "none":
+                return per_token.view(B, T)
+            if loss_reduction == "sum":
+                return per_token.sum()
+            return per_token.sum() / (flat_t != -1).sum().clamp(min=1)
+        return self._head_and_loss(x, targets, loss_reduction)
+
+    def _head_and_loss(
+        self, x: torch.Tensor, targets: torch.Tensor | None, loss_reduction: str
+    ) -> torch.Tensor:
+        """The plain (unfused) head: full logits, then cross-entropy. Reference for the fused."""
+        cfg = self.config
+        B, T, _ = x.shape
         logits = self.lm_head(x).float()  # (B, T, V_padded)
         if cfg.logit_softcap > 0:
             logits = cfg.logit_softcap * torch.tanh(logits / cfg.logit_softcap)
