@@ -146,7 +146,9 @@ def read_meta(ckpt_dir: str | Path) -> dict[str, Any]:
     try:
         return json.loads(meta_path.read_text())
     except json.JSONDecodeError as e:
-        raise CheckpointError(f"{meta_path} is not valid JSON ({e}); the checkpoint is damaged")
+        raise CheckpointError(
+            f"{meta_path} is not valid JSON ({e}); the checkpoint is damaged"
+        ) from e
 
 
 SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "vocab_size", "tie_embeddings")
