@@ -74,14 +74,15 @@ def test_newton_schulz_batched_equals_one_by_one_and_zero_stays_zero():
 # ------------------------------------------------------------------------------ one rank
 
 
-def test_adamw_groups_match_torch_adamw():
+@pytest.mark.parametrize("fused", [True, False])
+def test_adamw_groups_match_torch_adamw(fused):
     torch.manual_seed(0)
     shapes = [(300, 300), (70000,), (10,), ()]  # one big (its own bucket), small ones packed
     ours = [nn.Parameter(torch.randn(s)) for s in shapes]
     ref = [nn.Parameter(p.detach().clone()) for p in ours]
     hp = dict(lr=1e-2, weight_decay=0.1, betas=(0.9, 0.95), eps=1e-8)
-    opt = MuonAdamW([dict(kind="adamw", params=ours, **hp)], max_grad_norm=None)
-    torch_opt = torch.optim.AdamW(ref, foreach=False, **hp)
+    opt = MuonAdamW([dict(kind="adamw", params=ours, **hp)], max_grad_norm=None, fused_adamw=fused)
+    torch_opt = torch.optim.AdamW(ref, **(dict(fused=True) if fused else dict(foreach=False)), **hp)
     for _ in range(5):
         for p, r in zip(ours, ref, strict=True):
             g = torch.randn_like(p)
@@ -98,7 +99,7 @@ def test_grad_norm_and_clipping_match_torch():
     grads = [torch.randn(8, 8) * 10, torch.randn(8) * 10]
     expected = torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]))
 
-    def run(max_norm, scale):
+    def run(max_norm, scale, fused):
         ps = [nn.Parameter(p.detach().clone()) for p in params]
         opt = MuonAdamW(
             [
@@ -107,18 +108,20 @@ def test_grad_norm_and_clipping_match_torch():
             ],
             max_grad_norm=max_norm,
             ns_dtype=torch.float32,
+            fused_adamw=fused,
         )
         for p, g in zip(ps, grads, strict=True):
             p.grad = g * scale
         return opt.step(), ps
 
-    norm, clipped = run(1.0, 1.0)
-    assert norm.ndim == 0 and norm.dtype == torch.float32
-    torch.testing.assert_close(norm, expected)
-    # Clipping to norm 1 is the same as handing in gradients pre-scaled to norm 1.
-    _, prescaled = run(None, 1.0 / expected.item())
-    for a, b in zip(clipped, prescaled, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    for fused in (True, False):
+        norm, clipped = run(1.0, 1.0, fused)
+        assert norm.ndim == 0 and norm.dtype == torch.float32
+        torch.testing.assert_close(norm, expected)
+        # Clipping to norm 1 is the same as handing in gradients pre-scaled to norm 1.
+        _, prescaled = run(None, 1.0 / expected.item(), fused)
+        for a, b in zip(clipped, prescaled, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
 
 def test_initial_lr_and_defaults():
