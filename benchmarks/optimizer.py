@@ -15,23 +15,27 @@ to stdout; --json PATH also writes the numbers. Results go in docs/benchmarks.md
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-import statistics
+import os
 import sys
-import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
-import torch
-import torch.distributed as torch_dist
+# `python benchmarks/optimizer.py` puts benchmarks/ first on sys.path, where a sibling script can
+# shadow a standard module (benchmarks/tokenize.py shadows `tokenize`, which torch imports).
+# What this script needs there is the repository root, so that nanogpt imports uninstalled too.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if sys.path and os.path.abspath(sys.path[0] or os.curdir) == _HERE:
+    sys.path[0] = os.path.dirname(_HERE)
 
-try:
-    import nanogpt  # noqa: F401  (installed with `pip install -e .`)
-except ImportError:  # run from a checkout that was never installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import torch  # noqa: E402
+import torch.distributed as torch_dist  # noqa: E402
 
 from nanogpt import dist  # noqa: E402
 from nanogpt.optim import MuonAdamW, newton_schulz  # noqa: E402
@@ -52,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--no-compile", action="store_true", help="train step without torch.compile")
     p.add_argument("--no-train-step", action="store_true", help="time the optimizer alone")
+    p.add_argument(
+        "--profile", action="store_true", help="print torch.profiler's top kernels of a step"
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     return p.parse_args(argv)
 
@@ -171,6 +178,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for p in params:
         p.grad = torch.randn_like(p) * 1e-3
     opt_times = time_ms(optimizer.step, args.steps, args.warmup, device)
+    if args.profile and info.is_main:
+        print_profile(optimizer.step, device)
 
     # Newton-Schulz alone, over every Muon matrix (what one rank would do without sharding).
     stacks: dict[tuple[int, ...], list[torch.Tensor]] = {}
@@ -244,6 +253,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             args.json.write_text(json.dumps(results, indent=2) + "\n")
     dist.teardown(info)
     return results
+
+
+def print_profile(fn: Callable[[], Any], device: torch.device, steps: int = 3) -> None:
+    """Where an optimizer step's time goes, by operator (for finding the next thing to fuse)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"profile of {steps} optimizer steps:")
+    print(prof.key_averages().table(sort_by=sort_by, row_limit=18, max_name_column_width=48))
 
 
 def print_table(r: dict[str, Any]) -> None:
