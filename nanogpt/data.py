@@ -401,27 +401,26 @@ class _Split:
             cache[i] = _Reader(path, dtype, self.counts[i], self.mmap)
         return cache[i]
 
-    def read(self, start: int, length: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Tokens [start, start + length) of the concatenated split (and their mask)."""
-        tokens, masks = [], []
-        i = int(np.searchsorted(self.starts, start, side="right")) - 1
-        pos, end = start, start + length
-        while pos < end:
-            lo = pos - int(self.starts[i])
-            hi = min(self.counts[i], end - int(self.starts[i]))
+    def _locate(self, position: int) -> tuple[int, int]:
+        """(file index, offset in that file) of a position in the concatenated split."""
+        i = int(np.searchsorted(self.starts, position, side="right")) - 1
+        return i, position - int(self.starts[i])
+
+    def read_into(self, start: int, tokens: np.ndarray, mask: np.ndarray | None) -> None:
+        """Fill ``tokens`` (and ``mask``) with the split's tokens from ``start`` on."""
+        i, lo = self._locate(start)
+        filled, length = 0, len(tokens)
+        while filled < length:
+            hi = min(self.counts[i], lo + length - filled)
             if hi > lo:
-                part = self._reader(self._tokens, i, False).get(lo, hi)
-                _check_ids(self.files[i], part, self.vocab_size, lo)
-                tokens.append(part)
-                if self.use_mask:
-                    masks.append(self._reader(self._masks, i, True).get(lo, hi))
-                pos += hi - lo
-            i += 1
-        mask = np.concatenate(masks) if self.use_mask else None
-        return np.concatenate(tokens).astype(np.int64), mask
+                tokens[filled : filled + hi - lo] = self._reader(self._tokens, i, False).get(lo, hi)
+                if mask is not None:
+                    mask[filled : filled + hi - lo] = self._reader(self._masks, i, True).get(lo, hi)
+                filled += hi - lo
+            i, lo = i + 1, 0
 
     def window_starts(
-        self, epoch: int, positions: np.ndarray, shuffle: bool, key: int
+        self, epoch: int, positions: Sequence[int], shuffle: bool, key: int
     ) -> list[int]:
         """Token offsets of windows ``positions`` of ``epoch`` (a shuffled order when asked)."""
         if not shuffle:
@@ -430,13 +429,16 @@ class _Split:
         return [_permute(int(p), self.n_windows, epoch_key) * self.seq_len for p in positions]
 
     def read_windows(self, starts: Sequence[int]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Windows of seq_len + 1 tokens at ``starts``: (rows, seq_len + 1) int64 (and masks)."""
         rows = len(starts)
         tokens = np.empty((rows, self.seq_len + 1), dtype=np.int64)
         masks = np.empty((rows, self.seq_len + 1), dtype=np.uint8) if self.use_mask else None
         for b, start in enumerate(starts):
-            tokens[b], m = self.read(start, self.seq_len + 1)
-            if masks is not None:
-                masks[b] = m
+            self.read_into(start, tokens[b], None if masks is None else masks[b])
+        if rows and int(tokens.max()) >= self.vocab_size:  # find the file to name it
+            b, t = divmod(int(np.argmax(tokens >= self.vocab_size)), self.seq_len + 1)
+            i, offset = self._locate(starts[b] + t)
+            _check_ids(self.files[i], tokens[b, t : t + 1], self.vocab_size, offset)
         return tokens, masks
 
     def close(self) -> None:
