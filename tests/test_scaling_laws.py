@@ -296,7 +296,7 @@ def test_predictions_have_ordered_intervals_and_agree_with_the_fits(exact_6n_tab
 
 def test_cli_prints_tables_and_json(tmp_path, capsys):
     synthetic_results().to_parquet(tmp_path / "results.parquet")
-    code = cli_main([str(tmp_path), "--bootstrap", "20", "--budget", "1e21"])
+    code = cli_main([str(tmp_path), "--bootstrap", "10", "--budget", "1e21"])
     text = capsys.readouterr().out
     assert code == 0
     assert "Approach 2" in text and "Approach 3" in text and "N* = k * C^a" in text

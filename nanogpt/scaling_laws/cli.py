@@ -136,9 +136,8 @@ def format_parametric(fit: ParametricFit) -> str:
 
 def format_prediction(prediction: dict) -> str:
     def cell(d: dict, spec: str = ".3g") -> str:
-        return _cell(
-            Estimate(d["value"], *(d[k] or float("nan") for k in ("se", "ci_low", "ci_high"))), spec
-        )
+        spread = (float("nan") if d[k] is None else d[k] for k in ("se", "ci_low", "ci_high"))
+        return _cell(Estimate(d["value"], *spread), spec)
 
     return (
         f"  Approach {prediction['approach']} at C = {prediction['budget']:.3g} FLOPs "
