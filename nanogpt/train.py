@@ -211,20 +211,16 @@ def _make_loader(
     )
     text = str(source)
     if ("," in text or ":" in text) and not Path(text).exists():
-        sources = []
-        for part in text.split(","):
-            name, _, weight = part.partition(":")
-            sources.append((data_mod.resolve_data_dir(name), float(weight or 1.0)))
+        sources = [(data_mod.resolve_data_dir(n), w) for n, w in data_mod.parse_mixture(text)]
         return data_mod.MultiplexLoader(sources, **kwargs)
     return data_mod.DataLoader(data_mod.resolve_data_dir(text), **kwargs)
 
 
 def _count_train_tokens(source: str | Path) -> int | None:
     text = str(source)
-    if "," in text:
-        return None
-    directory = data_mod.resolve_data_dir(text)
-    return sum(len(data_mod.read_tokens(p)) for p in data_mod.list_shards(directory, "train"))
+    if ("," in text or ":" in text) and not Path(text).exists():
+        return None  # a mixture has no single "one pass"
+    return data_mod.count_tokens(data_mod.resolve_data_dir(text), "train")
 
 
 class _Logger:
@@ -330,7 +326,7 @@ def _run(cfg: TrainConfig, info: dist.DistInfo, report: Report | None) -> dict[s
             f"  derived: world_size={info.world_size} device={device} grad_accum={grad_accum} "
             f"steps={steps:,} warmup={warmup} tokens={steps * cfg.total_batch_size:,} "
             f"flops={steps * cfg.total_batch_size * flops_per_token:.3e} "
-            f"tokens_per_param={steps * cfg.total_batch_size / counts['params_scaling']:.1f}\n"
+            f"tokens_per_param={steps * cfg.total_batch_size / counts['params_scaling']:.3g}\n"
             f"  derived: peak lr " + ", ".join(f"{k}={v:.3g}" for k, v in lr_groups.items()),
             flush=True,
         )
@@ -385,7 +381,7 @@ def _run(cfg: TrainConfig, info: dist.DistInfo, report: Report | None) -> dict[s
                     "tokens": done * cfg.total_batch_size,
                     "flops": done * cfg.total_batch_size * flops_per_token,
                     "train_loss": train_loss,
-                    "lr": cfg.lr_adamw * lr_mult,
+                    "lr": optimizer.param_groups[-1]["lr"],  # an AdamW group's actual rate
                     "lr_multiplier": lr_mult,
                     "grad_norm": float(grad_norm),
                     "tokens_per_s": tokens_per_s,

@@ -1,0 +1,185 @@
+"""The training loop on CPU: learning, exact resume, two ranks, divergence, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from nanogpt import checkpoint as ckpt
+from nanogpt.config import TrainConfig, parse_train_config
+from nanogpt.data import ensure_shakespeare
+from nanogpt.train import BatchSizeError, lr_multiplier, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return ensure_shakespeare(tmp_path_factory.mktemp("data") / "shakespeare")
+
+
+def tiny_cfg(corpus: Path, out_dir: Path, **overrides) -> TrainConfig:
+    base = dict(
+        depth=1,
+        seq_len=64,
+        device_batch_size=4,
+        total_batch_size=512,
+        num_iterations=12,
+        warmup_steps=2,
+        lr_adamw=3e-3,
+        eval_every=6,
+        eval_tokens=1024,
+        save_every=0,
+        data=str(corpus),
+        out_dir=str(out_dir),
+        run_name="run",
+        device="cpu",
+        seed=7,
+    )
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    """step -> train loss from metrics.jsonl (the last line written for each step)."""
+    out = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        out[row["step"]] = row["train_loss"]
+    return out
+
+
+def test_a_tiny_run_lowers_the_loss_and_writes_its_outputs(corpus, tmp_path):
+    reports = []
+    summary = train(
+        tiny_cfg(corpus, tmp_path, num_iterations=40, eval_every=20),
+        report=lambda m, c: reports.append((m, c)),
+    )
+    assert summary["status"] == "ok" and summary["steps"] == 40
+    trajectory = losses(tmp_path / "run")
+    assert trajectory[40] < trajectory[1] - 2.0
+    assert summary["final_val_loss"] < 9.0 and summary["val_bpb"] > 0
+    needed = {"step", "tokens", "flops", "train_loss", "val_loss", "val_bpb", "lr", "grad_norm"}
+    needed |= {"tokens_per_s", "mfu", "elapsed_s", "status"}
+    assert needed <= set(reports[0][0])
+    assert reports[-1][0]["status"] == "ok"
+    # the final checkpoint is complete and reported
+    final = Path(summary["checkpoint"])
+    assert final.name == "step_000040" and (final / "meta.json").is_file()
+    assert any(c == str(final) for _, c in reports)
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "ok"
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(corpus, tmp_path):
+    whole = train(tiny_cfg(corpus, tmp_path / "a"))
+    first = train(tiny_cfg(corpus, tmp_path / "b", stop_at_step=5))
+    assert first["status"] == "stopped" and first["steps"] == 5
+    second = train(tiny_cfg(corpus, tmp_path / "b", resume="auto"))
+    assert second["status"] == "ok" and second["steps"] == 12
+    uninterrupted, resumed = losses(tmp_path / "a" / "run"), losses(tmp_path / "b" / "run")
+    assert [resumed[s] for s in range(1, 13)] == [uninterrupted[s] for s in range(1, 13)]
+    assert second["final_val_loss"] == whole["final_val_loss"]
+
+
+def test_a_nan_ends_the_run_as_diverged(corpus, tmp_path):
+    reports = []
+    summary = train(
+        tiny_cfg(corpus, tmp_path, debug_nan_at_step=3), report=lambda m, c: reports.append(m)
+    )
+    assert summary["status"] == "diverged" and summary["steps"] == 4
+    assert reports[-1]["status"] == "diverged"
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["status"] == "diverged"
+
+
+def test_a_blown_up_loss_ends_the_run_as_diverged(corpus, tmp_path):
+    summary = train(tiny_cfg(corpus, tmp_path, lr_adamw=50.0, lr_muon=50.0, num_iterations=30))
+    assert summary["status"] == "diverged" and summary["steps"] < 30
+
+
+def test_two_ranks_follow_one_rank_at_the_same_global_batch(corpus, tmp_path):
+    args = [
+        "--depth", "1", "--seq-len", "64", "--device-batch-size", "4", "--total-batch-size", "512",
+        "--num-iterations", "6", "--warmup-steps", "2", "--eval-every", "6", "--eval-tokens",
+        "1024", "--save-every", "0", "--data", str(corpus), "--device", "cpu", "--seed", "7",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    one = [sys.executable, "-m", "nanogpt.train", *args, "--out-dir", str(tmp_path / "one")]
+    two = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "nanogpt.train", *args, "--out-dir", str(tmp_path / "two"),
+    ]  # fmt: skip
+    for cmd in (one, two):
+        done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    a, b = losses(tmp_path / "one" / "d1-pretraining"), losses(tmp_path / "two" / "d1-pretraining")
+    assert list(a) == list(b)
+    assert [b[s] for s in b] == pytest.approx([a[s] for s in a], rel=1e-4)
+
+
+def test_resuming_into_another_shape_is_a_clear_error(corpus, tmp_path):
+    train(tiny_cfg(corpus, tmp_path, num_iterations=2))
+    with pytest.raises(ckpt.CheckpointError, match="n_layer: checkpoint 1, this run 2"):
+        train(tiny_cfg(corpus, tmp_path, depth=2, resume="auto"))
+
+
+def test_mid_training_starts_from_a_checkpoint(corpus, tmp_path):
+    pre = train(tiny_cfg(corpus, tmp_path, num_iterations=4))
+    mid = train(
+        tiny_cfg(
+            corpus, tmp_path, mode="mid-training", checkpoint=pre["checkpoint"],
+            run_name="mid", num_iterations=2,
+        )
+    )  # fmt: skip
+    assert mid["status"] == "ok"
+    first_mid_loss = losses(tmp_path / "mid")[1]
+    assert first_mid_loss < losses(tmp_path / "run")[1]  # it did not start from scratch
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (
+            ["--total-batch-size", "1000", "--device-batch-size", "4", "--seq-len", "64"],
+            "not a multiple",
+        ),
+    ],
+)
+def test_impossible_batch_sizes_name_the_numbers(corpus, tmp_path, argv, message):
+    cfg = replace(parse_train_config(argv), data=str(corpus), out_dir=str(tmp_path), device="cpu")
+    with pytest.raises(BatchSizeError, match="--total-batch-size 1,000 tokens is not a multiple"):
+        train(cfg)
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--mode", "fine-tuning"], "--mode 'fine-tuning' is not one of"),
+        (["--depth", "0"], "--depth must be at least 1, got 0"),
+        (["--depth", "twelve"], "argument --depth: expected int, got 'twelve'"),
+        (["--learning-rate", "1"], "unrecognized arguments: --learning-rate"),
+        (["--wandb", "maybe"], "--wandb 'maybe' is not one of"),
+        (["--compile", "perhaps"], "expected true or false"),
+    ],
+)
+def test_bad_flags_are_errors_that_name_the_flag(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        parse_train_config(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_presets_then_flags_take_precedence():
+    cfg = parse_train_config(["--preset", "tiny", "--depth", "3"])
+    assert cfg.depth == 3 and cfg.seq_len == 128  # flag beats preset, preset beats default
+    assert parse_train_config([]).depth == 12
+
+
+def test_schedule_warms_up_then_decays_to_the_floor():
+    values = [lr_multiplier(s, 100, 10, 0.1) for s in range(100)]
+    assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
+    assert values[10] == pytest.approx(1.0) and values[-1] == pytest.approx(0.1, abs=1e-3)
+    assert all(a >= b for a, b in zip(values[10:], values[11:]))
