@@ -449,11 +449,15 @@ class MuonAdamW(torch.optim.Optimizer):
 
     def _update_muon(
         self, bucket: _MuonBucket, grad: torch.Tensor, clip: torch.Tensor | None
-    ) -> torch.Tensor:
-        """Update this rank's block of the stack; `grad` is ours to overwrite."""
+    ) -> torch.Tensor | None:
+        """Update this rank's block of the stack; `grad` is ours to overwrite.
+
+        Returns the new values of the block to all-gather; None on one rank, where the
+        parameters are updated where they are.
+        """
         group = self.param_groups[bucket.group_index]
         lr, wd, beta = group["lr"], group["weight_decay"], group["momentum"]
-        values, _ = self._owned_params(bucket)
+        values = None if self.world_size == 1 else self._owned_params(bucket)[0]
         if bucket.owned_count:
             if clip is not None:
                 grad.mul_(clip)
@@ -471,9 +475,16 @@ class MuonAdamW(torch.optim.Optimizer):
                 dtype=None,
                 coefficients=self.ns_coefficients,
             )
-            if wd:
-                values.mul_(1.0 - lr * wd)  # decoupled weight decay (Loshchilov & Hutter)
-            values.add_(ortho, alpha=-lr * bucket.scale)
+            if values is None:
+                # One rank: no stacked copy of the weights to write back afterwards.
+                params, updates = bucket.params, list(ortho.unbind(0))
+                if wd:
+                    torch._foreach_mul_(params, 1.0 - lr * wd)
+                torch._foreach_add_(params, updates, alpha=-lr * bucket.scale)
+            else:
+                if wd:
+                    values.mul_(1.0 - lr * wd)  # decoupled weight decay (Loshchilov & Hutter)
+                values.add_(ortho, alpha=-lr * bucket.scale)
         return values
 
     def _update_adamw(
@@ -606,7 +617,8 @@ class MuonAdamW(torch.optim.Optimizer):
         gathers = []
         for bucket, shard in zip(buckets, shards, strict=True):
             if isinstance(bucket, _MuonBucket):
-                values, is_view = self._update_muon(bucket, shard, coefficient), False
+                values = self._update_muon(bucket, shard, coefficient)
+                is_view = values is None
             else:
                 values, is_view = self._update_adamw(bucket, shard, coefficient)
             if world == 1:
