@@ -134,11 +134,17 @@ def _default_text(f: dataclasses.Field) -> str:
     return "required"
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+def add_dataclass_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    cls: type,
+    exclude: frozenset[str] = frozenset(),
+) -> None:
     """One ``--flag-name`` per field, typed from the annotation, help from the comment."""
     hints = typing.get_type_hints(cls)
     comments = field_comments(cls)
     for f in dataclasses.fields(cls):
+        if f.name in exclude:
+            continue
         hint = hints[f.name]
         origin_args = typing.get_args(hint)
         optional = type(None) in origin_args
