@@ -162,10 +162,6 @@ class _MuonBucket:
     scale: float
     momentum_buffer: torch.Tensor = field(default=None)  # (owned_count, out, in)
 
-    @property
-    def kind(self) -> str:
-        return "muon"
-
     def layout(self) -> dict[str, Any]:
         return {
             "kind": "muon",
@@ -190,10 +186,6 @@ class _FlatBucket:
     exp_avg: torch.Tensor = field(default=None)  # (owned_count,)
     exp_avg_sq: torch.Tensor = field(default=None)
     step_tensor: torch.Tensor = field(default=None)  # 0-dim fp32: the fused kernel reads it
-
-    @property
-    def kind(self) -> str:
-        return "adamw"
 
     def layout(self) -> dict[str, Any]:
         return {
