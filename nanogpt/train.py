@@ -352,10 +352,10 @@ def _run(cfg: TrainConfig, info: dist.DistInfo, report: Report | None) -> dict[s
                 x, y = next(train_loader)
                 with dist.autocast(device):
                     loss = forward(x, y)
+                if step == cfg.debug_nan_at_step:
+                    loss = loss * float("nan")  # poisons the weights too, like a real blow-up
                 (loss / grad_accum).backward()
                 loss_sum += loss.detach()
-            if step == cfg.debug_nan_at_step:
-                loss_sum = loss_sum * float("nan")
             grad_norm = optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             done = step + 1
