@@ -19,6 +19,17 @@ from torch import nn
 
 from nanogpt.optim import MuonAdamW, newton_schulz
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # These tensors are small: with two OpenMP threads on a busy 2-core machine, the threads wait
+    # on each other and a 1-second test takes 15. One thread is fast whatever the load.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ------------------------------------------------------------------------------ Newton-Schulz
 
 
