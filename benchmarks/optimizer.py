@@ -19,7 +19,7 @@ import os
 import sys
 
 # `python benchmarks/optimizer.py` puts benchmarks/ first on sys.path, where a sibling script can
-# shadow a standard module (benchmarks/tokenize.py shadows `tokenize`, which torch imports).
+# shadow a standard module (benchmarks/tokenizer_speed.py shadows `tokenize`, which torch imports).
 # What this script needs there is the repository root, so that nanogpt imports uninstalled too.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if sys.path and os.path.abspath(sys.path[0] or os.curdir) == _HERE:

@@ -35,6 +35,42 @@ def _chunk_logits(
     return logits, None
 
 
+def _chunk_loss_and_grads(
+    hc: torch.Tensor, w: torch.Tensor, tc: torch.Tensor, softcap: float, z_loss: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For one chunk of rows: summed loss, d(sum)/d(hc) and d(sum)/d(w) (ignored rows: 0)."""
+    valid = tc != -1
+    safe_t = tc.clamp(min=0)
+    logits, t = _chunk_logits(hc, w, softcap)  # (n, V) fp32
+    lse = torch.logsumexp(logits, dim=-1)
+    row_loss = lse - logits.gather(1, safe_t[:, None]).squeeze(1)
+    # d(row_loss)/d(logits) = softmax - onehot; the z-loss adds 2·z·lse·softmax. In place, so
+    # a chunk needs one logits-sized buffer (torch.compile turns these into one fused pass).
+    grad = logits.sub_(lse[:, None]).exp_()
+    if z_loss > 0:
+        row_loss = row_loss + z_loss * lse.square()
+        grad.mul_((1.0 + 2.0 * z_loss * lse)[:, None])
+    grad.scatter_add_(1, safe_t[:, None], torch.full_like(lse, -1.0)[:, None])
+    grad.mul_(valid[:, None])
+    if t is not None:
+        grad.mul_(1.0 - t.square())  # through softcap·tanh(x/softcap)
+    grad = grad.to(w.dtype)
+    return (row_loss * valid).sum(), grad @ w, (grad.t() @ hc).float()
+
+
+_compiled_chunk = None
+
+
+def _chunk_fn(device: torch.device):
+    """On a GPU the chunk's elementwise work is fused by torch.compile (one pass, not eight)."""
+    global _compiled_chunk
+    if device.type != "cuda":
+        return _chunk_loss_and_grads
+    if _compiled_chunk is None:
+        _compiled_chunk = torch.compile(_chunk_loss_and_grads, dynamic=False)
+    return _compiled_chunk
+
+
 class _FusedHeadLoss(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
@@ -53,31 +89,16 @@ class _FusedHeadLoss(torch.autograd.Function):
         grad_h = torch.empty(h.shape, dtype=h.dtype, device=h.device)
         grad_w = torch.zeros((vocab_size, weight.shape[1]), dtype=torch.float32, device=h.device)
         loss_sum = torch.zeros((), dtype=torch.float32, device=h.device)
-        valid_total = (targets != -1).sum()
+        chunk = _chunk_fn(h.device)
         for start in range(0, n_rows, chunk_rows):
             end = min(start + chunk_rows, n_rows)
-            hc = h[start:end].to(mm_dtype)
-            tc = targets[start:end]
-            valid = tc != -1
-            safe_t = tc.clamp(min=0)
-            logits, t = _chunk_logits(hc, w, softcap)  # (n, V)
-            lse = torch.logsumexp(logits, dim=-1)
-            target_logit = logits.gather(1, safe_t[:, None]).squeeze(1)
-            row_loss = lse - target_logit
-            # d(row_loss)/d(logits) = softmax - onehot; the z-loss adds 2·z·lse·softmax.
-            grad = torch.exp(logits.sub_(lse[:, None]))  # softmax, reusing the logits' memory
-            if z_loss > 0:
-                row_loss = row_loss + z_loss * lse.square()
-                grad.mul_((1.0 + 2.0 * z_loss * lse)[:, None])
-            loss_sum += (row_loss * valid).sum()
-            grad.scatter_add_(1, safe_t[:, None], -torch.ones_like(lse)[:, None])
-            grad.mul_(valid[:, None])
-            if t is not None:
-                grad.mul_(1.0 - t.square())  # through softcap·tanh(x/softcap)
-            grad = grad.to(mm_dtype)
-            grad_h[start:end] = (grad @ w).to(h.dtype)
-            grad_w.add_((grad.t() @ hc).float())
-        denom = valid_total.clamp(min=1).to(torch.float32)
+            part_loss, part_grad_h, part_grad_w = chunk(
+                h[start:end].to(mm_dtype), w, targets[start:end], softcap, z_loss
+            )
+            loss_sum += part_loss
+            grad_h[start:end] = part_grad_h.to(h.dtype)
+            grad_w += part_grad_w
+        denom = (targets != -1).sum().clamp(min=1).to(torch.float32)
         ctx.save_for_backward(grad_h, grad_w, denom)
         ctx.weight_shape = weight.shape
         ctx.weight_dtype = weight.dtype
@@ -93,6 +114,7 @@ class _FusedHeadLoss(torch.autograd.Function):
         return gh, gw, None, None, None, None, None, None
 
 
+@torch.compiler.disable
 def fused_head_loss(
     h: torch.Tensor,
     weight: torch.Tensor,

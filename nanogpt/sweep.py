@@ -42,7 +42,10 @@ RESULT_COLUMNS = [
     "final_train_loss", "final_val_loss", "val_bpb", "status", "wall_s", "tokens_per_s", "mfu",
     "gpu", "trial_id", "checkpoint",
 ]  # fmt: skip
-EXTRA_COLUMNS = ["trial_key", "steps_planned", "flops", "seq_len", "total_batch_size", "run_dir"]
+EXTRA_COLUMNS = [
+    "trial_key", "steps_planned", "flops", "seq_len", "total_batch_size", "run_dir",
+    "trial_wall_s",  # the whole trial: Ray Train start-up and teardown + training (wall_s)
+]  # fmt: skip
 
 # MFU of a plain GPT at each DEPTH on one H200 (bf16, torch.compile, 1024 context, 32 sequences
 # per step), measured 2026-11 (see ../shared/DESIGN.md and docs/benchmarks.md). The dry run turns
@@ -328,6 +331,7 @@ def trial_function(params: dict[str, Any], sweep_settings: dict[str, Any]) -> di
             callbacks=[TuneReportCallback()],
         ),
     )
+    started = time.time()
     result = trainer.fit()
     if result.error is not None:
         raise result.error  # Tune retries the trial (its FailureConfig); it resumes from disk
@@ -340,6 +344,7 @@ def trial_function(params: dict[str, Any], sweep_settings: dict[str, Any]) -> di
         seq_len=base["seq_len"],
         total_batch_size=base["total_batch_size"],
         trial_id=ray.tune.get_context().get_trial_id(),
+        trial_wall_s=time.time() - started,
     )
     return summary
 

@@ -100,7 +100,9 @@ def build_optimizer(model: GPT, cfg: TrainConfig) -> MuonAdamW:
             name="matrix",
             params=kinds["matrix"],
             lr=cfg.lr_muon,
-            weight_decay=cfg.weight_decay,
+            # Same decay per step (lr x wd) as the AdamW groups at width 768: the averaging
+            # timescale 1/(lr x wd) is what should match (Wang & Aitchison, arXiv:2405.13698).
+            weight_decay=scaling.weight_decay_for_lr(cfg.weight_decay, cfg.lr_muon / cfg.lr_adamw),
             momentum=cfg.muon_momentum,
         )
     ]

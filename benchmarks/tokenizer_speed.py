@@ -1,7 +1,7 @@
 """Tokenization speed on the Shakespeare corpus: one process against all cores.
 
-    python benchmarks/tokenize.py                 # 1 process and os.cpu_count() processes
-    python benchmarks/tokenize.py --procs 1 2 4 --repeats 5 --copies 4
+    python benchmarks/tokenizer_speed.py                 # 1 process and os.cpu_count() processes
+    python benchmarks/tokenizer_speed.py --procs 1 2 4 --repeats 5 --copies 4
 
 Rows:
 - ``encode``: the documents tokenized one after another in this process (`encode_document`);

@@ -1,0 +1,116 @@
+"""What Ray costs a sweep, and what packing trials onto one GPU buys.
+
+    python benchmarks/sweep_overhead.py                    # DEPTH 2,4,6 x 3 budgets, twice
+    python benchmarks/sweep_overhead.py --packing 1,3      # one trial per GPU, then 3 per GPU
+
+Runs the same small real sweep (Ray Tune + one Ray Train TorchTrainer per trial, Shakespeare
+corpus) once per packing level and prints: wall time, the sum of the trials' training time,
+Ray's start-up and teardown per trial (trial wall time minus its training time), the GPU's busy
+fraction (nvidia-smi utilisation sampled every 250 ms) and the sweep's aggregate tokens/s.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if sys.path and os.path.abspath(sys.path[0] or os.curdir) == _HERE:
+    sys.path[0] = os.path.dirname(_HERE)
+
+import argparse  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+from nanogpt.config import TrainConfig  # noqa: E402
+from nanogpt.sweep import SweepConfig, parse_depths, parse_flops, run_sweep  # noqa: E402
+
+
+class GpuSampler:
+    """nvidia-smi utilisation samples in a background thread (empty without a GPU)."""
+
+    def __init__(self, period_ms: int = 250) -> None:
+        self.samples: list[float] = []
+        self.proc = None
+        if shutil.which("nvidia-smi"):
+            self.proc = subprocess.Popen(
+                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                 f"-lms={period_ms}", "-i", os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]],
+                stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            try:
+                self.samples.append(float(line.strip()))
+            except ValueError:
+                pass
+
+    def stop(self) -> float | None:
+        if self.proc is None:
+            return None
+        self.proc.terminate()
+        return sum(1 for s in self.samples if s > 0) / max(1, len(self.samples))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--depths", default="2,4,6")
+    p.add_argument("--flops", default="2.5e14..1e15")
+    p.add_argument("--packing", default="1,3", help="trials per GPU, one sweep each")
+    p.add_argument("--total-batch-size", type=int, default=65536)
+    p.add_argument("--device-batch-size", type=int, default=32)
+    p.add_argument("--seq-len", type=int, default=1024)
+    p.add_argument("--storage", default=None, help="default: a temporary directory")
+    args = p.parse_args(argv)
+    storage = args.storage or tempfile.mkdtemp(prefix="sweep_overhead_")
+    train = TrainConfig(
+        seq_len=args.seq_len,
+        total_batch_size=args.total_batch_size,
+        device_batch_size=args.device_batch_size,
+        warmup_steps=10,
+        eval_every=100000,
+        eval_tokens=65536,
+        save_every=0,
+        log_every=10,
+        lr_adamw=3e-3,
+    )
+    table = []
+    for packing in (int(x) for x in args.packing.split(",")):
+        sweep = SweepConfig(
+            depths=parse_depths(args.depths),
+            flops=parse_flops(args.flops, 3),
+            name=f"packing{packing}",
+            storage=storage,
+            trials_per_gpu=packing,
+            cpus_per_trial=1,
+            analyze=False,
+            train=train,
+        )
+        sampler = GpuSampler()
+        started = time.time()
+        out = run_sweep(sweep)
+        wall = time.time() - started
+        busy = sampler.stop()
+        rows = out["rows"]
+        train_s = sum(r.get("wall_s") or 0 for r in rows)
+        overhead = [r["trial_wall_s"] - r["wall_s"] for r in rows if r.get("trial_wall_s")]
+        tokens = sum(r.get("tokens") or 0 for r in rows)
+        table.append((packing, len(rows), wall, train_s, sum(overhead) / max(1, len(overhead)),
+                      busy, tokens / wall, sorted({r.get("status") for r in rows})))  # fmt: skip
+    print("| trials per GPU | trials | sweep wall s | sum of training s | Ray overhead per trial s "
+          "| GPU busy | tokens/s (whole sweep) | statuses |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for packing, n, wall, train_s, over, busy, tok_s, statuses in table:
+        busy_text = f"{100 * busy:.0f}%" if busy is not None else "-"
+        print(f"| {packing} | {n} | {wall:.0f} | {train_s:.0f} | {over:.1f} | {busy_text} "
+              f"| {tok_s:,.0f} | {', '.join(map(str, statuses))} |")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
