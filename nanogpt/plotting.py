@@ -115,38 +115,63 @@ def _new_figure(width: float = 6.4, height: float = 4.2, ncols: int = 1):
     return fig, fig.subplots(1, ncols)
 
 
+# How far past the sizes run each parabola is drawn, in decades of N: enough to see its trend,
+# too little to suggest a minimum the runs did not find.
+CURVE_OVERHANG_DECADES = 0.05
+EDGE_MARKER = {"below": "<", "above": ">"}  # points to the side where an extrapolated N* lies
+
+
 def plot_isoflop(data: pd.DataFrame, fit: IsoFlopFit, *, loss_label: str = LOSS_LABEL) -> Figure:
     """Loss against parameters, one colour per budget: the runs, each budget's fitted parabola
-    with its 95% bootstrap band, and its minimum N* with the interval of N*."""
+    (over the sizes run) with its 95% bootstrap band, and its minimum N* with the interval of
+    N*. A budget whose minimum lies outside its sizes gets no star: a triangle at the end of its
+    curve points to the side where the optimum lies, and its legend entry says "no interior
+    minimum"."""
     with rc_context(STYLE):
         fig, ax = _new_figure()
         colours = budget_colours(data["budget"])
         fitted = {m.budget: m for m in fit.minima}
+        curve_losses = []  # the parabolas over the sizes run: with the runs, they set the y range
         for budget, rows in data.groupby("budget"):
             colour = colours[budget]
             minimum = fitted.get(budget)
             label = f"{_sci(budget)} FLOPs"
             if minimum is None:  # left out of the fit (too few runs, or no minimum)
+                if "opens downward" in fit.left_out.get(budget, ""):
+                    label += ": no minimum"
                 ax.scatter(
-                    rows["N"],
-                    rows["L"],
-                    s=18,
-                    facecolors="none",
-                    edgecolors=colour,
-                    label=label,
+                    rows["N"], rows["L"], s=18, facecolors="none", edgecolors=colour, label=label
                 )
                 continue
+            if not minimum.interior:
+                label += ": no interior minimum"
             low, high = minimum.log10_params_range
             # Runs outside the fit window (see fit_isoflop's window_decades) are drawn hollow.
             log_n = np.log10(rows["N"].to_numpy())
             used = (log_n >= low - 1e-12) & (log_n <= high + 1e-12)
             ax.scatter(rows["N"][used], rows["L"][used], s=18, color=colour, zorder=3, label=label)
             ax.scatter(rows["N"][~used], rows["L"][~used], s=18, fc="none", ec=colour, zorder=3)
-            grid = np.logspace(low - 0.1, high + 0.1, 200)
+            grid = np.logspace(low - CURVE_OVERHANG_DECADES, high + CURVE_OVERHANG_DECADES, 200)
             ax.plot(grid, minimum.curve(grid), color=colour, lw=1.3)
+            curve_losses.append(minimum.curve(np.logspace(low, high, 50)))
             band = minimum.curve_band(grid)
             if band is not None:
                 ax.fill_between(grid, *band, color=colour, alpha=0.15, lw=0)
+            if not minimum.interior:  # a triangle at the curve's end, pointing to where N* lies
+                below = minimum.position == "below"
+                edge = low - CURVE_OVERHANG_DECADES if below else high + CURVE_OVERHANG_DECADES
+                ax.plot(
+                    10**edge,
+                    minimum.curve(np.array([10**edge]))[0],
+                    marker=EDGE_MARKER[minimum.position],
+                    ms=8,
+                    mfc="white",
+                    mec=colour,
+                    mew=1.3,
+                    ls="",
+                    zorder=4,
+                )
+                continue
             p = minimum.params
             xerr = None
             if np.isfinite(p.low):
@@ -164,30 +189,37 @@ def plot_isoflop(data: pd.DataFrame, fit: IsoFlopFit, *, loss_label: str = LOSS_
                 elinewidth=1.0,
                 zorder=4,
             )
-        minima = sorted(fit.minima, key=lambda m: m.budget)
-        ax.plot(
-            [m.params.value for m in minima],
-            [m.loss.value for m in minima],
-            ls="--",
-            lw=0.8,
-            color="0.3",
-            zorder=2,
-        )
+        interior = sorted(fit.law_minima, key=lambda m: m.budget)
+        if len(interior) >= 2:
+            ax.plot(
+                [m.params.value for m in interior],
+                [m.loss.value for m in interior],
+                ls="--",
+                lw=0.8,
+                color="0.3",
+                zorder=2,
+            )
         ax.set_xscale("log")
         # The runs set the range; an interval of N* reaching far beyond them is cut at the edge
         # rather than squeezing the curves into a corner.
         log_n = np.log10(data["N"].to_numpy())
         ax.set_xlim(10 ** (log_n.min() - 0.15), 10 ** (log_n.max() + 0.15))
+        _few_decade_ticks(ax.xaxis, *ax.get_xlim())
         ax.set_xlabel("Parameters N")
         ax.set_ylabel(loss_label)
-        _clip_loss_axis(ax, data, fit)
-        a = fit.params_law.exponent
-        ax.set_title(
-            f"IsoFLOP profiles (Approach 2): $N^* \\propto C^{{a}}$, a = {_interval(a)} (95% CI)",
-            loc="left",
-        )
-        star = Line2D([], [], marker="*", ms=10, color="0.5", mec="black", mew=0.6, ls="--", lw=0.8)
-        extra = [(star, "minimum N* (95% CI)")]
+        _clip_loss_axis(ax, data, curve_losses)
+        ax.set_title(_isoflop_title(fit), loc="left")
+        extra = []
+        if interior:
+            star = Line2D(
+                [], [], marker="*", ms=10, color="0.5", mec="black", mew=0.6, ls="--", lw=0.8
+            )
+            extra.append((star, "minimum N* (95% CI)"))
+        sides = sorted({m.position for m in fit.minima if not m.interior})
+        if sides:
+            marker = EDGE_MARKER[sides[0]] if len(sides) == 1 else "<"
+            edge = Line2D([], [], marker=marker, ms=7, mfc="white", mec="0.3", mew=1.2, ls="")
+            extra.append((edge, f"N* {' or '.join(sides)} the sizes run"))
         hollow = Line2D([], [], marker="o", ls="", mfc="none", mec="0.4")
         if set(data["budget"]) - set(fitted):
             extra.append((hollow, "budget or run not fitted"))
@@ -197,13 +229,51 @@ def plot_isoflop(data: pd.DataFrame, fit: IsoFlopFit, *, loss_label: str = LOSS_
     return fig
 
 
-def _clip_loss_axis(ax, data: pd.DataFrame, fit: IsoFlopFit) -> None:
-    """Show every run and minimum, and no more: the parabolas' extensions past the runs and the
-    bootstrap bands of flat parabolas would otherwise stretch the loss axis."""
-    values = np.concatenate([data["L"].to_numpy(), [m.loss.value for m in fit.minima]])
+def _isoflop_title(fit: IsoFlopFit) -> str:
+    """The exponent of N* ∝ C^a, or why there is none."""
+    n_budgets = len(fit.minima) + len(fit.left_out)
+    n_interior = len(fit.law_minima)
+    if fit.params_law is None:
+        return (
+            "IsoFLOP profiles (Approach 2): no power law fitted\n"
+            f"{n_interior} of {n_budgets} budgets have a minimum inside the sizes run (2 needed)"
+        )
+    title = (
+        "IsoFLOP profiles (Approach 2): "
+        f"$N^* \\propto C^{{a}}$, a = {_interval(fit.params_law.exponent)} (95% CI)"
+    )
+    if n_interior < n_budgets:
+        title += f"\nfrom the {n_interior} of {n_budgets} budgets with an interior minimum"
+    return title
+
+
+def _clip_loss_axis(ax, data: pd.DataFrame, curve_losses: list[np.ndarray]) -> None:
+    """Show every run and each parabola over the sizes run, and no more: the parabolas'
+    extensions, the bootstrap bands of flat parabolas and extrapolated vertices would otherwise
+    stretch the loss axis. Interior minima lie on their curves, so they are inside too."""
+    values = np.concatenate([data["L"].to_numpy(), *curve_losses])
+    values = values[np.isfinite(values)]
     low, high = values.min(), values.max()
     margin = 0.06 * (high - low if high > low else 1.0)
     ax.set_ylim(low - margin, high + margin)
+
+
+def _log_limits(values: list[float], margin_decades: float = 0.15) -> tuple[float, float] | None:
+    """Log-axis limits around the finite positive values, or None if there are none."""
+    logs = np.log10([v for v in values if np.isfinite(v) and v > 0])
+    if logs.size == 0:
+        return None
+    margin = margin_decades + 0.05 * (logs.max() - logs.min())
+    return 10 ** (logs.min() - margin), 10 ** (logs.max() + margin)
+
+
+def _few_decade_ticks(axis, low: float, high: float) -> None:
+    """Over less than two decades matplotlib labels every minor tick of a log axis, and labels
+    like 3x10^6 and 4x10^6 run into each other: label 1, 2 and 5 times powers of ten instead."""
+    if np.log10(high / low) < 2:
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(FuncFormatter(lambda value, _: _sci(value)))
+        axis.set_minor_formatter(NullFormatter())
 
 
 def plot_optimal_scaling(
@@ -212,15 +282,20 @@ def plot_optimal_scaling(
     *,
     budget: float | None = None,
 ) -> Figure:
-    """N*(C) and D*(C): the per-budget minima with their intervals, the Approach 2 power laws
-    with 95% bootstrap bands, and (if given) Approach 3's compute-optimal curves. `budget`
-    extends the lines to a prediction and marks it."""
+    """N*(C) and D*(C): the interior per-budget minima with their intervals, the Approach 2
+    power laws with 95% bootstrap bands, and (if given) Approach 3's compute-optimal curves.
+    `budget` extends the lines to a prediction and marks it. Without an Approach 2 power law
+    (fewer than two interior minima) the panels say so and draw no Approach 2 line."""
     with rc_context(STYLE):
         fig, axes = _new_figure(width=8.0, height=4.6, ncols=2)
-        flops = np.array([m.flops for m in fit.minima])
-        c_max = max(flops.max(), budget or 0)
+        points = fit.law_minima
+        if points:
+            flops = np.array([m.flops for m in points])
+        else:  # only the budgets' extent is known
+            flops = np.array([m.budget for m in fit.minima] + list(fit.left_out))
+        c_max = max(flops.max(), budget if budget and fit.params_law is not None else 0)
         grid = np.logspace(np.log10(flops.min()) - 0.3, np.log10(c_max) + 0.3, 200)
-        colours = budget_colours([m.budget for m in fit.minima])
+        colours = budget_colours([m.budget for m in fit.minima] + list(fit.left_out))
         convention = CONVENTION_LABEL.get(fit.flops_convention, fit.flops_convention)
         panels = [
             (
@@ -232,8 +307,10 @@ def plot_optimal_scaling(
             ),
             (axes[1], "tokens", fit.tokens_law, "b", "Compute-optimal data $D^*$ (tokens)"),
         ]
+        n_budgets = len(fit.minima) + len(fit.left_out)
         for ax, quantity, law, symbol, ylabel in panels:
-            for m in fit.minima:
+            shown = []  # y values of points and lines (not bands): they set the y range
+            for m in points:
                 estimate = getattr(m, quantity)
                 yerr = None
                 if np.isfinite(estimate.low):
@@ -250,31 +327,42 @@ def plot_optimal_scaling(
                     capsize=2.5,
                     zorder=4,
                 )
-            ax.plot(
-                grid,
-                law(grid),
-                color="black",
-                lw=1.2,
-                label=f"Approach 2: {symbol} = {_interval(law.exponent)}",
-            )
-            band = law.band(grid)
-            if band is not None:
-                ax.fill_between(grid, *band, color="black", alpha=0.12, lw=0, label="95% CI")
+                shown.append(estimate.value)
+            if law is not None:
+                ax.plot(
+                    grid,
+                    law(grid),
+                    color="black",
+                    lw=1.2,
+                    label=f"Approach 2: {symbol} = {_interval(law.exponent)}",
+                )
+                shown.extend(law(grid))
+                band = law.band(grid)
+                if band is not None:
+                    ax.fill_between(grid, *band, color="black", alpha=0.12, lw=0, label="95% CI")
+            else:
+                ax.plot(
+                    [],
+                    [],
+                    ls="",
+                    label=f"Approach 2: no power law ({len(points)} of {n_budgets} budgets\n"
+                    "have a minimum inside the sizes run)",
+                )
             if parametric is not None:
                 index = 0 if quantity == "params" else 1
                 exponent = parametric.a if quantity == "params" else parametric.b
-                ax.plot(
-                    grid,
-                    parametric.optimal(grid)[index],
-                    color="tab:red",
-                    ls="--",
-                    lw=1.2,
-                    label=f"Approach 3 (C = 6ND): {symbol} = {_interval(exponent)}",
-                )
-                bands = parametric.optimal_band(grid)
+                label = f"Approach 3 (C = 6ND): {symbol} = {_interval(exponent)}"
+                if parametric.degenerate:  # its interval describes a flat valley: leave it out
+                    label = f"Approach 3 (C = 6ND): {symbol} = {exponent.value:.3f}\n"
+                    label += "(degenerate fit, not to be trusted: see its notes)"
+                line = parametric.optimal(grid)[index]
+                ax.plot(grid, line, color="tab:red", ls="--", lw=1.2, label=label)
+                shown.extend(line)
+                # A degenerate fit's resamples sit in a flat valley: their band means nothing.
+                bands = None if parametric.degenerate else parametric.optimal_band(grid)
                 if bands is not None:
                     ax.fill_between(grid, *bands[quantity], color="tab:red", alpha=0.1, lw=0)
-            if budget is not None:
+            if budget is not None and law is not None:
                 prediction = law.predict(budget)
                 yerr = None
                 if np.isfinite(prediction.low):
@@ -295,14 +383,33 @@ def plot_optimal_scaling(
                     zorder=5,
                     label=f"prediction at {_sci(budget)} FLOPs",
                 )
+                shown.append(prediction.value)
+            limits = _log_limits(shown)
+            if limits is None:  # a degenerate Approach 3 can have no optimum (alpha < 0)
+                ax.text(
+                    0.5,
+                    0.5,
+                    "nothing to draw:\nno interior minimum,\nno Approach 3 optimum",
+                    transform=ax.transAxes,
+                    ha="center",
+                    va="center",
+                    color="0.4",
+                )
             ax.set_xscale("log")
             ax.set_yscale("log")
+            ax.set_xlim(grid[0], grid[-1])
+            _few_decade_ticks(ax.xaxis, grid[0], grid[-1])
+            # Points and lines set the range: bands of a loose fit would stretch it.
+            ax.set_ylim(*(limits or (1.0, 10.0)))
+            if limits is None:
+                ax.yaxis.set_major_formatter(NullFormatter())
+                ax.yaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(f"Compute C (FLOPs, {convention})")
             ax.set_ylabel(ylabel)
             # Below the panel: inside, a legend would cover a line or a point at some budgets.
             ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
         fig.suptitle(
-            "Compute-optimal scaling (points: isoFLOP minima with 95% CI; bands: 95% CI)",
+            "Compute-optimal scaling (points: interior isoFLOP minima with 95% CI; bands: 95% CI)",
             fontsize=10,
         )
     return fig

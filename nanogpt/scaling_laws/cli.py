@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 import time
 
-from nanogpt.scaling_laws.isoflop import IsoFlopFit, fit_isoflop
+from nanogpt.scaling_laws.isoflop import POSITION_TEXT, BudgetMinimum, IsoFlopFit, fit_isoflop
 from nanogpt.scaling_laws.parametric import PARAMETER_NAMES, ParametricFit, fit_parametric
 from nanogpt.scaling_laws.results import FLOPS_CONVENTIONS, Estimate, ScalingLawError, load_results
 
@@ -82,35 +83,48 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(["  " + head, "  " + "-" * len(head), *("  " + line for line in lines)])
 
 
+def _minimum_row(m: BudgetMinimum) -> list[str]:
+    if m.interior:
+        return [_cell(m.params), _cell(m.tokens), _cell(m.loss, ".4g"), "yes"]
+    # An extrapolated vertex is the parabola's shape, not a minimum the runs found: say only
+    # on which side of the sizes run the optimum lies.
+    low, high = (10.0**x for x in m.log10_params_range)
+    params = f"< {low:.3g}" if m.position == "below" else f"> {high:.3g}"
+    return [params, "-", "-", f"NO: {POSITION_TEXT[m.position]}"]
+
+
 def format_isoflop(fit: IsoFlopFit) -> str:
     """Approach 2 as text tables."""
-    rows = [
-        [
-            f"{m.budget:.3g}",
-            str(m.n_points),
-            _cell(m.params),
-            _cell(m.tokens),
-            _cell(m.loss, ".4g"),
-            "yes" if m.interior else "NO (extrapolated)",
+    rows = [[f"{m.budget:.3g}", str(m.n_points), *_minimum_row(m)] for m in fit.minima]
+    head = f"Approach 2: isoFLOP parabolas (FLOP convention {fit.flops_convention}"
+    if fit.law_error is None:
+        n_budgets, n_law = len(fit.minima) + len(fit.left_out), len(fit.law_minima)
+        if n_law < n_budgets:
+            head += (
+                f"; power laws through the {n_law} of {n_budgets} budgets with an interior minimum"
+            )
+        head += f"; {fit.n_bootstrap_used} of {fit.n_bootstrap} bootstrap resamples used"
+    out = [head + ")"]
+    if rows:
+        header = ["budget C", "runs", "N* [95% CI]", "D* [95% CI]", "L* [95% CI]", "inside"]
+        out.append(_table(header, rows))
+    out.append("")
+    if fit.law_error is None:
+        laws = [
+            ("N* = k * C^a", "a", fit.params_law),
+            ("D* = k * C^b", "b", fit.tokens_law),
+            ("L* = k * C^c", "c", fit.loss_law),
         ]
-        for m in fit.minima
-    ]
-    out = [
-        f"Approach 2: isoFLOP parabolas (FLOP convention {fit.flops_convention}; "
-        f"{fit.n_bootstrap_used} of {fit.n_bootstrap} bootstrap resamples used)",
-        _table(["budget C", "runs", "N* [95% CI]", "D* [95% CI]", "L* [95% CI]", "inside"], rows),
-        "",
-    ]
-    laws = [
-        ("N* = k * C^a", "a", fit.params_law),
-        ("D* = k * C^b", "b", fit.tokens_law),
-        ("L* = k * C^c", "c", fit.loss_law),
-    ]
-    rows = [
-        [law, name, _cell(p.exponent, ".4f"), f"{p.exponent.se:.4f}", _cell(p.coefficient)]
-        for law, name, p in laws
-    ]
-    out.append(_table(["power law", "", "exponent [95% CI]", "SE", "k [95% CI]"], rows))
+        rows = [
+            [law, name, _cell(p.exponent, ".4f"), f"{p.exponent.se:.4f}", _cell(p.coefficient)]
+            for law, name, p in laws
+        ]
+        out.append(_table(["power law", "", "exponent [95% CI]", "SE", "k [95% CI]"], rows))
+    else:
+        out.append("  power laws N* = k * C^a, D* = k * C^b, L* = k * C^c:")
+        out.extend(
+            textwrap.wrap(fit.law_error, 96, initial_indent="    ", subsequent_indent="    ")
+        )
     out.extend(f"  note: {note}" for note in fit.notes)
     return "\n".join(out)
 
@@ -124,14 +138,16 @@ def format_parametric(fit: ParametricFit) -> str:
         + [f"[{getattr(fit, n).low:.4g}, {getattr(fit, n).high:.4g}]"]
         for n in names
     ]
-    return "\n".join(
-        [
-            f"Approach 3: L(N, D) = E + A/N^alpha + B/D^beta ({fit.n_points} runs, "
-            f"{fit.n_bootstrap} bootstrap resamples; Huber objective {fit.objective:.6g}; "
-            f"L-BFGS: {fit.optimizer_message})",
-            _table(["parameter", "estimate", "SE", "95% CI"], rows),
-        ]
-    )
+    out = [
+        f"Approach 3: L(N, D) = E + A/N^alpha + B/D^beta ({fit.n_points} runs, "
+        f"{fit.n_bootstrap} bootstrap resamples; Huber objective {fit.objective:.6g}; "
+        f"L-BFGS: {fit.optimizer_message})",
+        _table(["parameter", "estimate", "SE", "95% CI"], rows),
+    ]
+    if fit.degenerate:
+        out.append("  DEGENERATE FIT: do not trust these numbers (see the notes)")
+    out.extend(f"  note: {note}" for note in fit.notes)
+    return "\n".join(out)
 
 
 def format_prediction(prediction: dict) -> str:
@@ -139,6 +155,11 @@ def format_prediction(prediction: dict) -> str:
         spread = (float("nan") if d[k] is None else d[k] for k in ("se", "ci_low", "ci_high"))
         return _cell(Estimate(d["value"], *spread), spec)
 
+    if "error" in prediction:
+        return (
+            f"  Approach {prediction['approach']} at C = {prediction['budget']:.3g} FLOPs: "
+            "no prediction (its power laws were not fitted)"
+        )
     return (
         f"  Approach {prediction['approach']} at C = {prediction['budget']:.3g} FLOPs "
         f"({prediction['flops_convention']}): N* = {cell(prediction['params'])}, "
@@ -191,7 +212,19 @@ def main(argv: list[str] | None = None) -> int:
             fits[approach].to_dict() if approach in fits else {"error": errors[approach]}
         )
         report[f"approach{approach}"]["fit_s"] = round(time.perf_counter() - started, 3)
-    predictions = [fit.predict(c) for c in args.budget for fit in fits.values()]
+        # Minima that the runs do not bracket give no power law: Approach 2 has no answer, and
+        # the exit status says so, though its per-budget table is still printed.
+        if approach == "2" and approach in fits and fits[approach].law_error is not None:
+            errors[approach] = fits[approach].law_error
+    predictions = []
+    for budget in args.budget:
+        for approach, fit in fits.items():
+            try:
+                predictions.append(fit.predict(budget))
+            except ScalingLawError as error:
+                predictions.append(
+                    {"approach": int(approach), "budget": budget, "error": str(error)}
+                )
     report["predictions"] = predictions
 
     if args.json:

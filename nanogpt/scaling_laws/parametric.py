@@ -40,6 +40,10 @@ PARAMETER_NAMES = ("E", "A", "B", "alpha", "beta")
 # Tight enough that L-BFGS runs to the minimum rather than stopping on a flat stretch: scipy's
 # defaults (ftol ~2e-9, maxiter 15000 but maxls 20) are what Besiroglu et al. found too loose.
 LBFGS_OPTIONS = {"ftol": 1e-15, "gtol": 1e-12, "maxiter": 20_000, "maxfun": 100_000, "maxls": 50}
+# Below these, a parameter sits at its lower bound of 0 and the law has lost a term: E under
+# 0.1% of the smallest loss, an exponent under 0.01, a term under 0.1% of the loss at every run.
+NEGLIGIBLE_SHARE = 1e-3
+NEGLIGIBLE_EXPONENT = 1e-2
 
 
 def _objective(
@@ -100,10 +104,17 @@ def _to_theta(params: dict[str, float]) -> np.ndarray:
 def _natural(theta: np.ndarray) -> np.ndarray:
     """Rows of (a, b, e, alpha, beta) as rows of (E, A, B, alpha, beta)."""
     theta = np.atleast_2d(theta)
-    return np.stack(
-        [np.exp(theta[:, 2]), np.exp(theta[:, 0]), np.exp(theta[:, 1]), theta[:, 3], theta[:, 4]],
-        axis=1,
-    )
+    with np.errstate(over="ignore"):  # a runaway bootstrap refit gives inf, kept in the tails
+        return np.stack(
+            [
+                np.exp(theta[:, 2]),
+                np.exp(theta[:, 0]),
+                np.exp(theta[:, 1]),
+                theta[:, 3],
+                theta[:, 4],
+            ],
+            axis=1,
+        )
 
 
 def _optimum(natural: np.ndarray, flops: float | np.ndarray) -> tuple[np.ndarray, ...]:
@@ -138,6 +149,14 @@ class ParametricFit:
     optimizer_message: str
     n_bootstrap: int
     samples: np.ndarray | None = field(default=None, repr=False)  # rows of (E, A, B, alpha, beta)
+    # Why the fit should not be trusted (a parameter at a bound, a term that vanished, an
+    # optimiser that did not converge); empty for a healthy fit.
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def degenerate(self) -> bool:
+        """The fit ended at a bound or is otherwise degenerate: see `notes`."""
+        return bool(self.notes)
 
     @property
     def values(self) -> np.ndarray:
@@ -183,8 +202,76 @@ class ParametricFit:
             n_points=self.n_points,
             optimizer_message=self.optimizer_message,
             n_bootstrap=self.n_bootstrap,
+            degenerate=self.degenerate,
+            notes=self.notes,
         )
         return out
+
+
+def _diagnose(
+    natural: np.ndarray,
+    samples: np.ndarray | None,
+    log_n: np.ndarray,
+    log_d: np.ndarray,
+    log_loss: np.ndarray,
+    message: str,
+) -> list[str]:
+    """Notes on a fit that ended at a bound of its parameter space or is otherwise degenerate.
+
+    The parameters are free in the optimiser but have natural lower bounds (E, A, B >= 0 and
+    exponents >= 0 for a loss that falls with N and D). A fit that runs to one of them has
+    dropped a term of the law; its intervals then describe a flat valley, not uncertainty.
+    """
+    e, a, b, alpha, beta = natural
+    loss = np.exp(log_loss)
+    model_term, data_term = a * np.exp(-alpha * log_n), b * np.exp(-beta * log_d)
+    predicted = e + model_term + data_term
+    notes = []
+    at_bound = set()
+    if e < NEGLIGIBLE_SHARE * loss.min():
+        at_bound.add("E")
+        notes.append(
+            f"E = {e:.3g} ran to its lower bound 0 (the smallest loss is {loss.min():.4g}): the "
+            "fit found no irreducible loss, so E is not determined by these runs and the law's "
+            "extrapolation to larger budgets is not to be trusted"
+        )
+    for name, value, what in (("alpha", alpha, "N"), ("beta", beta, "D")):
+        if value < NEGLIGIBLE_EXPONENT:
+            at_bound.add(name)
+            notes.append(
+                f"{name} = {value:.3g} is at or below its lower bound 0: over these runs the "
+                f"loss does not fall with {what}, which the law assumes"
+            )
+    for names, term, label in (
+        (("A", "alpha"), model_term, "A/N^alpha"),
+        (("B", "beta"), data_term, "B/D^beta"),
+    ):
+        if np.max(term / predicted) < NEGLIGIBLE_SHARE:
+            at_bound.update(names)
+            notes.append(
+                f"the term {label} is under {NEGLIGIBLE_SHARE:.1%} of the fitted loss at every "
+                f"run: {' and '.join(names)} are not determined by these runs"
+            )
+    if samples is not None and len(samples) >= 2:
+        diverged = []
+        for i, name in enumerate(PARAMETER_NAMES):
+            with np.errstate(over="ignore", invalid="ignore"):  # replicates near 1e200 or inf
+                spread = np.std(samples[:, i], ddof=1)
+            if not np.isfinite(spread):
+                diverged.append(name)
+            elif name not in at_bound and spread <= 1e-6 * abs(natural[i]):
+                notes.append(
+                    f"{name} did not move in any bootstrap resample (SE {spread:.2g}): the "
+                    "objective is flat in it, and its interval means nothing"
+                )
+        if diverged:
+            notes.append(
+                f"some bootstrap resamples ran {', '.join(diverged)} off towards infinity "
+                "(SE inf): the runs barely constrain the law"
+            )
+    if "CONVERGENCE" not in message.upper():
+        notes.append(f"L-BFGS did not report convergence ({message})")
+    return notes
 
 
 def fit_parametric(
@@ -261,4 +348,5 @@ def fit_parametric(
         optimizer_message=message,
         n_bootstrap=n_bootstrap,
         samples=samples,
+        notes=_diagnose(natural, samples, log_n, log_d, log_loss, message),
     )

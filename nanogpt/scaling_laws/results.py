@@ -58,7 +58,8 @@ class Estimate:
             return cls(float(value))
         # Infinite replicates (a flat bootstrap parabola) stay in: they belong in the tails.
         low, high = np.percentile(samples, [2.5, 97.5])
-        se = float(np.std(samples, ddof=1)) if np.isfinite(samples).all() else math.inf
+        with np.errstate(over="ignore"):  # replicates near 1e200 square to inf: so is the SE
+            se = float(np.std(samples, ddof=1)) if np.isfinite(samples).all() else math.inf
         return cls(float(value), se, float(low), float(high))
 
     def contains(self, x: float) -> bool:
