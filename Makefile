@@ -6,7 +6,20 @@ PYTHON ?= python3
 TORCH_CPU_VERSION ?= 2.13.0
 
 .DEFAULT_GOAL := help
-.PHONY: help environment test lint format demo depth-table prepare-shakespeare
+# ddp-train's variables (the seed's names)
+NGPUS ?= 1
+MODE ?= pretraining
+DEPTH ?= 12
+TARGET_FLOPS ?= 0
+CHECKPOINT ?=
+BATCH_SIZE ?= 524288
+VAL_EVALS ?= 250
+CORE_EVALS ?= 0
+CHATCORE_EVALS ?= 0
+ARGS ?=
+
+.PHONY: help environment test lint format demo depth-table prepare-shakespeare prepare-fineweb \
+	prepare-task-mixture ddp-train run-scaling-law sweep-dry-run gpu-status kill-gpu benchmark
 
 help: ## list the targets, one line each
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-22s %s\n", $$1, $$2}'
@@ -37,8 +50,40 @@ format: ## apply ruff's formatting and safe fixes
 	$(PYTHON) -m ruff check --fix .
 	$(PYTHON) -m ruff format .
 
-demo: ## the embedded default: model shapes and compute for every DEPTH
-	$(PYTHON) -m nanogpt.scaling --depths 2..20
+demo: ## the embedded default: a small depth x FLOP sweep on Shakespeare through Ray, then fits and plots
+	$(PYTHON) sweeps/isoflop.py --fresh
+
+run-scaling-law: ## the seed's sweep: DEPTH 6..14 x 1e18..6e18 FLOPs (about 33 H200-hours; see sweep-dry-run)
+	$(PYTHON) sweeps/isoflop.py --depths 6..14 --flops 1e18..6e18 --num-flops 3 --resume $(ARGS)
+
+sweep-dry-run: ## print the seed's sweep grid and its estimated GPU-hours, run nothing
+	$(PYTHON) sweeps/isoflop.py --depths 6..14 --flops 1e18..6e18 --dry-run $(ARGS)
+
+ddp-train: ## train on NGPUS GPUs (torchrun): MODE, DEPTH, TARGET_FLOPS, CHECKPOINT, BATCH_SIZE, VAL_EVALS, ARGS
+	@if [ "$(CORE_EVALS)" != "0" ] || [ "$(CHATCORE_EVALS)" != "0" ]; then \
+		echo "note: CORE_EVALS / CHATCORE_EVALS are accepted but not wired yet (evaluation suites come with their own issue)"; fi
+	torchrun --standalone --nproc_per_node=$(NGPUS) -m nanogpt.train --mode $(MODE) --depth $(DEPTH) \
+		--target-flops $(TARGET_FLOPS) --total-batch-size $(BATCH_SIZE) --eval-every $(VAL_EVALS) \
+		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(ARGS)
+
+prepare-shakespeare: ## tokenize the embedded Shakespeare corpus into data/shakespeare (seconds, no network)
+	$(PYTHON) data/shakespeare/prepare.py
+
+prepare-fineweb: ## download and tokenize FineWeb-Edu sample-10BT into data/fineweb_edu (~20 GB)
+	$(PYTHON) data/fineweb_edu/prepare.py
+
+prepare-task-mixture: ## download and tokenize the chat task mixture into data/task_mixture
+	$(PYTHON) data/task_mixture/prepare.py
 
 depth-table: ## print the DEPTH table of docs/README_DEPTH_PARAMETERIZATION.md
 	$(PYTHON) -m nanogpt.scaling --depths 2..20
+
+benchmark: ## training throughput at DEPTH 12 on this machine's GPU(s) (see docs/benchmarks.md)
+	$(if $(filter-out 1,$(NGPUS)),torchrun --standalone --nproc_per_node=$(NGPUS),$(PYTHON)) benchmarks/train_throughput.py $(ARGS)
+
+gpu-status: ## show the GPUs and what runs on them
+	@if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi; else echo "no NVIDIA GPU here (nvidia-smi not found)"; fi
+
+kill-gpu: ## stop this project's training, sweep and benchmark processes (by pid; nothing else)
+	@pids=$$(pgrep -f -- '-m nanogpt\.train|sweeps/isoflop\.py|benchmarks/(train_throughput|optimizer|sweep_overhead)\.py' || true); \
+	if [ -n "$$pids" ]; then echo "stopping: $$pids"; kill $$pids; else echo "no nanogpt processes running"; fi

@@ -183,3 +183,11 @@ def test_schedule_warms_up_then_decays_to_the_floor():
     assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
     assert values[10] == pytest.approx(1.0) and values[-1] == pytest.approx(0.1, abs=1e-3)
     assert all(a >= b for a, b in zip(values[10:], values[11:]))
+
+
+def test_wandb_offline_writes_a_local_run(corpus, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    summary = train(tiny_cfg(corpus, tmp_path, num_iterations=2, wandb="offline"))
+    assert summary["status"] == "ok"
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert runs, "wandb offline left no run directory"
