@@ -53,7 +53,7 @@ format: ## apply ruff's formatting and safe fixes
 demo: ## the embedded default: a small depth x FLOP sweep on Shakespeare through Ray, then fits and plots
 	$(PYTHON) sweeps/isoflop.py --fresh
 
-run-scaling-law: ## the seed's sweep: DEPTH 6..14 x 1e18..6e18 FLOPs (about 33 H200-hours; see sweep-dry-run)
+run-scaling-law: ## the seed's sweep: DEPTH 6..14 x 1e18..6e18 FLOPs (about 59 H200-hours; see sweep-dry-run)
 	$(PYTHON) sweeps/isoflop.py --depths 6..14 --flops 1e18..6e18 --num-flops 3 --resume $(ARGS)
 
 sweep-dry-run: ## print the seed's sweep grid and its estimated GPU-hours, run nothing

@@ -256,7 +256,10 @@ def _free_port() -> int:
 @pytest.mark.parametrize("world", [2, 3])
 def test_sharded_equals_single_rank_and_resumes_exactly(world, tmp_path):
     mp.spawn(_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
-    _check_against_single_rank(world, tmp_path, atol=1e-6)
+    # A few ulps of slack: torch's fused AdamW kernel vectorises with FMA but finishes each
+    # buffer's tail with scalar code, so where a shard boundary falls moves which elements round
+    # which way (seen: 70 of 65,600 elements off by up to 1.3e-6 at lr 0.2).
+    _check_against_single_rank(world, tmp_path, atol=5e-6)
 
 
 @pytest.mark.gpu
@@ -271,7 +274,9 @@ def test_sharded_on_nccl_equals_single_rank(tmp_path):
 def _check_against_single_rank(world: int, tmp_path: Path, atol: float) -> None:
     results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world)]
 
-    # The 1-rank optimizer, fed the average of the ranks' gradients.
+    # The 1-rank optimizer, fed the average of the ranks' gradients; one thread, as the workers
+    # use, so that CPU kernels split their sums the same way (the conftest fixture restores it).
+    torch.set_num_threads(1)
     params = _make_params()
     opt = _make_optimizer(params)
     norms = []
