@@ -1,0 +1,73 @@
+"""--mode all: pretraining, then mid-training on the chat mixture from the final checkpoint."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from nanogpt.config import TrainConfig
+from nanogpt.data import ensure_shakespeare, write_tokens
+from nanogpt.tokenizer import get_tokenizer
+from nanogpt.train import train
+
+
+def write_chat_dataset(root: Path) -> Path:
+    """A tiny task_mixture-shaped dataset: rendered conversations with their loss masks."""
+    tok = get_tokenizer()
+    out = root / "task_mixture"
+    out.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 60), ("val", 12)):
+        ids, mask = [], []
+        for _ in range(n):
+            a, b = int(rng.integers(0, 50)), int(rng.integers(0, 50))
+            conv = [
+                {"role": "user", "content": f"What is {a} plus {b}?"},
+                {"role": "assistant", "content": f"{a} plus {b} is {a + b}."},
+            ]
+            t, m = tok.render_conversation(conv)
+            ids += t
+            mask += m
+        write_tokens(
+            out / f"task_mixture_{split}_000000.bin",
+            np.array(ids, dtype=np.uint16),
+            mask=np.array(mask, dtype=np.uint8),
+        )
+    return out
+
+
+def test_mode_all_pretrains_then_mid_trains_from_the_checkpoint(tmp_path, monkeypatch):
+    data_root = tmp_path / "data"
+    corpus = ensure_shakespeare(data_root / "shakespeare")
+    write_chat_dataset(data_root)
+    monkeypatch.setenv("NANOGPT_DATA_DIR", str(data_root))
+    cfg = TrainConfig(
+        mode="all",
+        depth=1,
+        seq_len=64,
+        device_batch_size=4,
+        total_batch_size=256,
+        num_iterations=6,
+        mid_iterations=3,
+        warmup_steps=1,
+        lr_adamw=3e-3,
+        eval_every=3,
+        eval_tokens=256,
+        save_every=0,
+        data=str(corpus),
+        out_dir=str(tmp_path / "logs"),
+        run_name="both",
+        device="cpu",
+    )
+    summary = train(cfg)
+    assert summary["status"] == "ok" and summary["steps"] == 3
+    pre = json.loads((tmp_path / "logs" / "both-pretraining" / "summary.json").read_text())
+    assert pre["steps"] == 6
+    mid_log = (tmp_path / "logs" / "both-mid-training" / "metrics.jsonl").read_text()
+    assert mid_log.count('"step": 3') >= 1
+    # mid-training started from the pretrained weights, not from scratch
+    first_mid = json.loads(mid_log.splitlines()[0])["train_loss"]
+    first_pre = json.loads(
+        (tmp_path / "logs" / "both-pretraining" / "metrics.jsonl").read_text().splitlines()[0]
+    )["train_loss"]
+    assert first_mid < first_pre
