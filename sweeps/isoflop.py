@@ -29,7 +29,7 @@ from nanogpt.sweep import (  # noqa: E402
 # The embedded default: small enough for a 2-core CPU, big enough for three isoFLOP curves.
 EMBEDDED = dict(
     depths="1..3",
-    flops="4e11..1.6e12",
+    flops="3e11..1.2e12",
     num_flops=3,
     name="embedded",
     train=dict(
