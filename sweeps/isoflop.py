@@ -28,8 +28,8 @@ from nanogpt.sweep import (  # noqa: E402
 
 # The embedded default: small enough for a 2-core CPU, big enough for three isoFLOP curves.
 EMBEDDED = dict(
-    depths="1..3",
-    flops="3e11..1.2e12",
+    depths="1..4",
+    flops="2e11..8e11",
     num_flops=3,
     name="embedded",
     train=dict(
