@@ -34,13 +34,9 @@ from pathlib import Path  # noqa: E402
 
 import tiktoken  # noqa: E402
 
-from nanogpt.prepare import (  # noqa: E402
-    Split,
-    _encode_chunk,
-    encode_text,
-    run_prepare,
-    shakespeare_files,
-)
+from nanogpt.data.documents import encode_text  # noqa: E402
+from nanogpt.data.prepare import Split, _encode_chunk, run_prepare  # noqa: E402
+from nanogpt.data.shakespeare import shakespeare_files  # noqa: E402
 from nanogpt.tokenizer import get_tokenizer  # noqa: E402
 
 

@@ -20,12 +20,8 @@ import pytest
 import torch
 
 from nanogpt.data import DataLoader, TokenFileError, list_shards, read_mask, read_tokens
-from nanogpt.prepare import (
-    gsm8k_messages,
-    interleave,
-    mmlu_messages,
-    parse_count,
-)
+from nanogpt.data.documents import gsm8k_messages, interleave, mmlu_messages
+from nanogpt.data.prepare import parse_count
 from nanogpt.tokenizer import get_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,17 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nanogpt.prepare import (
-    Split,
-    add_common_args,
-    column,
-    expand_files,
-    load_rows,
-    parse_args,
-    parse_count,
-    run_from_args,
-    skip_take,
-)
+from nanogpt.data.documents import column, expand_files, load_rows, skip_take
+from nanogpt.data.prepare import Split, add_common_args, parse_args, parse_count, run_from_args
 
 HUB_NAME = "HuggingFaceFW/fineweb-edu"
 

@@ -13,7 +13,8 @@ import argparse
 import sys
 
 from nanogpt.data import data_root
-from nanogpt.prepare import add_common_args, prepare_shakespeare
+from nanogpt.data.prepare import add_common_args
+from nanogpt.data.shakespeare import prepare_shakespeare
 
 
 def main(argv: list[str] | None = None) -> dict:

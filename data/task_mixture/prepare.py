@@ -27,18 +27,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nanogpt.prepare import (
-    Split,
-    add_common_args,
+from nanogpt.data.documents import (
     count_local_rows,
     encode_task,
     expand_files,
     interleave,
     load_rows,
-    parse_args,
-    parse_count,
-    run_from_args,
 )
+from nanogpt.data.prepare import Split, add_common_args, parse_args, parse_count, run_from_args
 
 # name: (kind, hub dataset, config, hub split, rows in the hub split)
 SOURCES = {

@@ -24,17 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from nanogpt.data import data_root
-from nanogpt.prepare import (
-    Split,
-    add_common_args,
-    column,
-    count_local_rows,
-    encode_chat,
-    encode_text,
-    load_rows,
-    parse_args,
-    run_from_args,
-)
+from nanogpt.data.documents import column, count_local_rows, encode_chat, encode_text, load_rows
+from nanogpt.data.prepare import Split, add_common_args, parse_args, run_from_args
 
 STRUCTURED = (".jsonl", ".json", ".parquet")
 

@@ -1,63 +1,26 @@
-"""Muon + AdamW in one optimizer, sharded ZeRO-2 style, with the gradient sync built in.
-
-The model is never wrapped in DDP: every rank accumulates its own gradients and `step()` does
-the rest, in this order:
-
-1. reduce-scatter the gradients (summed, then divided by the world size: an average), so that
-   each rank holds the averaged gradient of only the shard it owns;
-2. global gradient norm: sum of squares of the owned shards, all-reduced, square root;
-   clip the shards by it;
-3. update the owned shard (optimizer state exists only for it: ZeRO stage 2);
-4. all-gather the new parameter values, so that every rank again holds the whole model.
-
-Muon (https://kellerjordan.github.io/posts/muon/) updates the 2-D weight matrices of the
-transformer blocks: momentum, then the matrix is replaced by the nearest semi-orthogonal matrix
-(computed by a Newton-Schulz-type iteration), scaled by the matrix's shape. Same-shape matrices
-are stacked, each rank owns a contiguous block of the stack, and orthogonalises it as one batch.
-AdamW updates everything else (embeddings, the output head, vectors and scalars); those
-parameters are flattened and sharded by element. docs/README_MUON.md and
-docs/README_DISTMUON.md explain the maths and the communication plan.
-
-With one rank (no process group, or a group of one) nothing is communicated at all.
+"""``MuonAdamW``: Muon for the transformer's matrices, AdamW for the rest, in one optimizer that
+is sharded ZeRO-2 style and syncs the gradients itself (the package docstring, nanogpt/optim,
+gives the order of a step).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 import torch.distributed as torch_dist
 
-# Newton-Schulz coefficients (a, b, c) of the odd quintic p(x) = a x + b x^3 + c x^5, one triple
-# per iteration. Polar Express (Amsel, Persson, Musco, Gower 2025, Algorithm 1,
-# https://arxiv.org/abs/2505.16932): each triple is the minimax-optimal quintic for the
-# singular-value interval left by the previous ones, so after 5 steps every singular value in
-# [1e-3, 1] lands near 1, while Keller Jordan's fixed quintic plateaus with singular values
-# spread over roughly [0.7, 1.2]. Same cost per step, a better polar factor, and it trained
-# GPT-2 to a lower loss in the paper's Figure 1. The first triples are divided by a 1.01 safety
-# factor (a / 1.01, b / 1.01^3, c / 1.01^5) so that bf16 rounding cannot push a singular value
-# past the region where the polynomials stay bounded; the last one is the classical degree-5
-# Newton-Schulz polynomial (15x - 10x^3 + 3x^5) / 8, used for any steps past the listed ones.
-_POLAR_EXPRESS_RAW = (
-    (8.28721201814563, -23.595886519098837, 17.300387312530933),
-    (4.107059111542203, -2.9478499167379106, 0.5448431082926601),
-    (3.9486908534822946, -2.908902115962949, 0.5518191394370137),
-    (3.3184196573706015, -2.488488024314874, 0.51004894012372),
-    (2.300652019954817, -1.6689039845747493, 0.4188073119525673),
-    (1.891301407787398, -1.2679958271945868, 0.37680408948524835),
-    (1.8750014808534479, -1.2500016453999487, 0.3750001645474248),
+from nanogpt.optim.collectives import (
+    _SMALL_PARAM_NUMEL,
+    _all_gather_fn,
+    _FlatBucket,
+    _MuonBucket,
+    _probe_collectives,
+    _reduce_scatter_fn,
 )
-POLAR_EXPRESS_COEFFICIENTS: tuple[tuple[float, float, float], ...] = tuple(
-    (a / 1.01, b / 1.01**3, c / 1.01**5) for a, b, c in _POLAR_EXPRESS_RAW
-) + ((1.875, -1.25, 0.375),)
-# Keller Jordan's quintic, the same triple every step
-# (https://kellerjordan.github.io/posts/muon/, "Newton-Schulz iteration"); kept for comparison.
-QUINTIC_COEFFICIENTS: tuple[tuple[float, float, float], ...] = ((3.4445, -4.7750, 2.0315),)
-
-_COEFFICIENT_SETS = {"polar_express": POLAR_EXPRESS_COEFFICIENTS, "quintic": QUINTIC_COEFFICIENTS}
+from nanogpt.optim.newton_schulz import _COEFFICIENT_SETS, muon_update_scale, newton_schulz
 
 MUON_DEFAULTS: dict[str, Any] = {
     "lr": 0.02,
@@ -75,138 +38,6 @@ ADAMW_DEFAULTS: dict[str, Any] = {
     "betas": (0.9, 0.95),
     "eps": 1e-8,
 }
-
-# AdamW tensors smaller than this are concatenated into one flat bucket per group, so that a
-# model with many gains and biases does not pay one collective each.
-_SMALL_PARAM_NUMEL = 1 << 16
-
-
-def newton_schulz(
-    matrix: torch.Tensor,
-    steps: int = 5,
-    *,
-    dtype: torch.dtype | None = torch.bfloat16,
-    coefficients: str = "polar_express",
-) -> torch.Tensor:
-    """Approximate the polar factor U V^T of `matrix` = U S V^T (its nearest semi-orthogonal matrix).
-
-    `matrix` is (..., m, n); leading dimensions are a batch, orthogonalised independently in one
-    batched matmul per product. Computes in `dtype` (bf16 by default: the iteration is
-    self-correcting, and bf16 tensor-core matmuls are what make it cheap; None keeps the input
-    dtype) and returns the input's dtype. Singular values come out near 1, not exactly 1.
-    """
-    if matrix.ndim < 2:
-        raise ValueError(
-            f"newton_schulz needs a matrix (..., m, n); got shape {tuple(matrix.shape)}"
-        )
-    if coefficients not in _COEFFICIENT_SETS:
-        raise ValueError(
-            f"unknown Newton-Schulz coefficients {coefficients!r}; use one of {sorted(_COEFFICIENT_SETS)}"
-        )
-    table = _COEFFICIENT_SETS[coefficients]
-    out_dtype = matrix.dtype
-    x = matrix if dtype is None else matrix.to(dtype)
-    # Iterate on the wide orientation (rows <= cols): X X^T is then the smaller Gram matrix.
-    transposed = x.size(-2) > x.size(-1)
-    if transposed:
-        x = x.mT
-    batch_shape = x.shape[:-2]
-    x = x.reshape(-1, x.size(-2), x.size(-1))
-    # The Frobenius norm bounds the spectral norm, so every singular value starts in [0, 1], where
-    # the polynomials converge. The norm accumulates in fp32 (a bf16 sum of squares of a large
-    # matrix loses digits); 1.01 and 1e-7 follow the paper's Algorithm 1 (zero stays zero).
-    norm = torch.linalg.vector_norm(x, dim=(-2, -1), keepdim=True, dtype=torch.float32)
-    x = x / (norm * 1.01 + 1e-7).to(x.dtype)
-    for i in range(steps):
-        a, b, c = table[min(i, len(table) - 1)]
-        gram = torch.bmm(x, x.mT)  # A = X X^T, (batch, m, m)
-        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # b A + c A^2
-        x = torch.baddbmm(x, poly, x, beta=a, alpha=1.0)  # a X + (b A + c A^2) X
-    x = x.reshape(*batch_shape, x.size(-2), x.size(-1))
-    if transposed:
-        x = x.mT
-    return x.to(out_dtype)
-
-
-def muon_update_scale(shape: Sequence[int], rule: str = "shape") -> float:
-    """The factor a Muon update (singular values ~1) of a weight of `shape` = (out, in) is scaled by.
-
-    "shape": sqrt(max(1, out/in)), Keller Jordan's rule (https://kellerjordan.github.io/posts/muon/,
-      as in modded-nanogpt and nanochat): makes the update's size in the RMS->RMS operator norm
-      the same for every shape, so one Muon lr (~0.02) suits all matrices of the model.
-    "adamw_rms": 0.2 * sqrt(max(out, in)), Moonlight's rule (Liu et al. 2025, "Muon is Scalable
-      for LLM Training", https://arxiv.org/abs/2502.16982, eq. 4): gives the update the RMS (~0.2)
-      of an AdamW update, so Muon can share AdamW's lr and weight decay.
-    """
-    out_features, in_features = int(shape[0]), int(shape[1])
-    if rule == "shape":
-        return math.sqrt(max(1.0, out_features / in_features))
-    if rule == "adamw_rms":
-        return 0.2 * math.sqrt(max(out_features, in_features))
-    raise ValueError(f"unknown Muon update_scale {rule!r}; use 'shape' or 'adamw_rms'")
-
-
-# ---------------------------------------------------------------------------------------------
-# Buckets: the unit of communication. A Muon bucket is a stack of same-shape matrices of one
-# group; an AdamW bucket is one flat run of elements (one big tensor, or a group's small ones).
-
-
-@dataclass
-class _MuonBucket:
-    group_index: int
-    params: list[torch.Tensor]
-    shape: tuple[int, int]
-    per_rank: int  # k: matrices each rank owns, after padding the stack to world_size * k
-    owned_start: int  # index of this rank's first matrix in the stack
-    owned_count: int  # real matrices this rank owns (< k on the last ranks when padded)
-    scale: float
-    momentum_buffer: torch.Tensor = field(default=None)  # (owned_count, out, in)
-
-    def layout(self) -> dict[str, Any]:
-        return {
-            "kind": "muon",
-            "group_index": self.group_index,
-            "shape": list(self.shape),
-            "num_params": len(self.params),
-            "owned": [self.owned_start, self.owned_count],
-        }
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        return {"momentum_buffer": self.momentum_buffer}
-
-
-@dataclass
-class _FlatBucket:
-    group_index: int
-    params: list[torch.Tensor]
-    numel: int  # real elements (before padding)
-    per_rank: int  # elements each rank owns, after padding to world_size * per_rank
-    owned_start: int
-    owned_count: int  # real elements this rank owns
-    exp_avg: torch.Tensor = field(default=None)  # (owned_count,)
-    exp_avg_sq: torch.Tensor = field(default=None)
-    step_tensor: torch.Tensor = field(default=None)  # 0-dim fp32: the fused kernel reads it
-
-    def layout(self) -> dict[str, Any]:
-        return {
-            "kind": "adamw",
-            "group_index": self.group_index,
-            "shapes": [list(p.shape) for p in self.params],
-            "owned": [self.owned_start, self.owned_count],
-        }
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq}
-
-
-def _reduce_scatter_fn():
-    # torch 2.13 renamed reduce_scatter_tensor / all_gather_into_tensor to *_single and deprecated
-    # the old names; torch 2.11 (the GPU machine) only has the old ones. Same signatures.
-    return getattr(torch_dist, "reduce_scatter_single", None) or torch_dist.reduce_scatter_tensor
-
-
-def _all_gather_fn():
-    return getattr(torch_dist, "all_gather_single", None) or torch_dist.all_gather_into_tensor
 
 
 class MuonAdamW(torch.optim.Optimizer):
@@ -294,7 +125,9 @@ class MuonAdamW(torch.optim.Optimizer):
         # starting them before the Muon buckets lets them run while Newton-Schulz computes.
         self._buckets: list[_FlatBucket | _MuonBucket] = self._build_flat_buckets()
         self._buckets += self._build_muon_buckets()
-        self._has_reduce_scatter, self._has_all_gather = self._probe_collectives()
+        self._has_reduce_scatter, self._has_all_gather = _probe_collectives(
+            self.world_size, self.process_group, self.device
+        )
 
     # ------------------------------------------------------------------ construction helpers
 
@@ -374,30 +207,6 @@ class MuonAdamW(torch.optim.Optimizer):
                 bucket.step_tensor = torch.zeros((), dtype=torch.float32, device=self.device)
                 buckets.append(bucket)
         return buckets
-
-    def _probe_collectives(self) -> tuple[bool, bool]:
-        """Whether this backend has reduce-scatter / all-gather into one tensor.
-
-        NCCL has both. Gloo gained them late (torch 2.13's gloo has both; older ones raise), so on
-        gloo we try once with a tiny tensor; every rank runs the same build, so all agree.
-        """
-        if self.world_size == 1:
-            return False, False
-        if torch_dist.get_backend(self.process_group) != "gloo":
-            return True, True
-        world, group = self.world_size, self.process_group
-        probe = torch.zeros(world, device=self.device)
-        try:
-            _reduce_scatter_fn()(probe[:1].clone(), probe, group=group)
-            has_rs = True
-        except (RuntimeError, NotImplementedError, ValueError):
-            has_rs = False
-        try:
-            _all_gather_fn()(probe.clone(), probe[:1].clone(), group=group)
-            has_ag = True
-        except (RuntimeError, NotImplementedError, ValueError):
-            has_ag = False
-        return has_rs, has_ag
 
     # ------------------------------------------------------------------ the step
 

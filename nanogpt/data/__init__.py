@@ -1,0 +1,66 @@
+"""Token files, and the loaders that turn them into training batches.
+
+Modules: ``datasets`` (where datasets live, names and directories, their shards), ``format``
+(the token file format: write, read, validate), ``loader`` (``DataLoader``, ``val_batches``),
+``multiplex`` (``MultiplexLoader``, ``parse_mixture``); and for making datasets, ``prepare``
+(``run_prepare``: tokenize, shard, resume), ``documents`` (encoders and readers of records) and
+``shakespeare`` (the embedded default corpus). The names below are the ones to import from
+``nanogpt.data``; the prepare modules are imported from where they live, so that loading data
+does not import the tokenizer.
+"""
+
+from __future__ import annotations
+
+from nanogpt.data.datasets import (
+    DATASETS,
+    REPO_DATA_DIR,
+    data_root,
+    ensure_shakespeare,
+    list_shards,
+    prepare_command,
+    resolve_data_dir,
+)
+from nanogpt.data.format import (
+    HEADER_BYTES,
+    HEADER_INTS,
+    MAGIC,
+    MASK_MAGIC,
+    VERSION,
+    VOCAB_SIZE,
+    TokenFileError,
+    count_tokens,
+    mask_path,
+    read_mask,
+    read_tokens,
+    write_json_atomic,
+    write_tokens,
+)
+from nanogpt.data.loader import DataLoader, val_batches
+from nanogpt.data.multiplex import MultiplexLoader, parse_mixture
+
+__all__ = [
+    "DATASETS",
+    "HEADER_BYTES",
+    "HEADER_INTS",
+    "MAGIC",
+    "MASK_MAGIC",
+    "REPO_DATA_DIR",
+    "VERSION",
+    "VOCAB_SIZE",
+    "DataLoader",
+    "MultiplexLoader",
+    "TokenFileError",
+    "count_tokens",
+    "data_root",
+    "ensure_shakespeare",
+    "list_shards",
+    "mask_path",
+    "parse_mixture",
+    "prepare_command",
+    "read_mask",
+    "read_tokens",
+    "resolve_data_dir",
+    "val_batches",
+    "write_json_atomic",
+    "write_tokens",
+]

@@ -1,0 +1,111 @@
+"""Where datasets live: the data root, dataset names and directories, their shards, and the
+command that (re)creates each one.
+
+A prepared dataset is a directory ``<name>_train_000000.bin, ..., <name>_val_000000.bin`` (plus
+``.mask`` files) and a ``meta.json`` written last, so its presence means "complete".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+DATASETS = ("shakespeare", "fineweb_edu", "openwebtext", "task_mixture", "text")
+REPO_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+
+
+def data_root() -> Path:
+    """Root of named datasets: ``$NANOGPT_DATA_DIR`` if set, else ``data/`` in the repository."""
+    env = os.environ.get("NANOGPT_DATA_DIR")
+    return Path(env).expanduser() if env else REPO_DATA_DIR
+
+
+def prepare_command(data_dir: str | Path) -> str:
+    """The command that (re)creates ``data_dir``, for error messages."""
+    data_dir = Path(data_dir)
+    name = data_dir.name
+    meta = data_dir / "meta.json"
+    if meta.is_file():
+        try:
+            command = json.loads(meta.read_text()).get("command")
+            if command:
+                return command
+        except (OSError, ValueError):
+            pass
+    if name in DATASETS:
+        out = (
+            ""
+            if data_dir.resolve() == (REPO_DATA_DIR / name).resolve()
+            else f" --out-dir {data_dir}"
+        )
+        return f"python data/{name}/prepare.py{out}"
+    return f"python data/text/prepare.py YOUR_FILES --out-dir {data_dir}"
+
+
+def _redo_hint(path: Path) -> str:
+    return f"re-create it: `{prepare_command(path.parent)} --overwrite`"
+
+
+def resolve_data_dir(name_or_path: str | Path) -> Path:
+    """A dataset directory from a name (``"shakespeare"``) or a path.
+
+    A name is looked up under ``$NANOGPT_DATA_DIR`` (default: ``data/`` in the repository). A
+    directory without token files raises FileNotFoundError naming the prepare script to run.
+    """
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    is_name = not path.is_absolute() and "/" not in text and os.sep not in text
+    if is_name and not path.is_dir():
+        path = data_root() / text
+    if not path.is_dir():
+        if is_name:
+            raise FileNotFoundError(
+                f"dataset {text!r} is not prepared: {path} does not exist; "
+                f"run `{prepare_command(path)}`"
+            )
+        raise FileNotFoundError(f"{path}: no such data directory")
+    if not any(path.glob("*.bin")):
+        raise FileNotFoundError(
+            f"{path}: no token files (*.bin) here yet; run `{prepare_command(path)}`"
+        )
+    return path
+
+
+def list_shards(data_dir: str | Path, split: str) -> list[Path]:
+    """The ``*_{split}_NNNNNN.bin`` files of a dataset directory, in order."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"{data_dir}: no such data directory")
+    pattern = re.compile(rf".+_{re.escape(split)}_\d+\.bin")
+    shards = sorted(p for p in data_dir.glob(f"*_{split}_*.bin") if pattern.fullmatch(p.name))
+    if not shards:
+        raise FileNotFoundError(
+            f"{data_dir}: no {split} shards (files named *_{split}_000000.bin, ...); "
+            f"run `{prepare_command(data_dir)}`"
+        )
+    return shards
+
+
+def _files_for(data: str | Path | Sequence[str | Path], split: str) -> list[Path]:
+    if isinstance(data, (str, Path)):
+        path = Path(data)
+        if path.suffix == ".bin" and path.is_file():
+            return [path]
+        return list_shards(resolve_data_dir(data), split)
+    files = [Path(f) for f in data]
+    if not files:
+        raise ValueError("an empty list of token files was given")
+    return files
+
+
+def ensure_shakespeare(out_dir: str | Path | None = None) -> Path:
+    """The embedded default corpus, prepared now if it is not there yet (no network; ~1 s)."""
+    out = Path(out_dir) if out_dir is not None else data_root() / "shakespeare"
+    if not (out / "meta.json").is_file():
+        from nanogpt.data.shakespeare import prepare_shakespeare
+
+        prepare_shakespeare(out, num_proc=1, progress=False)
+    return out

@@ -1,0 +1,103 @@
+"""Muon's maths: the Newton-Schulz iteration that orthogonalises an update (with its coefficient
+tables), and the factor that scales the update by the matrix's shape.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+# Newton-Schulz coefficients (a, b, c) of the odd quintic p(x) = a x + b x^3 + c x^5, one triple
+# per iteration. Polar Express (Amsel, Persson, Musco, Gower 2025, Algorithm 1,
+# https://arxiv.org/abs/2505.16932): each triple is the minimax-optimal quintic for the
+# singular-value interval left by the previous ones, so after 5 steps every singular value in
+# [1e-3, 1] lands near 1, while Keller Jordan's fixed quintic plateaus with singular values
+# spread over roughly [0.7, 1.2]. Same cost per step, a better polar factor, and it trained
+# GPT-2 to a lower loss in the paper's Figure 1. The first triples are divided by a 1.01 safety
+# factor (a / 1.01, b / 1.01^3, c / 1.01^5) so that bf16 rounding cannot push a singular value
+# past the region where the polynomials stay bounded; the last one is the classical degree-5
+# Newton-Schulz polynomial (15x - 10x^3 + 3x^5) / 8, used for any steps past the listed ones.
+_POLAR_EXPRESS_RAW = (
+    (8.28721201814563, -23.595886519098837, 17.300387312530933),
+    (4.107059111542203, -2.9478499167379106, 0.5448431082926601),
+    (3.9486908534822946, -2.908902115962949, 0.5518191394370137),
+    (3.3184196573706015, -2.488488024314874, 0.51004894012372),
+    (2.300652019954817, -1.6689039845747493, 0.4188073119525673),
+    (1.891301407787398, -1.2679958271945868, 0.37680408948524835),
+    (1.8750014808534479, -1.2500016453999487, 0.3750001645474248),
+)
+POLAR_EXPRESS_COEFFICIENTS: tuple[tuple[float, float, float], ...] = tuple(
+    (a / 1.01, b / 1.01**3, c / 1.01**5) for a, b, c in _POLAR_EXPRESS_RAW
+) + ((1.875, -1.25, 0.375),)
+# Keller Jordan's quintic, the same triple every step
+# (https://kellerjordan.github.io/posts/muon/, "Newton-Schulz iteration"); kept for comparison.
+QUINTIC_COEFFICIENTS: tuple[tuple[float, float, float], ...] = ((3.4445, -4.7750, 2.0315),)
+
+_COEFFICIENT_SETS = {"polar_express": POLAR_EXPRESS_COEFFICIENTS, "quintic": QUINTIC_COEFFICIENTS}
+
+
+def newton_schulz(
+    matrix: torch.Tensor,
+    steps: int = 5,
+    *,
+    dtype: torch.dtype | None = torch.bfloat16,
+    coefficients: str = "polar_express",
+) -> torch.Tensor:
+    """Approximate the polar factor U V^T of `matrix` = U S V^T (its nearest semi-orthogonal matrix).
+
+    `matrix` is (..., m, n); leading dimensions are a batch, orthogonalised independently in one
+    batched matmul per product. Computes in `dtype` (bf16 by default: the iteration is
+    self-correcting, and bf16 tensor-core matmuls are what make it cheap; None keeps the input
+    dtype) and returns the input's dtype. Singular values come out near 1, not exactly 1.
+    """
+    if matrix.ndim < 2:
+        raise ValueError(
+            f"newton_schulz needs a matrix (..., m, n); got shape {tuple(matrix.shape)}"
+        )
+    if coefficients not in _COEFFICIENT_SETS:
+        raise ValueError(
+            f"unknown Newton-Schulz coefficients {coefficients!r}; use one of {sorted(_COEFFICIENT_SETS)}"
+        )
+    table = _COEFFICIENT_SETS[coefficients]
+    out_dtype = matrix.dtype
+    x = matrix if dtype is None else matrix.to(dtype)
+    # Iterate on the wide orientation (rows <= cols): X X^T is then the smaller Gram matrix.
+    transposed = x.size(-2) > x.size(-1)
+    if transposed:
+        x = x.mT
+    batch_shape = x.shape[:-2]
+    x = x.reshape(-1, x.size(-2), x.size(-1))
+    # The Frobenius norm bounds the spectral norm, so every singular value starts in [0, 1], where
+    # the polynomials converge. The norm accumulates in fp32 (a bf16 sum of squares of a large
+    # matrix loses digits); 1.01 and 1e-7 follow the paper's Algorithm 1 (zero stays zero).
+    norm = torch.linalg.vector_norm(x, dim=(-2, -1), keepdim=True, dtype=torch.float32)
+    x = x / (norm * 1.01 + 1e-7).to(x.dtype)
+    for i in range(steps):
+        a, b, c = table[min(i, len(table) - 1)]
+        gram = torch.bmm(x, x.mT)  # A = X X^T, (batch, m, m)
+        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # b A + c A^2
+        x = torch.baddbmm(x, poly, x, beta=a, alpha=1.0)  # a X + (b A + c A^2) X
+    x = x.reshape(*batch_shape, x.size(-2), x.size(-1))
+    if transposed:
+        x = x.mT
+    return x.to(out_dtype)
+
+
+def muon_update_scale(shape: Sequence[int], rule: str = "shape") -> float:
+    """The factor a Muon update (singular values ~1) of a weight of `shape` = (out, in) is scaled by.
+
+    "shape": sqrt(max(1, out/in)), Keller Jordan's rule (https://kellerjordan.github.io/posts/muon/,
+      as in modded-nanogpt and nanochat): makes the update's size in the RMS->RMS operator norm
+      the same for every shape, so one Muon lr (~0.02) suits all matrices of the model.
+    "adamw_rms": 0.2 * sqrt(max(out, in)), Moonlight's rule (Liu et al. 2025, "Muon is Scalable
+      for LLM Training", https://arxiv.org/abs/2502.16982, eq. 4): gives the update the RMS (~0.2)
+      of an AdamW update, so Muon can share AdamW's lr and weight decay.
+    """
+    out_features, in_features = int(shape[0]), int(shape[1])
+    if rule == "shape":
+        return math.sqrt(max(1.0, out_features / in_features))
+    if rule == "adamw_rms":
+        return 0.2 * math.sqrt(max(out_features, in_features))
+    raise ValueError(f"unknown Muon update_scale {rule!r}; use 'shape' or 'adamw_rms'")

@@ -1,0 +1,146 @@
+"""One trial of the sweep: the Tune trial function that builds and fits a ``TorchTrainer``, and
+the function each of its Ray Train workers runs. Ray is imported inside the functions only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from nanogpt.config import TrainConfig
+from nanogpt.sweep.grid import trial_key
+
+# --- inside a Ray Train worker ------------------------------------------------------------------
+
+
+def _json_safe(metrics: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            value = None
+        out[key] = value
+    return out
+
+
+def _crash_once(cfg_dict: dict[str, Any], run_dir: Path, step: int) -> None:
+    """Kill this worker process at ``step`` the first time only (fault-tolerance tests)."""
+    marker = run_dir / f".crashed_at_{step}"
+    if not marker.exists():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        marker.write_text("killed once on purpose to test recovery\n")
+        os.kill(os.getpid(), 9)
+
+
+def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
+    """The per-worker function of a trial's TorchTrainer."""
+    import ray.train
+    import torch
+
+    from nanogpt.train import train
+
+    settings = dict(loop_config["cfg"])
+    crash_at = settings.pop("debug_crash_at_step", None)
+    cfg = TrainConfig(**settings)
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    if torch.cuda.is_available():
+        import ray.train.torch
+
+        cfg = dataclasses.replace(cfg, device=str(ray.train.torch.get_device()))
+    else:
+        cfg = dataclasses.replace(cfg, device="cpu")
+        torch.set_num_threads(max(1, int(loop_config.get("cpus_per_worker", 1))))
+    run_dir = Path(cfg.out_dir) / (cfg.run_name or "run")
+
+    # A restarted worker resumes from the trial's newest checkpoint: the run directory's own if
+    # this node can see it, else the one Ray kept in its storage (another node, no shared disk).
+    from nanogpt import checkpoint as ckpt
+
+    if ckpt.find_latest(run_dir) is None:
+        ray_ckpt = ray.train.get_checkpoint()
+        if ray_ckpt is not None:
+            local = ray_ckpt.to_directory()
+            cfg = dataclasses.replace(cfg, resume=local)
+
+    def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        if crash_at is not None and metrics.get("step", 0) >= crash_at and rank == 0:
+            _crash_once(settings, run_dir, crash_at)
+        checkpoint = None
+        if checkpoint_dir is not None and rank == 0:
+            checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
+        ray.train.report(_json_safe(metrics), checkpoint=checkpoint)
+
+    log_path = run_dir / ("train.log" if rank == 0 else f"train_rank{rank}.log")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with log_path.open("a") as log, contextlib.redirect_stdout(log):
+        summary = train(cfg, report)
+    return _json_safe(summary)
+
+
+# --- one Tune trial = one TorchTrainer ------------------------------------------------------------
+
+
+def trial_function(params: dict[str, Any], sweep_settings: dict[str, Any]) -> dict[str, Any]:
+    """Build and fit the trial's TorchTrainer; return its row of the results table."""
+    import ray.train
+    import ray.tune
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    depth, budget, seed = int(params["depth"]), float(params["flops_budget"]), int(params["seed"])
+    key = trial_key(depth, budget, seed)
+    base = dict(sweep_settings["train"])
+    base.update(
+        depth=depth,
+        target_flops=budget,
+        num_iterations=0,
+        seed=seed,
+        run_name=key,
+        out_dir=sweep_settings["runs_dir"],
+        resume="auto",
+    )
+    base.update(sweep_settings["trial_overrides"].get(key, {}))
+    use_gpu = sweep_settings["use_gpu"]
+    if use_gpu:
+        workers = sweep_settings["gpus_per_trial"]
+        per_worker = {"GPU": 1.0 / sweep_settings["trials_per_gpu"], "CPU": 1}
+    else:
+        workers = 1
+        per_worker = {"CPU": sweep_settings["cpus_per_trial"]}
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"cfg": base, "cpus_per_worker": per_worker.get("CPU", 1)},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=workers, use_gpu=use_gpu, resources_per_worker=per_worker
+        ),
+        run_config=RunConfig(
+            name=f"{sweep_settings['name']}-{key}",
+            storage_path=sweep_settings["ray_storage"],
+            failure_config=FailureConfig(max_failures=sweep_settings["max_worker_restarts"]),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    started = time.time()
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error  # Tune retries the trial (its FailureConfig); it resumes from disk
+    summary = dict(result.return_value or {})
+    summary.update(
+        trial_key=key,
+        depth=depth,
+        flops_budget=budget,
+        seed=seed,
+        seq_len=base["seq_len"],
+        total_batch_size=base["total_batch_size"],
+        trial_id=ray.tune.get_context().get_trial_id(),
+        trial_wall_s=time.time() - started,
+    )
+    return summary

@@ -1,0 +1,290 @@
+"""The driver: run (or resume) a sweep with Ray Tune, keep the results table current as trials
+finish, then fit the scaling laws and draw the plots (``analyze``); ``clean_sweep`` for
+--fresh. Ray is imported inside the functions only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from nanogpt.sweep.grid import SweepConfig, grid, trial_key
+from nanogpt.sweep.ray_trial import trial_function
+from nanogpt.sweep.results import (
+    EXTRA_COLUMNS,
+    RESULT_COLUMNS,
+    failed_row,
+    progress_table,
+    read_results,
+    write_results,
+)
+
+# --- the driver: progress table and results as trials finish -------------------------------------
+
+
+def _make_callback(sweep: SweepConfig, rows: dict[str, dict[str, Any]]):
+    from ray.tune import Callback
+
+    class SweepProgress(Callback):
+        """Keeps the results table current and prints a live progress table."""
+
+        def __init__(self) -> None:
+            self.latest: dict[str, dict[str, Any]] = {}
+            self.state: dict[str, str] = {}
+            self.last_print = 0.0
+            self.tty = sys.stdout.isatty()
+
+        def _key(self, trial) -> str:
+            c = trial.config
+            return trial_key(int(c["depth"]), float(c["flops_budget"]), int(c["seed"]))
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.state[self._key(trial)] = "running"
+            self._print(trials)
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            key = self._key(trial)
+            if "step" in result:
+                self.latest[key] = dict(result)
+            self._print(trials)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            key = self._key(trial)
+            result = dict(trial.last_result or {})
+            row = {k: v for k, v in result.items() if k in RESULT_COLUMNS + EXTRA_COLUMNS}
+            row.setdefault("trial_id", trial.trial_id)
+            rows[key] = row
+            self.state[key] = row.get("status", "ok")
+            write_results(list(rows.values()), sweep.sweep_dir)
+            self._print(trials, force=True)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            key = self._key(trial)
+            error = str(getattr(trial, "error_msg", "") or "see the trial's error.txt")
+            rows[key] = failed_row(trial.config, sweep, trial.trial_id, error)
+            self.state[key] = "failed"
+            write_results(list(rows.values()), sweep.sweep_dir)
+            self._print(trials, force=True)
+
+        def _print(self, trials, force: bool = False) -> None:
+            now = time.time()
+            if not force and now - self.last_print < (2.0 if self.tty else 15.0):
+                return
+            self.last_print = now
+            print(progress_table(sweep, self.latest, self.state, rows), flush=True)
+
+    return SweepProgress()
+
+
+def _capacity(sweep: SweepConfig, resources: dict[str, float], use_gpu: bool) -> int:
+    if use_gpu:
+        return max(1, int(resources.get("GPU", 0) * sweep.trials_per_gpu // sweep.gpus_per_trial))
+    return max(1, int(resources.get("CPU", 1) // sweep.cpus_per_trial))
+
+
+def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
+    """Run (or resume) the sweep; returns the results rows and where things were written."""
+    import ray
+    from ray import tune
+
+    from nanogpt import data as data_mod
+
+    sweep_dir = sweep.sweep_dir
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    train_cfg = sweep.train
+    if train_cfg.data is None:
+        train_cfg = dataclasses.replace(train_cfg, data=str(data_mod.ensure_shakespeare()))
+    else:
+        train_cfg = dataclasses.replace(
+            train_cfg, data=str(data_mod.resolve_data_dir(train_cfg.data).resolve())
+        )
+    for spec in grid(sweep):
+        if spec["steps"] < 1:
+            raise ValueError(
+                f"trial {spec['trial_key']}: a budget of {spec['flops_budget']:.3g} FLOPs is too "
+                f"small for one step of {sweep.train.total_batch_size:,} tokens at DEPTH "
+                f"{spec['depth']}; raise the budget or lower --total-batch-size"
+            )
+
+    env_vars = {
+        # Workers report every evaluation; poll them quickly rather than every 2 s.
+        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get(
+            "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25"
+        ),
+        "WANDB_MODE": os.environ.get("WANDB_MODE", train_cfg.wandb),
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")) if p
+        ),
+    }
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(
+            address=sweep.address,
+            runtime_env={"env_vars": env_vars},
+            log_to_driver=False,
+            configure_logging=True,
+            logging_level="WARNING",
+        )
+    try:
+        resources = ray.cluster_resources()
+        use_gpu = resources.get("GPU", 0) > 0
+        capacity = _capacity(sweep, resources, use_gpu)
+        concurrent = min(sweep.max_concurrent or capacity, capacity)
+        dashboard = ray.get_runtime_context().dashboard_url if hasattr(
+            ray.get_runtime_context(), "dashboard_url") else None  # fmt: skip
+        print(
+            f"sweep {sweep.name!r} in {sweep_dir}: {len(grid(sweep))} trials, up to {concurrent} "
+            f"at a time ({'GPU' if use_gpu else 'CPU'}: {resources.get('GPU', 0):g} GPUs, "
+            f"{resources.get('CPU', 0):g} CPUs)"
+            + (f"; Ray dashboard at http://{dashboard}" if dashboard else ""),
+            flush=True,
+        )
+        settings = {
+            "name": sweep.name,
+            "train": dataclasses.asdict(train_cfg),
+            "runs_dir": str(sweep_dir / "runs"),
+            "ray_storage": sweep.ray_storage,
+            "use_gpu": use_gpu,
+            "gpus_per_trial": sweep.gpus_per_trial,
+            "trials_per_gpu": sweep.trials_per_gpu,
+            "cpus_per_trial": sweep.cpus_per_trial,
+            "max_worker_restarts": sweep.max_worker_restarts,
+            "trial_overrides": sweep.trial_overrides,
+        }
+        # The trial function holds only a sliver of CPU: the TorchTrainer's workers hold the
+        # real resources, and max_concurrent_trials keeps Tune from queueing more than fit.
+        trainable = tune.with_resources(
+            tune.with_parameters(trial_function, sweep_settings=settings), {"CPU": 0.01}
+        )
+        rows = {r["trial_key"]: r for r in read_results(sweep_dir) if r.get("trial_key")}
+        callback = _make_callback(sweep, rows)
+        experiment = Path(sweep.ray_storage) / f"{sweep.name}-tune"
+        if sweep.resume and tune.Tuner.can_restore(str(experiment)):
+            print(f"resuming the sweep from {experiment}", flush=True)
+            tuner = tune.Tuner.restore(
+                str(experiment), trainable, resume_unfinished=True, resume_errored=True
+            )
+            # restore() keeps the original run config; attach this driver's callback
+            tuner._local_tuner._run_config.callbacks = [callback]  # noqa: SLF001
+        else:
+            if experiment.exists() and not sweep.resume and "://" not in sweep.ray_storage:
+                raise FileExistsError(
+                    f"{experiment} already holds a sweep named {sweep.name!r}; pass --resume to "
+                    "continue it, or --name to start another"
+                )
+            tuner = tune.Tuner(
+                trainable,
+                param_space={
+                    "depth": tune.grid_search(sweep.depths),
+                    "flops_budget": tune.grid_search(sweep.flops),
+                    "seed": tune.grid_search(sweep.seeds),
+                },
+                tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=False),
+                run_config=tune.RunConfig(
+                    name=f"{sweep.name}-tune",
+                    storage_path=sweep.ray_storage,
+                    failure_config=tune.FailureConfig(max_failures=sweep.max_trial_retries),
+                    callbacks=[callback],
+                    verbose=0,
+                ),
+            )
+        started = time.time()
+        results = tuner.fit()
+        for result in results:
+            if result.metrics and result.metrics.get("trial_key"):
+                key = result.metrics["trial_key"]
+                row = {
+                    k: v for k, v in result.metrics.items() if k in RESULT_COLUMNS + EXTRA_COLUMNS
+                }
+                rows[key] = {**rows.get(key, {}), **row}
+        table_path = write_results(list(rows.values()), sweep_dir)
+        wall = time.time() - started
+    finally:
+        if started_here:
+            ray.shutdown()
+    statuses = {}
+    for row in rows.values():
+        statuses[row.get("status")] = statuses.get(row.get("status"), 0) + 1
+    print(
+        f"sweep done in {wall:.0f}s: {statuses}; results: {table_path} (+ results.csv)", flush=True
+    )
+    outputs: dict[str, Any] = {
+        "results": str(table_path),
+        "rows": list(rows.values()),
+        "wall_s": wall,
+    }
+    if sweep.analyze:
+        outputs.update(analyze(sweep_dir))
+    return outputs
+
+
+def analyze(sweep_dir: Path, n_bootstrap: int = 200) -> dict[str, Any]:
+    """Scaling-law fits (printed, and saved as fits.json) and plots from the sweep's results.
+
+    A sweep too small to fit (one budget, too few healthy points) still finishes: the reason
+    is printed and the rest of what can be drawn is drawn.
+    """
+    import warnings
+
+    from nanogpt import plotting
+    from nanogpt.scaling_laws import fit_isoflop, fit_parametric, load_results
+    from nanogpt.scaling_laws.cli import format_isoflop, format_parametric
+    from nanogpt.scaling_laws.results import ScalingLawError
+
+    out: dict[str, Any] = {}
+    try:
+        data, message = load_results(sweep_dir)
+    except ScalingLawError as e:
+        print(f"analysis skipped: {e}", flush=True)
+        return {"analysis_error": str(e)}
+    print(f"analysis of {sweep_dir / 'results.parquet'}: {message}", flush=True)
+    fits: dict[str, Any] = {"message": message}
+    for name, fit_fn, fmt in (
+        ("approach2", lambda: fit_isoflop(data, n_bootstrap=n_bootstrap), format_isoflop),
+        ("approach3", lambda: fit_parametric(data, n_bootstrap=n_bootstrap), format_parametric),
+    ):
+        try:
+            fit = fit_fn()
+        except ScalingLawError as e:
+            print(f"{name}: not fitted: {e}", flush=True)
+            fits[name] = {"error": str(e)}
+            continue
+        print(fmt(fit), flush=True)
+        fits[name] = fit.to_dict()
+    fits_path = sweep_dir / "fits.json"
+    tmp = fits_path.with_name("fits.json.partial")
+    tmp.write_text(dump_json(fits))
+    os.replace(tmp, fits_path)
+    out["fits"] = str(fits_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            written = plotting.make_all_plots(
+                sweep_dir, sweep_dir / "plots", n_bootstrap=n_bootstrap
+            )
+        except ScalingLawError as e:
+            written = []
+            print(f"plots skipped: {e}", flush=True)
+    for w in caught:
+        print(f"plots: {w.message}", flush=True)
+    out["plots"] = [str(p) for p in written]
+    print(f"fits: {fits_path}; plots: {', '.join(out['plots']) or 'none'}", flush=True)
+    return out
+
+
+def clean_sweep(sweep: SweepConfig) -> None:
+    """Remove a sweep's directory and Ray experiment (for --fresh)."""
+    shutil.rmtree(sweep.sweep_dir, ignore_errors=True)
+    if "://" not in sweep.ray_storage:
+        for child in Path(sweep.ray_storage).glob(f"{sweep.name}-*"):
+            shutil.rmtree(child, ignore_errors=True)
+
+
+def dump_json(obj: Any) -> str:
+    return json.dumps(obj, indent=2, default=str)
