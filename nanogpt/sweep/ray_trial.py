@@ -105,6 +105,8 @@ def trial_function(params: dict[str, Any], sweep_settings: dict[str, Any]) -> di
         out_dir=sweep_settings["runs_dir"],
         resume="auto",
     )
+    if base.get("wandb_group") is None:
+        base["wandb_group"] = sweep_settings["name"]  # one wandb group per sweep
     base.update(sweep_settings["trial_overrides"].get(key, {}))
     use_gpu = sweep_settings["use_gpu"]
     if use_gpu:
