@@ -163,7 +163,8 @@ def add_dataclass_arguments(
             type=convert,
             default=argparse.SUPPRESS,
             metavar=getattr(base, "__name__", "VALUE").upper(),
-            help=f"{comments.get(f.name, '')} (default: {_default_text(f)})",
+            # argparse %-formats help strings: a literal % in a comment must be doubled.
+            help=f"{comments.get(f.name, '')} (default: {_default_text(f)})".replace("%", "%%"),
         )
 
 
@@ -185,12 +186,8 @@ class TrainConfig:
     logit_softcap: float = 15.0  # tanh soft-cap on output logits; 0 turns it off
     z_loss: float = 0.0  # z-loss coefficient; 0 turns it off
     tie_embeddings: bool = False  # share the token embedding with the output head
-    mode: str = (
-        "pretraining"  # pretraining, mid-training (needs --checkpoint) or all (one, then the other)
-    )
-    data: str | None = (
-        None  # dataset name or directory of token files; name:weight,... mixes several
-    )
+    mode: str = "pretraining"  # pretraining, mid-training (from --checkpoint) or all (both)
+    data: str | None = None  # dataset name or token-file directory; a:0.8,b:0.2 mixes
     target_flops: float = 0.0  # training FLOP budget; sets the steps when --num-iterations is 0
     num_iterations: int = 0  # optimizer steps; 0 = from --target-flops, else --tokens-per-param
     tokens_per_param: float = 20.0  # data:params ratio used when neither steps nor FLOPs are given
@@ -222,9 +219,7 @@ class TrainConfig:
     wandb_group: str | None = None  # wandb group (the sweep sets one per sweep)
     seed: int = 1337  # seed for weights and data order
     log_every: int = 1  # steps between log lines (each costs a host sync)
-    blowup_factor: float = (
-        1.5  # after warmup, stop as diverged if the smoothed loss exceeds this x its best
-    )
+    blowup_factor: float = 1.5  # after warmup: diverged if smoothed loss > this x its best
     stop_at_step: int = 0  # stop early at this step as if preempted (checkpoint kept; for tests)
     debug_nan_at_step: int = -1  # make the loss NaN at this step (to test divergence handling)
 
@@ -246,6 +241,11 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 flag = "--" + name.replace("_", "-")
                 problems.append(f"{flag} must be >= 0, got {getattr(self, name)}")
+        if self.mode == "mid-training" and not (self.checkpoint or self.resume):
+            problems.append(
+                "--mode mid-training starts from a pretrained model: pass --checkpoint "
+                "logs/<run>/step_NNNNNN (or --resume auto to continue a mid-training run)"
+            )
         if problems:
             raise ValueError("; ".join(problems))
 

@@ -164,12 +164,33 @@ def test_impossible_batch_sizes_name_the_numbers(corpus, tmp_path, argv, message
         (["--learning-rate", "1"], "unrecognized arguments: --learning-rate"),
         (["--wandb", "maybe"], "--wandb 'maybe' is not one of"),
         (["--compile", "perhaps"], "expected true or false"),
+        (["--mode", "mid-training"], "--mode mid-training starts from a pretrained model"),
     ],
 )
 def test_bad_flags_are_errors_that_name_the_flag(argv, message, capsys):
     with pytest.raises(SystemExit):
         parse_train_config(argv)
     assert message in capsys.readouterr().err
+
+
+def test_help_lists_every_flag_with_its_comment(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_train_config(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--target-flops FLOAT" in out and "training FLOP budget" in out
+    assert "(capped at 10% of the run)" in out
+
+
+def test_every_config_field_has_its_help_comment():
+    import dataclasses
+
+    from nanogpt.config import ModelConfig, field_comments
+
+    for cls in (TrainConfig, ModelConfig):
+        comments = field_comments(cls)
+        missing = [f.name for f in dataclasses.fields(cls) if not comments.get(f.name)]
+        assert not missing, f"{cls.__name__} fields without a one-line comment: {missing}"
 
 
 def test_presets_then_flags_take_precedence():
