@@ -270,6 +270,7 @@ def _say(info: dist.DistInfo, text: str) -> None:
 
 
 def _run(cfg: TrainConfig, info: dist.DistInfo, report: Report | None) -> dict[str, Any]:
+    entered = time.perf_counter()
     device = info.device
     model_cfg = cfg.model_config()
     shape = model_cfg.shape
@@ -478,6 +479,7 @@ def _run(cfg: TrainConfig, info: dist.DistInfo, report: Report | None) -> dict[s
         "final_val_loss": val_metrics["val_loss"],
         "val_bpb": val_metrics["val_bpb"],
         "wall_s": wall_s,
+        "setup_s": t_start - entered,  # model, data, validation batches: before the first step
         "tokens_per_s": timed_tokens / train_time if train_time > 0 else 0.0,
         "mfu": None,
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

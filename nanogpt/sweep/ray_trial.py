@@ -38,6 +38,7 @@ def _crash_once(cfg_dict: dict[str, Any], run_dir: Path, step: int) -> None:
 
 def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     """The per-worker function of a trial's TorchTrainer."""
+    entered_at = time.time()  # worker process up, process group ready: Ray's start-up is done
     import ray.train
     import torch
 
@@ -79,6 +80,8 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     with log_path.open("a") as log, contextlib.redirect_stdout(log):
         summary = train(cfg, report)
+    summary["worker_entered_at"] = entered_at
+    summary["worker_finished_at"] = time.time()
     return _json_safe(summary)
 
 
@@ -144,5 +147,8 @@ def trial_function(params: dict[str, Any], sweep_settings: dict[str, Any]) -> di
         total_batch_size=base["total_batch_size"],
         trial_id=ray.tune.get_context().get_trial_id(),
         trial_wall_s=time.time() - started,
+        # Ray's part of the trial: before the worker function ran, and after it returned.
+        ray_startup_s=summary.pop("worker_entered_at", started) - started,
+        ray_teardown_s=time.time() - summary.pop("worker_finished_at", time.time()),
     )
     return summary

@@ -21,6 +21,9 @@ RESULT_COLUMNS = [
 EXTRA_COLUMNS = [
     "trial_key", "steps_planned", "flops", "seq_len", "total_batch_size", "run_dir",
     "trial_wall_s",  # the whole trial: Ray Train start-up and teardown + training (wall_s)
+    "ray_startup_s",  # trial start until the worker function runs (controller, workers, PG)
+    "ray_teardown_s",  # worker function returned until fit() returned
+    "setup_s",  # inside train(): model, data and validation batches before the first step
 ]  # fmt: skip
 
 
