@@ -11,64 +11,22 @@ validation split, the rest train. Interrupted? Run the same command again: it re
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from nanogpt.data.documents import column, expand_files, load_rows, skip_take
-from nanogpt.data.prepare import Split, add_common_args, parse_args, parse_count, run_from_args
+from nanogpt.data.prepare import prepare_web_text
 
 HUB_NAME = "HuggingFaceFW/fineweb-edu"
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--config",
-        default="sample-10BT",
-        help="hub config: sample-10BT (default), sample-100BT, sample-350BT, default (all)",
-    )
-    parser.add_argument(
-        "--local-files",
-        nargs="+",
-        default=None,
-        metavar="PATH",
-        help="parquet or jsonl files (or directories of them) with a `text` column, read instead "
-        "of the hub",
-    )
-    parser.add_argument(
-        "--val-docs",
-        type=parse_count,
-        default=10_000,
-        help="the first N documents are the validation split (default 10,000)",
-    )
-    parser.add_argument(
-        "--max-docs",
-        type=parse_count,
-        default=None,
-        help="stop after this many training documents (default: the whole dataset)",
-    )
-    add_common_args(parser)
-    args = parse_args(parser, argv)
-
-    local = [str(f) for f in expand_files(args.local_files)] if args.local_files else None
-    where = ", ".join(local) if local else f"{HUB_NAME} ({args.config})"
-
-    def texts():
-        return column(load_rows(HUB_NAME, args.config, "train", local), "text", where)
-
-    splits = [
-        Split("val", skip_take(texts, 0, args.val_docs)),
-        Split("train", skip_take(texts, args.val_docs, args.max_docs)),
-    ]
-    source = {
-        "hub": HUB_NAME,
-        "config": None if local else args.config,
-        "local_files": local,
-        "val_docs": args.val_docs,
-        "max_docs": args.max_docs,
-    }
-    return run_from_args(
-        args, "fineweb_edu", splits, source=source, script="data/fineweb_edu/prepare.py"
+    return prepare_web_text(
+        argv,
+        name="fineweb_edu",
+        hub_name=HUB_NAME,
+        description=__doc__.split("\n")[0],
+        default_val_docs=10_000,
+        default_config="sample-10BT",
+        config_help="hub config: sample-10BT (default), sample-100BT, sample-350BT, default (all)",
     )
 
 
