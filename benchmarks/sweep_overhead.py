@@ -7,6 +7,9 @@ Runs the same small real sweep (Ray Tune + one Ray Train TorchTrainer per trial,
 corpus) once per packing level and prints: wall time, the sum of the trials' training time,
 Ray's start-up and teardown per trial (trial wall time minus its training time), the GPU's busy
 fraction (nvidia-smi utilisation sampled every 250 ms) and the sweep's aggregate tokens/s.
+Each trial's time is split with the results table's columns: ``ray_startup_s`` (the trial
+function starting the TorchTrainer until the worker function runs), ``setup_s`` (inside
+``train()`` before the first step), ``wall_s`` (training) and ``ray_teardown_s``.
 """
 
 from __future__ import annotations
@@ -57,6 +60,14 @@ class GpuSampler:
         return sum(1 for s in self.samples if s > 0) / max(1, len(self.samples))
 
 
+def _spread(values: list[float]) -> str:
+    if not values:
+        return "-"
+    ordered = sorted(values)
+    median = ordered[len(ordered) // 2]
+    return f"{median:.1f} ({ordered[0]:.1f}-{ordered[-1]:.1f})"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--depths", default="2,4,6")
@@ -65,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--total-batch-size", type=int, default=65536)
     p.add_argument("--device-batch-size", type=int, default=32)
     p.add_argument("--seq-len", type=int, default=1024)
+    p.add_argument("--compile", action="store_true", help="torch.compile each trial's model")
     p.add_argument("--storage", default=None, help="default: a temporary directory")
     args = p.parse_args(argv)
     storage = args.storage or tempfile.mkdtemp(prefix="sweep_overhead_")
@@ -78,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         save_every=0,
         log_every=10,
         lr_adamw=3e-3,
+        compile=args.compile,
     )
     table = []
     for packing in (int(x) for x in args.packing.split(",")):
@@ -98,17 +111,27 @@ def main(argv: list[str] | None = None) -> int:
         busy = sampler.stop()
         rows = out["rows"]
         train_s = sum(r.get("wall_s") or 0 for r in rows)
-        overhead = [r["trial_wall_s"] - r["wall_s"] for r in rows if r.get("trial_wall_s")]
         tokens = sum(r.get("tokens") or 0 for r in rows)
-        table.append((packing, len(rows), wall, train_s, sum(overhead) / max(1, len(overhead)),
-                      busy, tokens / wall, sorted({r.get("status") for r in rows})))  # fmt: skip
-    print("| trials per GPU | trials | sweep wall s | sum of training s | Ray overhead per trial s "
+        table.append((packing, rows, wall, train_s, busy, tokens / wall))
+    print("| trials per GPU | trials | sweep wall s | sum of training s | Ray start-up per trial s "
+          "| train set-up per trial s | Ray teardown per trial s | Ray share of trial time "
           "| GPU busy | tokens/s (whole sweep) | statuses |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
-    for packing, n, wall, train_s, over, busy, tok_s, statuses in table:
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for packing, rows, wall, train_s, busy, tok_s in table:
         busy_text = f"{100 * busy:.0f}%" if busy is not None else "-"
-        print(f"| {packing} | {n} | {wall:.0f} | {train_s:.0f} | {over:.1f} | {busy_text} "
-              f"| {tok_s:,.0f} | {', '.join(map(str, statuses))} |")  # fmt: skip
+        startup = [r.get("ray_startup_s") or 0.0 for r in rows]
+        setup = [r.get("setup_s") or 0.0 for r in rows]
+        teardown = [r.get("ray_teardown_s") or 0.0 for r in rows]
+        trial_wall = sum(r.get("trial_wall_s") or 0.0 for r in rows) or 1.0
+        ray_share = (sum(startup) + sum(teardown)) / trial_wall
+        statuses = ", ".join(sorted({str(r.get("status")) for r in rows}))
+        print(f"| {packing} | {len(rows)} | {wall:.0f} | {train_s:.0f} | {_spread(startup)} "
+              f"| {_spread(setup)} | {_spread(teardown)} | {100 * ray_share:.1f}% | {busy_text} "
+              f"| {tok_s:,.0f} | {statuses} |")  # fmt: skip
+    print(
+        "\nRay share of trial time = (Ray start-up + teardown) / trial wall time, summed over "
+        "trials; per-trial columns are median (min-max)."
+    )
     return 0
 
 

@@ -5,6 +5,7 @@
     python benchmarks/train_throughput.py --depths 6,8,10,14     # other sizes of a sweep
     python benchmarks/train_throughput.py --loss fused,plain     # compare head/loss paths
     python benchmarks/train_throughput.py --device cpu --depths 2 --seq-len 128 --batch-size 4
+    python benchmarks/train_throughput.py --loss plain --variants base,cudnn,cdt --profile 3
 
 A step is the whole thing the training loop does: forward and backward in bf16 autocast over
 ``--batch-size`` sequences of ``--seq-len`` random tokens per GPU, then MuonAdamW's step
@@ -13,6 +14,12 @@ modded-nanogpt sense: compilation and ``--warmup`` steps are excluded and said s
 steps run back to back with one synchronisation at the end. A second, separately timed set of
 steps synchronises between phases to split the step into forward, backward and optimizer.
 MFU = model FLOPs (nanogpt.scaling's 6N + attention) / (time × 989 TFLOP/s per GPU).
+
+``--variants`` measures the same step under other settings that compute the same thing: the
+attention kernel SDPA is allowed to pick (flash, cuDNN, memory-efficient) and Inductor options
+(coordinate-descent tuning, max-autotune GEMMs); see VARIANTS. ``--profile N`` runs N steps of
+each variant under torch.profiler and prints where the GPU time goes: kernel classes (matmul,
+attention, Triton-fused elementwise, optimizer, communication) and the top kernels.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ if sys.path and os.path.abspath(sys.path[0] or os.curdir) == _HERE:
     sys.path[0] = os.path.dirname(_HERE)  # import nanogpt from the checkout
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
@@ -36,6 +44,91 @@ from nanogpt import dist  # noqa: E402
 from nanogpt.config import TrainConfig  # noqa: E402
 from nanogpt.model import GPT  # noqa: E402
 from nanogpt.train import build_optimizer, peak_flops  # noqa: E402
+
+# Settings that change how the step runs, never what it computes. "attention" restricts SDPA to
+# one backend (picked when the compiled graph is traced); "inductor" sets torch._inductor.config.
+VARIANTS: dict[str, dict] = {
+    "base": {},
+    "flash": {"attention": "flash"},
+    "cudnn": {"attention": "cudnn"},
+    "efficient": {"attention": "efficient"},
+    "cdt": {"inductor": {"coordinate_descent_tuning": True}},
+    "cudnn+cdt": {"attention": "cudnn", "inductor": {"coordinate_descent_tuning": True}},
+    "autotune": {"compile": "max-autotune-no-cudagraphs"},
+    "cudnn+autotune": {"attention": "cudnn", "compile": "max-autotune-no-cudagraphs"},
+}
+
+
+def attention_context(name: str | None) -> contextlib.AbstractContextManager:
+    if not name:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backend = {
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    }[name]
+    return sdpa_kernel([backend])
+
+
+@contextlib.contextmanager
+def inductor_options(options: dict):
+    import torch._inductor.config as inductor_config
+
+    saved = {k: getattr(inductor_config, k) for k in options}
+    for k, v in options.items():
+        setattr(inductor_config, k, v)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(inductor_config, k, v)
+
+
+def kernel_class(name: str) -> str:
+    n = name.lower()
+    if "nccl" in n:
+        return "communication"
+    if any(k in n for k in ("flash", "fmha", "cudnn", "attention", "sdpa")):
+        return "attention"
+    if any(k in n for k in ("gemm", "nvjet", "cutlass", "xmma", "sm90", "matmul", "ampere")):
+        return "matmul"
+    if any(k in n for k in ("adam", "foreach", "multi_tensor", "lerp")):
+        return "optimizer (eager)"
+    if n.startswith("triton"):
+        return "triton (fused by inductor)"
+    return "other (copies, reductions, eager elementwise)"
+
+
+def profile_steps(step, n: int, device: torch.device, top: int) -> dict:
+    """Run ``step`` n times under torch.profiler; print kernel classes and the top kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(n):
+            step()
+        sync(device)
+    kernels = []
+    for evt in prof.key_averages():
+        if device.type == "cuda" and str(evt.device_type).endswith("CUDA"):
+            t = getattr(evt, "self_device_time_total", None) or evt.self_cuda_time_total
+            kernels.append((evt.key, t / 1000 / n, evt.count // n))
+    total = sum(t for _, t, _ in kernels) or 1.0
+    classes: dict[str, float] = {}
+    for name, t, _ in kernels:
+        classes[kernel_class(name)] = classes.get(kernel_class(name), 0.0) + t
+    print(f"\nGPU time per step by kernel class ({total:.1f} ms of kernels per step):")
+    print("| class | ms per step | share |\n|---|---|---|")
+    for name, t in sorted(classes.items(), key=lambda kv: -kv[1]):
+        print(f"| {name} | {t:.2f} | {100 * t / total:.1f}% |")
+    print(f"\nTop {top} kernels:\n| kernel | class | calls per step | ms per step | share |")
+    print("|---|---|---|---|---|")
+    for name, t, calls in sorted(kernels, key=lambda k: -k[1])[:top]:
+        short = name if len(name) <= 90 else name[:87] + "..."
+        print(f"| `{short}` | {kernel_class(name)} | {calls} | {t:.2f} | {100 * t / total:.1f}% |")
+    return {"kernel_ms_per_step": total, "classes": classes}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,6 +143,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--compile", default="default", help="default, max-autotune-no-cudagraphs or none"
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument(
+        "--variants", default="base", help=f"comma-separated, from: {', '.join(VARIANTS)}"
+    )
+    p.add_argument("--profile", type=int, default=0, help="profile N steps of each variant")
+    p.add_argument("--top", type=int, default=25, help="kernels listed per profile")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     return p.parse_args(argv)
 
@@ -59,7 +157,24 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(depth: int, loss_path: str, args: argparse.Namespace, info: dist.DistInfo) -> dict:
+def measure(
+    depth: int, loss_path: str, variant: str, args: argparse.Namespace, info: dist.DistInfo
+) -> dict:
+    settings = VARIANTS[variant]
+    torch._dynamo.reset()  # each variant traces and compiles afresh under its own settings
+    attention = settings.get("attention") if info.device.type == "cuda" else None  # CUDA kernels
+    with attention_context(attention), inductor_options(settings.get("inductor", {})):
+        return _measure(depth, loss_path, variant, settings, args, info)
+
+
+def _measure(
+    depth: int,
+    loss_path: str,
+    variant: str,
+    settings: dict,
+    args: argparse.Namespace,
+    info: dist.DistInfo,
+) -> dict:
     device = info.device
     cfg = TrainConfig(depth=depth, seq_len=args.seq_len, device_batch_size=args.batch_size)
     torch.manual_seed(0)
@@ -67,8 +182,9 @@ def measure(depth: int, loss_path: str, args: argparse.Namespace, info: dist.Dis
     model.fused_loss = loss_path == "fused"
     optimizer = build_optimizer(model, cfg)
     forward = model
-    if args.compile != "none" and device.type == "cuda":
-        mode = None if args.compile == "default" else args.compile
+    compile_mode = settings.get("compile", args.compile)
+    if compile_mode != "none" and device.type == "cuda":
+        mode = None if compile_mode == "default" else compile_mode
         forward = torch.compile(model, mode=mode)
     vocab = model.config.vocab_size
     gen = torch.Generator(device="cpu").manual_seed(info.rank)
@@ -115,6 +231,10 @@ def measure(depth: int, loss_path: str, args: argparse.Namespace, info: dist.Dis
         split["backward"] += c - b
         split["optimizer"] += d - c
     total = sum(split.values())
+    profiled = {}
+    if args.profile > 0 and info.is_main:
+        print(f"\n## profile: DEPTH {depth}, loss {loss_path}, variant {variant}")
+        profiled = profile_steps(step, args.profile, device, args.top)
     tokens_per_step = args.batch_size * args.seq_len * info.world_size
     tokens_per_s = tokens_per_step / step_s
     peak = peak_flops(device)
@@ -122,6 +242,7 @@ def measure(depth: int, loss_path: str, args: argparse.Namespace, info: dist.Dis
     row = {
         "depth": depth,
         "loss_path": loss_path,
+        "variant": variant,
         "world_size": info.world_size,
         "params_scaling": model.param_counts()["params_scaling"],
         "step_ms": 1000 * step_s,
@@ -136,6 +257,7 @@ def measure(depth: int, loss_path: str, args: argparse.Namespace, info: dist.Dis
         "backward_share": split["backward"] / total,
         "optimizer_share": split["optimizer"] / total,
         "warmup_s": warmup_s,
+        **profiled,
     }
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -144,12 +266,16 @@ def measure(depth: int, loss_path: str, args: argparse.Namespace, info: dist.Dis
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    unknown = [v for v in args.variants.split(",") if v.strip() not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown --variants {unknown}; choose from {', '.join(VARIANTS)}")
     info = dist.init(args.device)
     try:
         rows = [
-            measure(int(depth), loss_path.strip(), args, info)
+            measure(int(depth), loss_path.strip(), variant.strip(), args, info)
             for depth in args.depths.split(",")
             for loss_path in args.loss.split(",")
+            for variant in args.variants.split(",")
         ]
     finally:
         dist.teardown(info)
@@ -166,15 +292,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.steps} timed steps after {args.warmup} warm-up (excluded)"
     )
     print(
-        "| DEPTH | loss | GPUs | step ms | tokens/s | tokens/s/GPU | MFU | peak mem GiB "
+        "| DEPTH | loss | variant | GPUs | step ms | tokens/s | tokens/s/GPU | MFU | peak mem GiB "
         "| opt state MiB/GPU | fwd / bwd / opt |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
         mem = f"{r['peak_memory_gib']:.1f}" if r["peak_memory_gib"] is not None else "-"
         print(
-            f"| {r['depth']} | {r['loss_path']} | {r['world_size']} | {r['step_ms']:.1f} "
+            f"| {r['depth']} | {r['loss_path']} | {r['variant']} | {r['world_size']} | {r['step_ms']:.1f} "
             f"| {r['tokens_per_s']:,.0f} | {r['tokens_per_s_per_gpu']:,.0f} | {mfu} | {mem} "
             f"| {r['optimizer_state_mib']:.0f} | {100 * r['forward_share']:.0f}% / "
             f"{100 * r['backward_share']:.0f}% / {100 * r['optimizer_share']:.0f}% |"
