@@ -9,13 +9,17 @@ few full-size tensors to a few chunk-size ones, and on a CPU (where every fresh 
 costs page faults) it is several times faster.
 
 The same idea is Liger-Kernel's fused linear cross-entropy (Hsu et al. 2024, arXiv:2410.10989);
-this is a plain-PyTorch version of it. ``tests/test_loss.py`` checks loss and gradients against
-the unfused path.
+this is a plain-PyTorch version of it. On a GPU with Triton the per-chunk elementwise work
+(soft-cap, log-sum-exp, softmax, one-hot, z-loss, tanh derivative) is one kernel that turns the
+bf16 logits into their gradient in place (nanogpt/triton_loss.py), and chunks are 8,192 rows.
+``tests/test_loss.py`` checks loss and gradients of both kernels against the unfused path.
 """
 
 from __future__ import annotations
 
 import torch
+
+from nanogpt import triton_loss
 
 
 def _mm_dtype(device: torch.device) -> torch.dtype:
@@ -83,8 +87,18 @@ class _FusedHeadLoss(torch.autograd.Function):
         z_loss: float,
         chunk_rows: int,
         mm_dtype: torch.dtype,
+        kernel: str,
     ) -> torch.Tensor:
         n_rows = h.shape[0]
+        if kernel == "triton":
+            grad_h, grad_w, loss_sum = _triton_chunks(
+                h, weight, targets, vocab_size, softcap, z_loss, chunk_rows, mm_dtype
+            )
+            denom = (targets != -1).sum().clamp(min=1).to(torch.float32)
+            ctx.save_for_backward(grad_h, grad_w, denom)
+            ctx.weight_shape = weight.shape
+            ctx.weight_dtype = weight.dtype
+            return loss_sum / denom
         w = weight[:vocab_size].to(mm_dtype)
         grad_h = torch.empty(h.shape, dtype=h.dtype, device=h.device)
         grad_w = torch.zeros((vocab_size, weight.shape[1]), dtype=torch.float32, device=h.device)
@@ -111,7 +125,38 @@ class _FusedHeadLoss(torch.autograd.Function):
         gh = grad_h * scale.to(grad_h.dtype)
         gw = torch.zeros(ctx.weight_shape, dtype=ctx.weight_dtype, device=grad_w.device)
         gw[: grad_w.shape[0]] = (grad_w * scale).to(ctx.weight_dtype)
-        return gh, gw, None, None, None, None, None, None
+        return gh, gw, None, None, None, None, None, None, None
+
+
+def _triton_chunks(
+    h: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    vocab_size: int,
+    softcap: float,
+    z_loss: float,
+    chunk_rows: int,
+    mm_dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The chunk loop with the Triton kernel: summed loss, d(sum)/d(h), d(sum)/d(weight).
+
+    The matmuls use the whole padded head (50,304 rows: aligned shapes for the tensor cores);
+    the kernel gives the padding columns gradient 0, so they stay out of everything.
+    """
+    w = weight.to(mm_dtype)
+    grad_h = torch.empty(h.shape, dtype=h.dtype, device=h.device)
+    grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device)
+    loss_sum = torch.zeros((), dtype=torch.float32, device=h.device)
+    for start in range(0, h.shape[0], chunk_rows):
+        end = min(start + chunk_rows, h.shape[0])
+        hc = h[start:end].to(mm_dtype)
+        logits = hc @ w.t()  # (rows, V_padded), becomes the gradient in place
+        loss_sum += triton_loss.softcap_ce_rows_(
+            logits, targets[start:end], vocab_size, softcap, z_loss
+        ).sum()
+        grad_h[start:end] = logits @ w
+        grad_w += (logits.t() @ hc).float()
+    return grad_h, grad_w, loss_sum
 
 
 @torch.compiler.disable
@@ -123,17 +168,28 @@ def fused_head_loss(
     softcap: float = 0.0,
     z_loss: float = 0.0,
     chunk_rows: int | None = None,
+    kernel: str | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy of ``h @ weight[:vocab_size].T`` against ``targets`` (-1 = ignore).
 
     h: (N, C) final hidden states; weight: (V_padded, C) head weight; targets: (N,).
+    kernel: "triton" (nanogpt/triton_loss.py; the default on a GPU with Triton) or "torch".
     """
+    if kernel is None:
+        use_triton = h.device.type == "cuda" and triton_loss.available(h.device)
+        kernel = "triton" if use_triton else "torch"
+    if kernel not in ("triton", "torch"):
+        raise ValueError(f"kernel must be 'triton' or 'torch', not {kernel!r}")
     if chunk_rows is None:
-        # Chunks of ~64 M logits on a GPU (256 MB in fp32) keep the matmuls large; small ones on
-        # a CPU stay in cache.
-        chunk_rows = 1024 if h.device.type == "cuda" else 128
+        # Triton: 8,192 rows of bf16 logits (0.8 GB at GPT-2's vocabulary) keep the matmuls at
+        # full speed. torch: chunks of ~64 M fp32 logits on a GPU; small ones on a CPU stay in
+        # cache.
+        if kernel == "triton":
+            chunk_rows = 8192
+        else:
+            chunk_rows = 1024 if h.device.type == "cuda" else 128
     return _FusedHeadLoss.apply(
-        h, weight, targets, vocab_size, softcap, z_loss, chunk_rows, _mm_dtype(h.device)
+        h, weight, targets, vocab_size, softcap, z_loss, chunk_rows, _mm_dtype(h.device), kernel
     )
 
 

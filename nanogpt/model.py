@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nanogpt import scaling
+from nanogpt import scaling, triton_loss
 from nanogpt.config import ModelConfig
 from nanogpt.loss import chunked_token_losses, fused_head_loss
 
@@ -173,10 +173,11 @@ class GPT(nn.Module):
         # Not saved in checkpoints: they are a function of the config.
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
-        # Head + loss chunk by chunk (nanogpt/loss.py) or the plain full-logits path. None picks
-        # by device: fused on a CPU (2-3x faster there), plain on a GPU, where torch.compile
-        # fuses the plain path and it measured 16% faster on an H200 (docs/benchmarks.md); set
-        # True on a GPU to trade that speed for ~8 GiB less memory at batch 32 x 1024.
+        # Head + loss chunk by chunk (nanogpt/loss.py) or the plain full-logits path. None picks:
+        # fused on a CPU (2-3x faster there) and on a GPU with Triton (its one-kernel loss beats
+        # the compiled plain path and saves ~8 GiB at batch 32 x 1024; docs/benchmarks.md);
+        # plain on a GPU without Triton, where torch.compile fuses the plain path better than
+        # the chunked PyTorch one.
         self.fused_loss: bool | None = None
         self.init_weights()
 
@@ -262,7 +263,9 @@ class GPT(nn.Module):
             kv_cache.advance(T)
         x = rms_norm(x)
 
-        fused = self.fused_loss if self.fused_loss is not None else x.device.type != "cuda"
+        fused = self.fused_loss
+        if fused is None:
+            fused = x.device.type != "cuda" or triton_loss.available(x.device)
         if targets is not None and fused:
             flat_x, flat_t = x.reshape(B * T, -1), targets.reshape(B * T)
             args = (self.lm_head.weight, flat_t, cfg.vocab_size, cfg.logit_softcap, cfg.z_loss)

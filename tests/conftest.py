@@ -1,9 +1,15 @@
 """Shared test set-up: offline, quiet, deterministic, and GPU tests skipped without a GPU."""
 
 import os
+import shutil
 
-import pytest
-import torch
+# Without a GPU, Triton kernels run in Triton's CPU interpreter (tests/test_loss.py checks the
+# GPU loss kernel this way). It must be set before anything imports Triton.
+if shutil.which("nvidia-smi") is None:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

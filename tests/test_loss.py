@@ -66,3 +66,94 @@ def test_training_with_the_fused_loss_follows_the_plain_one():
             losses.append(loss.item())
         trajectories.append(losses)
     assert trajectories[0] == pytest.approx(trajectories[1], rel=1e-4)
+
+
+# --- the Triton kernel (nanogpt/triton_loss.py): on a CPU through Triton's interpreter ----------
+
+
+def _triton_or_skip(device: str) -> None:
+    from nanogpt import triton_loss
+
+    if not triton_loss.available(torch.device(device)):
+        pytest.skip(f"Triton cannot run on {device} here")
+
+
+@pytest.mark.parametrize(
+    "softcap,z_loss,vocab,padded",
+    [(15.0, 0.0, 300, 320), (0.0, 1e-3, 300, 300), (15.0, 1e-4, 50, 64), (30.0, 0.0, 129, 129)],
+)
+def test_triton_kernel_rows_equal_the_torch_chunk(softcap, z_loss, vocab, padded):
+    from nanogpt.loss import _chunk_loss_and_grads
+    from nanogpt.triton_loss import softcap_ce_rows_
+
+    _triton_or_skip("cpu")
+    torch.manual_seed(0)
+    h, w = torch.randn(7, 16), torch.randn(padded, 16)
+    targets = torch.randint(0, vocab, (7,))
+    targets[2] = -1
+    logits = h @ w.t()
+    rows = softcap_ce_rows_(logits, targets, vocab, softcap, z_loss)  # logits -> gradient
+    ref_loss, ref_grad_h, ref_grad_w = _chunk_loss_and_grads(h, w[:vocab], targets, softcap, z_loss)
+    assert rows[2] == 0.0  # the ignored row
+    torch.testing.assert_close(rows.sum(), ref_loss, rtol=1e-5, atol=1e-5)
+    assert torch.all(logits[:, vocab:] == 0)  # padding columns: no gradient
+    assert torch.all(logits[2] == 0)
+    torch.testing.assert_close(logits[:, :vocab] @ w[:vocab], ref_grad_h, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(logits[:, :vocab].t() @ h, ref_grad_w, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("overrides", [dict(), dict(z_loss=1e-3), dict(tie_embeddings=True)])
+def test_model_loss_and_gradients_with_the_triton_kernel_match_the_plain_path(overrides):
+    """The optimised path (Triton kernel, big chunks, padded head) computes the same thing."""
+    from nanogpt import loss as loss_mod
+
+    _triton_or_skip("cpu")
+    fused, plain = pair(vocab_size=1000, **overrides)  # padded to 1024; the interpreter is slow
+    cfg = fused.config
+    idx = torch.randint(0, 1000, (2, 32))
+    targets = idx.roll(-1, dims=1)
+    targets[1, :3] = -1
+
+    def triton_forward(model, idx, targets):
+        x = model.transformer.wte(idx)
+        from nanogpt.model import rms_norm
+
+        x = rms_norm(x)
+        cos, sin = model.rope_cos[:32], model.rope_sin[:32]
+        for block in model.transformer.h:
+            x = block(x, cos, sin, None)
+        x = rms_norm(x).reshape(-1, cfg.n_embd)
+        return loss_mod.fused_head_loss(
+            x, model.lm_head.weight, targets.reshape(-1), cfg.vocab_size,
+            cfg.logit_softcap, cfg.z_loss, chunk_rows=40, kernel="triton",
+        )  # fmt: skip
+
+    a = triton_forward(fused, idx, targets)
+    a.backward()
+    b = plain(idx, targets)
+    b.backward()
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for (name, p), (_, q) in zip(fused.named_parameters(), plain.named_parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.gpu
+def test_triton_path_matches_plain_on_gpu_in_bf16():
+    """On a GPU the auto path is the Triton one; in bf16 autocast it follows the plain path."""
+    from nanogpt import dist
+
+    _triton_or_skip("cuda")
+    fused, plain = pair()
+    fused, plain = fused.cuda(), plain.cuda()
+    plain.fused_loss = False
+    idx = torch.randint(0, 50259, (4, 32), device="cuda")
+    targets = idx.roll(-1, dims=1)
+    out = []
+    for model in (fused, plain):
+        with dist.autocast(torch.device("cuda")):
+            loss = model(idx, targets)
+        loss.backward()
+        out.append(loss.detach())
+    torch.testing.assert_close(out[0], out[1], rtol=2e-3, atol=2e-3)
+    for (name, p), (_, q) in zip(fused.named_parameters(), plain.named_parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=5e-2, atol=5e-4, msg=name)

@@ -1,0 +1,82 @@
+"""Soft-capped cross-entropy and its gradient in one Triton kernel, over logits in place.
+
+``nanogpt/loss.py`` computes the head's logits a chunk of rows at a time and needs, per row, the
+loss and d(loss)/d(logits). In plain PyTorch (even compiled) that is several passes over an fp32
+copy of the logits: soft-cap, log-sum-exp, softmax, the one-hot, the z-loss term, the tanh
+derivative, the cast back to bf16. On an H200 at batch 32 × 1024 those passes cost ~10 ms of a
+73 ms step (docs/benchmarks.md, "Where the time goes"). Here one program per row reads the bf16
+logits twice (the second read mostly from L2) and overwrites them with the bf16 gradient:
+
+    pass 1   s = cap · tanh(z / cap);  lse = log Σ exp(s)           (online max, fp32)
+    pass 2   g = (exp(s − lse) · (1 + 2·zl·lse) − onehot(target)) · (1 − (s / cap)²)
+
+and stores the row's loss ``lse − s[target] + zl · lse²`` (0 for ignored rows, target = -1).
+Columns at or past ``vocab_size`` (the padding of the head) get probability 0 and gradient 0.
+The maths is that of ``nanogpt.loss._chunk_loss_and_grads``; ``tests/test_loss.py`` checks the
+two against each other (on a CPU through Triton's interpreter, ``TRITON_INTERPRET=1``).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+
+import torch
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None  # checked once, at import
+
+
+def available(device: torch.device) -> bool:
+    """Whether the kernel runs for tensors on ``device``: a CUDA GPU with Triton installed, or
+    the CPU under Triton's interpreter (``TRITON_INTERPRET=1`` set before Triton is imported;
+    the tests do this)."""
+    if device.type == "cuda":
+        return HAS_TRITON
+    return HAS_TRITON and device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@functools.cache
+def _kernel():
+    """The jitted kernel (nanogpt/_softcap_ce_kernel.py)."""
+    from nanogpt._softcap_ce_kernel import softcap_ce_kernel
+
+    return softcap_ce_kernel
+
+
+def softcap_ce_rows_(
+    logits: torch.Tensor, targets: torch.Tensor, vocab_size: int, softcap: float, z_loss: float
+) -> torch.Tensor:
+    """Per-row loss (fp32, 0 where target is -1); ``logits`` (N, V) becomes d(row loss)/d(logits).
+
+    ``logits`` may be wider than ``vocab_size`` (a padded head): the extra columns take no
+    probability and get gradient 0. On a CPU tensor the kernel runs in Triton's interpreter.
+    """
+    if logits.ndim != 2 or logits.stride(1) != 1:
+        raise ValueError("logits must be a 2-D tensor with contiguous rows")
+    n_rows, n_total = logits.shape
+    if not 0 < vocab_size <= n_total:
+        raise ValueError(f"vocab_size {vocab_size} must be in 1..{n_total}")
+    if not available(logits.device):
+        raise RuntimeError(
+            f"the Triton loss kernel cannot run on {logits.device}: it needs a CUDA GPU with "
+            "Triton, or TRITON_INTERPRET=1 (set before Triton is imported) on a CPU"
+        )
+    loss = torch.empty(n_rows, dtype=torch.float32, device=logits.device)
+    if n_rows == 0:
+        return loss
+    kernel = _kernel()
+    kernel[(n_rows,)](
+        logits,
+        targets.contiguous(),
+        loss,
+        logits.stride(0),
+        vocab_size,
+        n_total,
+        float(softcap) if softcap > 0 else 1.0,
+        float(z_loss),
+        HAS_CAP=softcap > 0,
+        BLOCK=2048 if logits.device.type == "cuda" else 256,
+        num_warps=8 if logits.device.type == "cuda" else 1,
+    )
+    return loss
