@@ -56,6 +56,7 @@ VARIANTS: dict[str, dict] = {
     "cudnn+cdt": {"attention": "cudnn", "inductor": {"coordinate_descent_tuning": True}},
     "autotune": {"compile": "max-autotune-no-cudagraphs"},
     "cudnn+autotune": {"attention": "cudnn", "compile": "max-autotune-no-cudagraphs"},
+    "compiled-muon": {"compile_muon": True},
 }
 
 
@@ -181,6 +182,7 @@ def _measure(
     model = GPT(cfg.model_config()).to(device)
     model.fused_loss = loss_path == "fused"
     optimizer = build_optimizer(model, cfg)
+    optimizer.compile_muon = bool(settings.get("compile_muon", False))
     forward = model
     compile_mode = settings.get("compile", args.compile)
     if compile_mode != "none" and device.type == "cuda":
@@ -235,6 +237,12 @@ def _measure(
     if args.profile > 0 and info.is_main:
         print(f"\n## profile: DEPTH {depth}, loss {loss_path}, variant {variant}")
         profiled = profile_steps(step, args.profile, device, args.top)
+        print(f"\n## profile of the optimizer step alone: variant {variant}")
+        with dist.autocast(device):
+            loss = forward(x, y)
+        loss.backward()  # gradients for the optimizer to read; step() leaves them in place
+        profile_steps(optimizer.step, args.profile, device, args.top // 2)
+        optimizer.zero_grad(set_to_none=True)
     tokens_per_step = args.batch_size * args.seq_len * info.world_size
     tokens_per_s = tokens_per_step / step_s
     peak = peak_flops(device)

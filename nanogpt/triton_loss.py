@@ -7,7 +7,7 @@ derivative, the cast back to bf16. On an H200 at batch 32 × 1024 those passes c
 73 ms step (docs/benchmarks.md, "Where the time goes"). Here one program per row reads the bf16
 logits twice (the second read mostly from L2) and overwrites them with the bf16 gradient:
 
-    pass 1   s = cap · tanh(z / cap);  lse = log Σ exp(s)           (online max, fp32)
+    pass 1   s = cap · tanh(z / cap);  lse = log Σ exp(s)     (fp32; shifted by cap, or online max)
     pass 2   g = (exp(s − lse) · (1 + 2·zl·lse) − onehot(target)) · (1 − (s / cap)²)
 
 and stores the row's loss ``lse − s[target] + zl · lse²`` (0 for ignored rows, target = -1).
@@ -76,6 +76,7 @@ def softcap_ce_rows_(
         float(softcap) if softcap > 0 else 1.0,
         float(z_loss),
         HAS_CAP=softcap > 0,
+        SHIFT_BY_CAP=0 < softcap <= 40,
         BLOCK=2048 if logits.device.type == "cuda" else 256,
         num_warps=8 if logits.device.type == "cuda" else 1,
     )

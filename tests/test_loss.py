@@ -80,7 +80,7 @@ def _triton_or_skip(device: str) -> None:
 
 @pytest.mark.parametrize(
     "softcap,z_loss,vocab,padded",
-    [(15.0, 0.0, 300, 320), (0.0, 1e-3, 300, 300), (15.0, 1e-4, 50, 64), (30.0, 0.0, 129, 129)],
+    [(15.0, 0.0, 300, 320), (0.0, 1e-3, 300, 300), (15.0, 1e-4, 50, 64), (60.0, 0.0, 129, 129)],
 )
 def test_triton_kernel_rows_equal_the_torch_chunk(softcap, z_loss, vocab, padded):
     from nanogpt.loss import _chunk_loss_and_grads

@@ -378,3 +378,26 @@ def test_muon_beats_adamw_in_the_same_steps():
     best_adamw = min(_train(adamw_only(lr)) for lr in (3e-3, 1e-2, 3e-2))
     muon = _train(muon_adamw)
     assert muon < 0.9 * best_adamw, (muon, best_adamw)
+
+
+def test_compiled_muon_update_equals_the_eager_one():
+    """compile_muon (torch.compile of Muon's per-bucket maths) changes speed, not results."""
+
+    def run(compiled: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(32, 16)) for _ in range(3)]
+        params.append(torch.nn.Parameter(torch.randn(16, 48)))
+        opt = MuonAdamW(
+            [{"kind": "muon", "params": params, "lr": 0.02}],
+            compile_muon=compiled,
+            ns_dtype=torch.float32,  # bf16 rounding would differ between fused and eager kernels
+        )
+        for i in range(3):
+            gen = torch.Generator().manual_seed(i)
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen)
+            opt.step()
+        return [p.detach().clone() for p in params]
+
+    for a, b in zip(run(False), run(True), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

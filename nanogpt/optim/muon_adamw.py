@@ -40,6 +40,43 @@ ADAMW_DEFAULTS: dict[str, Any] = {
 }
 
 
+def muon_direction(
+    grad: torch.Tensor,
+    momentum_buffer: torch.Tensor,
+    clip: torch.Tensor | None,
+    beta: float,
+    nesterov: bool,
+    ns_dtype: torch.dtype | None,
+    ns_steps: int,
+    coefficients: str,
+) -> torch.Tensor:
+    """Muon's update direction for a stack of same-shape gradients (overwrites ``grad`` and
+    advances ``momentum_buffer``): clip, momentum, Nesterov, then Newton-Schulz in ``ns_dtype``.
+    """
+    if clip is not None:
+        grad.mul_(clip)
+    # Momentum as an exponential moving average (Polar Express paper, sec. 1.1); Nesterov looks
+    # one step further along it. The EMA's scale does not matter: the orthogonalisation
+    # normalises it away.
+    momentum_buffer.lerp_(grad, 1.0 - beta)
+    direction = grad.lerp_(momentum_buffer, beta) if nesterov else momentum_buffer
+    if ns_dtype is not None:
+        direction = direction.to(ns_dtype)
+    return newton_schulz(direction, ns_steps, dtype=None, coefficients=coefficients)
+
+
+_compiled_direction = None
+
+
+def _compiled_muon_direction():
+    global _compiled_direction
+    if _compiled_direction is None:
+        # One graph per bucket shape (three at any DEPTH); the cache limit leaves room for a
+        # few models in one process (benchmarks, tests).
+        _compiled_direction = torch.compile(muon_direction, dynamic=False)
+    return _compiled_direction
+
+
 class MuonAdamW(torch.optim.Optimizer):
     """Muon for the transformer's matrices, AdamW for the rest; ZeRO-2 sharded over all ranks.
 
@@ -70,6 +107,7 @@ class MuonAdamW(torch.optim.Optimizer):
         ns_dtype: torch.dtype | None = torch.bfloat16,
         ns_coefficients: str = "polar_express",
         fused_adamw: bool | None = None,
+        compile_muon: bool = False,
         process_group: Any = None,
     ) -> None:
         groups = [dict(g) for g in param_groups]
@@ -102,6 +140,10 @@ class MuonAdamW(torch.optim.Optimizer):
         if fused_adamw and not available:
             raise ValueError("fused_adamw=True, but this torch has no torch._fused_adamw_")
         self.fused_adamw = available if fused_adamw is None else fused_adamw
+        # torch.compile Muon's per-bucket maths (clip, momentum, Nesterov, cast, Newton-Schulz):
+        # the elementwise passes fuse around the batched matmuls. Same arithmetic; GPU only in
+        # practice (a CPU compiles C++ for minutes).
+        self.compile_muon = compile_muon
         self.step_count = 0
 
         self.process_group = process_group
@@ -260,21 +302,16 @@ class MuonAdamW(torch.optim.Optimizer):
         lr, wd, beta = group["lr"], group["weight_decay"], group["momentum"]
         values = None if self.world_size == 1 else self._owned_params(bucket)[0]
         if bucket.owned_count:
-            if clip is not None:
-                grad.mul_(clip)
-            buf = bucket.momentum_buffer
-            # Momentum as an exponential moving average (Polar Express paper, sec. 1.1); Nesterov
-            # looks one step further along it. The EMA's scale does not matter: the
-            # orthogonalisation normalises it away.
-            buf.lerp_(grad, 1.0 - beta)
-            direction = grad.lerp_(buf, beta) if group["nesterov"] else buf
-            if self.ns_dtype is not None:
-                direction = direction.to(self.ns_dtype)
-            ortho = newton_schulz(  # stays in ns_dtype: add_ below reads it without a cast
-                direction,
+            direction_fn = _compiled_muon_direction() if self.compile_muon else muon_direction
+            ortho = direction_fn(  # stays in ns_dtype: add_ below reads it without a cast
+                grad,
+                bucket.momentum_buffer,
+                clip,
+                beta,
+                bool(group["nesterov"]),
+                self.ns_dtype,
                 int(group["ns_steps"]),
-                dtype=None,
-                coefficients=self.ns_coefficients,
+                self.ns_coefficients,
             )
             if values is None:
                 # One rank: no stacked copy of the weights to write back afterwards.
