@@ -112,12 +112,16 @@ def main(argv: list[str] | None = None) -> int:
         rows = out["rows"]
         train_s = sum(r.get("wall_s") or 0 for r in rows)
         tokens = sum(r.get("tokens") or 0 for r in rows)
-        table.append((packing, rows, wall, train_s, busy, tokens / wall))
+        starts = [r["trial_started_at"] for r in rows if r.get("trial_started_at")]
+        ends = [r["trial_started_at"] + r["trial_wall_s"] for r in rows
+                if r.get("trial_started_at") and r.get("trial_wall_s")]  # fmt: skip
+        fixed = (min(starts) - started) + (started + wall - max(ends)) if starts else None
+        table.append((packing, rows, wall, train_s, busy, tokens / wall, fixed))
     print("| trials per GPU | trials | sweep wall s | sum of training s | Ray start-up per trial s "
           "| train set-up per trial s | Ray teardown per trial s | Ray share of trial time "
-          "| GPU busy | tokens/s (whole sweep) | statuses |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for packing, rows, wall, train_s, busy, tok_s in table:
+          "| sweep start + end s | GPU busy | tokens/s (whole sweep) | statuses |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for packing, rows, wall, train_s, busy, tok_s, fixed in table:
         busy_text = f"{100 * busy:.0f}%" if busy is not None else "-"
         startup = [r.get("ray_startup_s") or 0.0 for r in rows]
         setup = [r.get("setup_s") or 0.0 for r in rows]
@@ -126,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         ray_share = (sum(startup) + sum(teardown)) / trial_wall
         statuses = ", ".join(sorted({str(r.get("status")) for r in rows}))
         print(f"| {packing} | {len(rows)} | {wall:.0f} | {train_s:.0f} | {_spread(startup)} "
-              f"| {_spread(setup)} | {_spread(teardown)} | {100 * ray_share:.1f}% | {busy_text} "
+              f"| {_spread(setup)} | {_spread(teardown)} | {100 * ray_share:.1f}% "
+              f"| {'-' if fixed is None else f'{fixed:.0f}'} | {busy_text} "
               f"| {tok_s:,.0f} | {statuses} |")  # fmt: skip
     print(
         "\nRay share of trial time = (Ray start-up + teardown) / trial wall time, summed over "

@@ -132,6 +132,17 @@ def profile_steps(step, n: int, device: torch.device, top: int) -> dict:
     return {"kernel_ms_per_step": total, "classes": classes}
 
 
+def format_row(r: dict) -> str:
+    mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
+    mem = f"{r['peak_memory_gib']:.1f}" if r["peak_memory_gib"] is not None else "-"
+    return (
+        f"| {r['depth']} | {r['loss_path']} | {r['variant']} | {r['world_size']} "
+        f"| {r['step_ms']:.1f} | {r['tokens_per_s']:,.0f} | {r['tokens_per_s_per_gpu']:,.0f} "
+        f"| {mfu} | {mem} | {r['optimizer_state_mib']:.0f} | {100 * r['forward_share']:.0f}% / "
+        f"{100 * r['backward_share']:.0f}% / {100 * r['optimizer_share']:.0f}% |"
+    )
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--depths", default="12", help="comma-separated DEPTHs (12 = GPT-2 small)")
@@ -279,12 +290,13 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"unknown --variants {unknown}; choose from {', '.join(VARIANTS)}")
     info = dist.init(args.device)
     try:
-        rows = [
-            measure(int(depth), loss_path.strip(), variant.strip(), args, info)
-            for depth in args.depths.split(",")
-            for loss_path in args.loss.split(",")
-            for variant in args.variants.split(",")
-        ]
+        rows = []
+        for depth in args.depths.split(","):
+            for loss_path in args.loss.split(","):
+                for variant in args.variants.split(","):
+                    rows.append(measure(int(depth), loss_path.strip(), variant.strip(), args, info))
+                    if info.is_main:  # as it goes: a run cut short still leaves its rows
+                        print("measured: " + format_row(rows[-1]), flush=True)
     finally:
         dist.teardown(info)
     if not info.is_main:
@@ -305,14 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
-        mem = f"{r['peak_memory_gib']:.1f}" if r["peak_memory_gib"] is not None else "-"
-        print(
-            f"| {r['depth']} | {r['loss_path']} | {r['variant']} | {r['world_size']} | {r['step_ms']:.1f} "
-            f"| {r['tokens_per_s']:,.0f} | {r['tokens_per_s_per_gpu']:,.0f} | {mfu} | {mem} "
-            f"| {r['optimizer_state_mib']:.0f} | {100 * r['forward_share']:.0f}% / "
-            f"{100 * r['backward_share']:.0f}% / {100 * r['optimizer_share']:.0f}% |"
-        )
+        print(format_row(r))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(

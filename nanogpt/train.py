@@ -381,6 +381,7 @@ def _run(cfg: TrainConfig, info: dist.DistInfo, report: Report | None) -> dict[s
                 mfu = flops_per_token * tokens_per_s / (peak * info.world_size) if peak else None
                 last = {
                     "step": done,
+                    "steps_planned": steps,
                     "tokens": done * cfg.total_batch_size,
                     "flops": done * cfg.total_batch_size * flops_per_token,
                     "train_loss": train_loss,

@@ -72,7 +72,13 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
         if crash_at is not None and metrics.get("step", 0) >= crash_at and rank == 0:
             _crash_once(settings, run_dir, crash_at)
         checkpoint = None
-        if checkpoint_dir is not None and rank == 0:
+        # The last step's checkpoint stays in the run directory only: Ray restores from its copy
+        # to restart a worker, and after the last step there is nothing left to restart, so
+        # copying it into Ray's storage would only cost time at the end of every trial.
+        final = metrics.get("step") is not None and metrics.get("step") == metrics.get(
+            "steps_planned"
+        )
+        if checkpoint_dir is not None and rank == 0 and not final:
             checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
         ray.train.report(_json_safe(metrics), checkpoint=checkpoint)
 
@@ -147,6 +153,7 @@ def trial_function(params: dict[str, Any], sweep_settings: dict[str, Any]) -> di
         total_batch_size=base["total_batch_size"],
         trial_id=ray.tune.get_context().get_trial_id(),
         trial_wall_s=time.time() - started,
+        trial_started_at=started,
         # Ray's part of the trial: before the worker function ran, and after it returned.
         ray_startup_s=summary.pop("worker_entered_at", started) - started,
         ray_teardown_s=time.time() - summary.pop("worker_finished_at", time.time()),

@@ -157,10 +157,14 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
             "max_worker_restarts": sweep.max_worker_restarts,
             "trial_overrides": sweep.trial_overrides,
         }
-        # The trial function holds only a sliver of CPU: the TorchTrainer's workers hold the
-        # real resources, and max_concurrent_trials keeps Tune from queueing more than fit.
+        # The trial function holds no CPU or GPU: the TorchTrainer's workers hold the real
+        # resources, and max_concurrent_trials keeps Tune from queueing more than fit. Tune
+        # refuses an empty request, so it asks for a little memory instead; even 0.01 CPU
+        # would leave N trials of N CPUs one CPU short, and the last trial's worker would wait
+        # for the first to finish (Train's 60 s start timeout, then a retry).
         trainable = tune.with_resources(
-            tune.with_parameters(trial_function, sweep_settings=settings), {"CPU": 0.01}
+            tune.with_parameters(trial_function, sweep_settings=settings),
+            {"CPU": 0, "memory": 64 * 2**20},
         )
         rows = {r["trial_key"]: r for r in read_results(sweep_dir) if r.get("trial_key")}
         callback = _make_callback(sweep, rows)
