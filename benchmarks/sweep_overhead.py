@@ -22,11 +22,14 @@ if sys.path and os.path.abspath(sys.path[0] or os.curdir) == _HERE:
     sys.path[0] = os.path.dirname(_HERE)
 
 import argparse  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 from nanogpt.config import TrainConfig  # noqa: E402
 from nanogpt.sweep import SweepConfig, parse_depths, parse_flops, run_sweep  # noqa: E402
@@ -58,6 +61,45 @@ class GpuSampler:
             return None
         self.proc.terminate()
         return sum(1 for s in self.samples if s > 0) / max(1, len(self.samples))
+
+
+# Ray Train's controller logs how long each part of a worker group's start took.
+_PHASES = {
+    "placement group": re.compile(r"Placement group ready in ([0-9.]+)s"),
+    "worker processes": re.compile(r"worker actors created in ([0-9.]+)s"),
+    "train context (process group)": re.compile(
+        r"Train context initialized on workers in ([0-9.]+)s"
+    ),
+    "worker group total": re.compile(r"Worker group startup completed in ([0-9.]+)s total"),
+}
+
+
+def ray_start_phases(rows: list[dict], sweep_name: str) -> dict[str, list[float]]:
+    """Per-phase seconds of each trial's Ray start-up, from this Ray session's controller logs.
+
+    "controller up" is the trial function's start until the controller's first log line (the
+    controller actor's process starting and importing Ray Train).
+    """
+    logs = Path(tempfile.gettempdir()) / "ray" / "session_latest" / "logs" / "train"
+    started = {f"{sweep_name}-{r['trial_key']}": r.get("trial_started_at") for r in rows}
+    phases: dict[str, list[float]] = {"controller up": []}
+    for path in sorted(logs.glob("ray-train-sys-controller-*.log")):
+        first_ts, run = None, None
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            run = run or record.get("run_name")
+            if first_ts is None and record.get("timestamp_ns"):
+                first_ts = record["timestamp_ns"] / 1e9
+            for name, pattern in _PHASES.items():
+                match = pattern.search(record.get("message", ""))
+                if match and run in started:
+                    phases.setdefault(name, []).append(float(match.group(1)))
+        if run in started and started[run] and first_ts:
+            phases["controller up"].append(first_ts - started[run])
+    return phases
 
 
 def _spread(values: list[float]) -> str:
@@ -117,6 +159,11 @@ def main(argv: list[str] | None = None) -> int:
                 if r.get("trial_started_at") and r.get("trial_wall_s")]  # fmt: skip
         fixed = (min(starts) - started) + (started + wall - max(ends)) if starts else None
         table.append((packing, rows, wall, train_s, busy, tokens / wall, fixed))
+        phases = ray_start_phases(rows, sweep.name)
+        if any(phases.values()):
+            print(f"\nRay start-up by phase, packing {packing} (seconds, median (min-max)):")
+            for name, values in phases.items():
+                print(f"  {name:32s} {_spread(values)}")
     print("| trials per GPU | trials | sweep wall s | sum of training s | Ray start-up per trial s "
           "| train set-up per trial s | Ray teardown per trial s | Ray share of trial time "
           "| sweep start + end s | GPU busy | tokens/s (whole sweep) | statuses |")  # fmt: skip
