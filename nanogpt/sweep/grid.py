@@ -12,10 +12,12 @@ from typing import Any
 from nanogpt import scaling
 from nanogpt.config import TrainConfig
 
-# MFU of a plain GPT at each DEPTH on one H200 (bf16, torch.compile, 1024 context, 32 sequences
-# per step), measured 2026-11 (see ../shared/DESIGN.md and docs/benchmarks.md). The dry run turns
-# these into an estimated time per trial; --throughput overrides them with your own measurement.
-MEASURED_H200_MFU = {2: 0.16, 4: 0.27, 6: 0.35, 12: 0.45}
+# MFU of the whole training step at each DEPTH on one H200 (bf16, torch.compile, 1024 context,
+# 32 sequences per step, MuonAdamW included): DEPTH 6-14 measured with
+# benchmarks/train_throughput.py on 2026-11-30 (docs/benchmarks.md); DEPTH 2 and 4 are the
+# figures for a plain GPT in ../shared/DESIGN.md. The dry run turns these into an estimated time
+# per trial; --throughput overrides them with your own measurement.
+MEASURED_H200_MFU = {2: 0.16, 4: 0.27, 6: 0.329, 8: 0.376, 10: 0.391, 12: 0.413, 14: 0.410}
 H200_PEAK_BF16 = 989e12
 
 
