@@ -179,6 +179,9 @@ class GPT(nn.Module):
         # plain on a GPU without Triton, where torch.compile fuses the plain path better than
         # the chunked PyTorch one.
         self.fused_loss: bool | None = None
+        # The fused path's per-chunk kernel: None picks ("triton" on a GPU with Triton, else
+        # "torch"); "triton" on a CPU runs Triton's interpreter (tests only: it is slow).
+        self.loss_kernel: str | None = None
         self.init_weights()
 
     @torch.no_grad()
@@ -270,7 +273,7 @@ class GPT(nn.Module):
             flat_x, flat_t = x.reshape(B * T, -1), targets.reshape(B * T)
             args = (self.lm_head.weight, flat_t, cfg.vocab_size, cfg.logit_softcap, cfg.z_loss)
             if loss_reduction == "mean" and torch.is_grad_enabled():
-                return fused_head_loss(flat_x, *args)
+                return fused_head_loss(flat_x, *args, kernel=self.loss_kernel)
             per_token = chunked_token_losses(flat_x, *args)
             if loss_reduction == "none":
                 return per_token.view(B, T)
