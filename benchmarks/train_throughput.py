@@ -2,7 +2,7 @@
 
     python benchmarks/train_throughput.py                        # DEPTH 12, one GPU
     torchrun --nproc_per_node=2 benchmarks/train_throughput.py   # two GPUs (ZeRO-2 optimizer)
-    python benchmarks/train_throughput.py --depths 6,8,10,14     # other sizes of a sweep
+    python benchmarks/train_throughput.py --preset d6,d8,d10,d14 # other sizes of a sweep
     python benchmarks/train_throughput.py --loss fused,plain     # compare head/loss paths
     python benchmarks/train_throughput.py --device cpu --depths 2 --seq-len 128 --batch-size 4
     python benchmarks/train_throughput.py --loss plain --variants base,cudnn,cdt --profile 3
@@ -41,7 +41,7 @@ from datetime import date  # noqa: E402
 import torch  # noqa: E402
 
 from nanogpt import dist  # noqa: E402
-from nanogpt.config import TrainConfig  # noqa: E402
+from nanogpt.config import TRAIN_PRESETS, TrainConfig  # noqa: E402
 from nanogpt.model import GPT  # noqa: E402
 from nanogpt.train import build_optimizer, peak_flops  # noqa: E402
 
@@ -145,7 +145,13 @@ def format_row(r: dict) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--depths", default="12", help="comma-separated DEPTHs (12 = GPT-2 small)")
+    p.add_argument("--depths", default=None, help="comma-separated DEPTHs (default 12)")
+    p.add_argument(
+        "--preset",
+        default=None,
+        help="instead of --depths: training presets (gpt2 = DEPTH 12) or dN names, e.g. "
+        "d6,d8,d10,d14 for the other depths of a sweep",
+    )
     p.add_argument("--batch-size", type=int, default=32, help="sequences per GPU per step")
     p.add_argument("--seq-len", type=int, default=1024, help="tokens per sequence")
     p.add_argument("--steps", type=int, default=20, help="timed steps")
@@ -161,7 +167,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", type=int, default=0, help="profile N steps of each variant")
     p.add_argument("--top", type=int, default=25, help="kernels listed per profile")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.preset and args.depths:
+        p.error("give --preset or --depths, not both")
+    if args.preset:
+        depths = []
+        for name in args.preset.split(","):
+            name = name.strip()
+            if name in TRAIN_PRESETS:
+                depths.append(int(TRAIN_PRESETS[name]()["depth"]))
+            elif name[:1] == "d" and name[1:].isdigit():
+                depths.append(int(name[1:]))
+            else:
+                p.error(f"--preset {name!r}: use one of {sorted(TRAIN_PRESETS)} or dN (e.g. d8)")
+        args.depths = ",".join(str(d) for d in depths)
+    args.depths = args.depths or "12"
+    return args
 
 
 def sync(device: torch.device) -> None:
