@@ -161,7 +161,7 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
         # resources, and max_concurrent_trials keeps Tune from queueing more than fit. Tune
         # refuses an empty request, so it asks for a little memory instead; even 0.01 CPU
         # would leave N trials of N CPUs one CPU short, and the last trial's worker would wait
-        # for the first to finish (Train's 60 s start timeout, then a retry).
+        # for another trial to finish (or for Train's 60 s start timeout, then a retry).
         trainable = tune.with_resources(
             tune.with_parameters(trial_function, sweep_settings=settings),
             {"CPU": 0, "memory": 64 * 2**20},
