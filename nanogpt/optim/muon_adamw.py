@@ -20,7 +20,12 @@ from nanogpt.optim.collectives import (
     _probe_collectives,
     _reduce_scatter_fn,
 )
-from nanogpt.optim.newton_schulz import _COEFFICIENT_SETS, muon_update_scale, newton_schulz
+from nanogpt.optim.newton_schulz import (
+    _COEFFICIENT_SETS,
+    compiled_muon_direction,
+    muon_direction,
+    muon_update_scale,
+)
 
 MUON_DEFAULTS: dict[str, Any] = {
     "lr": 0.02,
@@ -38,43 +43,6 @@ ADAMW_DEFAULTS: dict[str, Any] = {
     "betas": (0.9, 0.95),
     "eps": 1e-8,
 }
-
-
-def muon_direction(
-    grad: torch.Tensor,
-    momentum_buffer: torch.Tensor,
-    clip: torch.Tensor | None,
-    beta: float,
-    nesterov: bool,
-    ns_dtype: torch.dtype | None,
-    ns_steps: int,
-    coefficients: str,
-) -> torch.Tensor:
-    """Muon's update direction for a stack of same-shape gradients (overwrites ``grad`` and
-    advances ``momentum_buffer``): clip, momentum, Nesterov, then Newton-Schulz in ``ns_dtype``.
-    """
-    if clip is not None:
-        grad.mul_(clip)
-    # Momentum as an exponential moving average (Polar Express paper, sec. 1.1); Nesterov looks
-    # one step further along it. The EMA's scale does not matter: the orthogonalisation
-    # normalises it away.
-    momentum_buffer.lerp_(grad, 1.0 - beta)
-    direction = grad.lerp_(momentum_buffer, beta) if nesterov else momentum_buffer
-    if ns_dtype is not None:
-        direction = direction.to(ns_dtype)
-    return newton_schulz(direction, ns_steps, dtype=None, coefficients=coefficients)
-
-
-_compiled_direction = None
-
-
-def _compiled_muon_direction():
-    global _compiled_direction
-    if _compiled_direction is None:
-        # One graph per bucket shape (three at any DEPTH); the cache limit leaves room for a
-        # few models in one process (benchmarks, tests).
-        _compiled_direction = torch.compile(muon_direction, dynamic=False)
-    return _compiled_direction
 
 
 class MuonAdamW(torch.optim.Optimizer):
@@ -302,7 +270,7 @@ class MuonAdamW(torch.optim.Optimizer):
         lr, wd, beta = group["lr"], group["weight_decay"], group["momentum"]
         values = None if self.world_size == 1 else self._owned_params(bucket)[0]
         if bucket.owned_count:
-            direction_fn = _compiled_muon_direction() if self.compile_muon else muon_direction
+            direction_fn = compiled_muon_direction() if self.compile_muon else muon_direction
             ortho = direction_fn(  # stays in ns_dtype: add_ below reads it without a cast
                 grad,
                 bucket.momentum_buffer,

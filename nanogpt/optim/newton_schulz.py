@@ -1,5 +1,6 @@
 """Muon's maths: the Newton-Schulz iteration that orthogonalises an update (with its coefficient
-tables), and the factor that scales the update by the matrix's shape.
+tables), the factor that scales the update by the matrix's shape, and the update direction of a
+stack of gradients (momentum, Nesterov, Newton-Schulz), eager or compiled.
 """
 
 from __future__ import annotations
@@ -101,3 +102,41 @@ def muon_update_scale(shape: Sequence[int], rule: str = "shape") -> float:
     if rule == "adamw_rms":
         return 0.2 * math.sqrt(max(out_features, in_features))
     raise ValueError(f"unknown Muon update_scale {rule!r}; use 'shape' or 'adamw_rms'")
+
+
+def muon_direction(
+    grad: torch.Tensor,
+    momentum_buffer: torch.Tensor,
+    clip: torch.Tensor | None,
+    beta: float,
+    nesterov: bool,
+    ns_dtype: torch.dtype | None,
+    ns_steps: int,
+    coefficients: str,
+) -> torch.Tensor:
+    """Muon's update direction for a stack of same-shape gradients (overwrites ``grad`` and
+    advances ``momentum_buffer``): clip, momentum, Nesterov, then Newton-Schulz in ``ns_dtype``.
+    """
+    if clip is not None:
+        grad.mul_(clip)
+    # Momentum as an exponential moving average (Polar Express paper, sec. 1.1); Nesterov looks
+    # one step further along it. The EMA's scale does not matter: the orthogonalisation
+    # normalises it away.
+    momentum_buffer.lerp_(grad, 1.0 - beta)
+    direction = grad.lerp_(momentum_buffer, beta) if nesterov else momentum_buffer
+    if ns_dtype is not None:
+        direction = direction.to(ns_dtype)
+    return newton_schulz(direction, ns_steps, dtype=None, coefficients=coefficients)
+
+
+_compiled_direction = None
+
+
+def compiled_muon_direction():
+    """``muon_direction`` under torch.compile (built once per process)."""
+    global _compiled_direction
+    if _compiled_direction is None:
+        # One graph per bucket shape (three at any DEPTH); the cache limit leaves room for a
+        # few models in one process (benchmarks, tests).
+        _compiled_direction = torch.compile(muon_direction, dynamic=False)
+    return _compiled_direction
