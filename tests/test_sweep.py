@@ -53,6 +53,34 @@ def test_grid_and_dry_run_show_the_shapes_and_the_cost():
     assert "H200-hours" in text
 
 
+def test_progress_moves_with_each_logged_step_between_evaluations(tmp_path):
+    """The driver reads the newest logged step of a running trial from its metrics.jsonl."""
+    import json
+
+    from nanogpt.sweep.results import progress_table, tail_metrics
+
+    sweep = SweepConfig(depths=[6], flops=[1e18], storage=str(tmp_path), train=TrainConfig())
+    key = trial_key(6, 1e18, 0)
+    run_dir = sweep.sweep_dir / "runs" / key
+    assert tail_metrics(run_dir) is None  # not started yet
+    run_dir.mkdir(parents=True)
+    lines = [{"step": s, "train_loss": 5.0 - s / 100, "tokens_per_s": 1e6} for s in (10, 20)]
+    text = "\n".join(json.dumps(x) for x in lines) + "\n" + '{"step": 30, "train_lo'  # mid-write
+    (run_dir / "metrics.jsonl").write_text(text)
+    record = tail_metrics(run_dir)
+    assert record["step"] == 20 and record["train_loss"] == pytest.approx(4.8)
+    assert tail_metrics(run_dir, max_bytes=90)["step"] == 20  # a window that starts mid-line
+    table = progress_table(sweep, {key: record}, {key: "running"}, {})
+    row = next(line for line in table.splitlines() if line.startswith(key))
+    planned = grid(sweep)[0]["steps"]
+    assert f"20/{planned}" in row and "4.800" in row and "1,000,000" in row
+    assert row.endswith("running")
+    eta = (planned - 20) * sweep.train.total_batch_size / 1e6
+    assert f"{eta:.0f}s" in row
+    starting = progress_table(sweep, {}, {key: "starting"}, {})
+    assert next(x for x in starting.splitlines() if x.startswith(key)).endswith("starting")
+
+
 def test_the_command_line_dry_run_with_no_arguments_is_the_embedded_grid():
     out = subprocess.run(
         [sys.executable, "sweeps/isoflop.py", "--dry-run"], cwd=REPO, capture_output=True,

@@ -4,6 +4,7 @@ a failed trial, and the live progress table printed while trials run.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -80,6 +81,32 @@ def failed_row(params: dict[str, Any], sweep: SweepConfig, trial_id: str, error:
         "trial_id": trial_id,
         "error": error[-500:],
     }
+
+
+def tail_metrics(run_dir: Path, max_bytes: int = 16384) -> dict[str, Any] | None:
+    """The newest training-step record of a run's ``metrics.jsonl`` (None if there is none yet).
+
+    Reads only the end of the file, so the driver can poll every running trial cheaply; this is
+    how the progress table moves between the (rare) evaluations that reach Tune. Needs the run
+    directory to be visible to the driver (one node, or shared storage).
+    """
+    path = Path(run_dir) / "metrics.jsonl"
+    try:
+        with path.open("rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            tail = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in reversed(tail.splitlines()):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a partial first line of the window, or one being written
+        if isinstance(record, dict) and "step" in record and "train_loss" in record:
+            return record
+    return None
 
 
 def progress_table(

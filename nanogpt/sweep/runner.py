@@ -22,6 +22,7 @@ from nanogpt.sweep.results import (
     failed_row,
     progress_table,
     read_results,
+    tail_metrics,
     write_results,
 )
 
@@ -45,14 +46,30 @@ def _make_callback(sweep: SweepConfig, rows: dict[str, dict[str, Any]]):
             return trial_key(int(c["depth"]), float(c["flops_budget"]), int(c["seed"]))
 
         def on_trial_start(self, iteration, trials, trial, **info):
-            self.state[self._key(trial)] = "running"
+            self.state[self._key(trial)] = "starting"  # Ray Train's start-up, then "running"
             self._print(trials)
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             key = self._key(trial)
             if "step" in result:
                 self.latest[key] = dict(result)
+                self.state[key] = "running"
             self._print(trials)
+
+        def on_step_end(self, iteration, trials, **info):
+            self._print(trials)  # throttled; moves the table between Tune results
+
+        def _poll_run_dirs(self) -> None:
+            """Newer progress from the running trials' metrics.jsonl (every logged step)."""
+            for key, state in self.state.items():
+                if state not in ("starting", "running"):
+                    continue
+                record = tail_metrics(sweep.sweep_dir / "runs" / key)
+                if record is None:
+                    continue
+                if record.get("step", 0) > self.latest.get(key, {}).get("step", 0):
+                    self.latest[key] = record
+                self.state[key] = "running"
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             key = self._key(trial)
@@ -77,6 +94,7 @@ def _make_callback(sweep: SweepConfig, rows: dict[str, dict[str, Any]]):
             if not force and now - self.last_print < (2.0 if self.tty else 15.0):
                 return
             self.last_print = now
+            self._poll_run_dirs()
             print(progress_table(sweep, self.latest, self.state, rows), flush=True)
 
     return SweepProgress()
