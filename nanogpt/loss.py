@@ -89,29 +89,10 @@ class _FusedHeadLoss(torch.autograd.Function):
         mm_dtype: torch.dtype,
         kernel: str,
     ) -> torch.Tensor:
-        n_rows = h.shape[0]
-        if kernel == "triton":
-            grad_h, grad_w, loss_sum = _triton_chunks(
-                h, weight, targets, vocab_size, softcap, z_loss, chunk_rows, mm_dtype
-            )
-            denom = (targets != -1).sum().clamp(min=1).to(torch.float32)
-            ctx.save_for_backward(grad_h, grad_w, denom)
-            ctx.weight_shape = weight.shape
-            ctx.weight_dtype = weight.dtype
-            return loss_sum / denom
-        w = weight[:vocab_size].to(mm_dtype)
-        grad_h = torch.empty(h.shape, dtype=h.dtype, device=h.device)
-        grad_w = torch.zeros((vocab_size, weight.shape[1]), dtype=torch.float32, device=h.device)
-        loss_sum = torch.zeros((), dtype=torch.float32, device=h.device)
-        chunk = _chunk_fn(h.device)
-        for start in range(0, n_rows, chunk_rows):
-            end = min(start + chunk_rows, n_rows)
-            part_loss, part_grad_h, part_grad_w = chunk(
-                h[start:end].to(mm_dtype), w, targets[start:end], softcap, z_loss
-            )
-            loss_sum += part_loss
-            grad_h[start:end] = part_grad_h.to(h.dtype)
-            grad_w += part_grad_w
+        chunks = _triton_chunks if kernel == "triton" else _torch_chunks
+        grad_h, grad_w, loss_sum = chunks(
+            h, weight, targets, vocab_size, softcap, z_loss, chunk_rows, mm_dtype
+        )
         denom = (targets != -1).sum().clamp(min=1).to(torch.float32)
         ctx.save_for_backward(grad_h, grad_w, denom)
         ctx.weight_shape = weight.shape
@@ -126,6 +107,33 @@ class _FusedHeadLoss(torch.autograd.Function):
         gw = torch.zeros(ctx.weight_shape, dtype=ctx.weight_dtype, device=grad_w.device)
         gw[: grad_w.shape[0]] = (grad_w * scale).to(ctx.weight_dtype)
         return gh, gw, None, None, None, None, None, None, None
+
+
+def _torch_chunks(
+    h: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    vocab_size: int,
+    softcap: float,
+    z_loss: float,
+    chunk_rows: int,
+    mm_dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The chunk loop in PyTorch: summed loss, d(sum)/d(h), d(sum)/d(weight[:vocab_size])."""
+    w = weight[:vocab_size].to(mm_dtype)
+    grad_h = torch.empty(h.shape, dtype=h.dtype, device=h.device)
+    grad_w = torch.zeros((vocab_size, weight.shape[1]), dtype=torch.float32, device=h.device)
+    loss_sum = torch.zeros((), dtype=torch.float32, device=h.device)
+    chunk = _chunk_fn(h.device)
+    for start in range(0, h.shape[0], chunk_rows):
+        end = min(start + chunk_rows, h.shape[0])
+        part_loss, part_grad_h, part_grad_w = chunk(
+            h[start:end].to(mm_dtype), w, targets[start:end], softcap, z_loss
+        )
+        loss_sum += part_loss
+        grad_h[start:end] = part_grad_h.to(h.dtype)
+        grad_w += part_grad_w
+    return grad_h, grad_w, loss_sum
 
 
 def _triton_chunks(
