@@ -89,8 +89,9 @@ def _encoded_chunks(
         return
     # Pool.imap would read the whole input ahead of the workers; apply_async with a bounded
     # queue keeps memory flat on a 10-billion-token stream.
-    with multiprocessing.get_context().Pool(num_proc, initializer=get_tokenizer) as pool:
-        pending: deque = deque()
+    pool = multiprocessing.get_context().Pool(num_proc, initializer=get_tokenizer)
+    pending: deque = deque()
+    try:
         for chunk in chunks:
             pending.append((pool.apply_async(_encode_chunk, (encode, chunk)), len(chunk)))
             if len(pending) >= 2 * num_proc:
@@ -99,6 +100,15 @@ def _encoded_chunks(
         while pending:
             result, n = pending.popleft()
             yield (*result.get(), n)
+    finally:
+        # Shut down cleanly even when the consumer stops early (--stop-after-shards, an error):
+        # let the few chunks in flight finish, then close and join. Pool.terminate (what the
+        # context manager does) killed workers mid-task and now and then hung in its handler
+        # threads (seen in tests/test_prepare.py's interrupted-prepare test).
+        for result, _ in pending:
+            result.wait()
+        pool.close()
+        pool.join()
 
 
 # ---------------------------------------------------------------------------------------------
