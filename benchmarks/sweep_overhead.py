@@ -2,6 +2,7 @@
 
     python benchmarks/sweep_overhead.py                    # DEPTH 2,4,6 x 3 budgets, twice
     python benchmarks/sweep_overhead.py --packing 1,3      # one trial per GPU, then 3 per GPU
+    python benchmarks/sweep_overhead.py --prefetch 0,1     # without and with trials started ahead
 
 Runs the same small real sweep (Ray Tune + one Ray Train TorchTrainer per trial, Shakespeare
 corpus) once per packing level and prints: wall time, the sum of the trials' training time,
@@ -36,17 +37,18 @@ from nanogpt.sweep import SweepConfig, parse_depths, parse_flops, run_sweep  # n
 
 
 class GpuSampler:
-    """nvidia-smi utilisation samples in a background thread (empty without a GPU)."""
+    """nvidia-smi utilisation samples of the visible GPUs in a background thread (none without
+    a GPU)."""
 
     def __init__(self, period_ms: int = 250) -> None:
         self.samples: list[float] = []
         self.proc = None
         if shutil.which("nvidia-smi"):
-            self.proc = subprocess.Popen(
-                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
-                 f"-lms={period_ms}", "-i", os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]],
-                stdout=subprocess.PIPE, text=True,
-            )  # fmt: skip
+            cmd = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                   f"-lms={period_ms}"]  # fmt: skip
+            if os.environ.get("CUDA_VISIBLE_DEVICES"):
+                cmd += ["-i", os.environ["CUDA_VISIBLE_DEVICES"]]
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
             threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -56,11 +58,51 @@ class GpuSampler:
             except ValueError:
                 pass
 
-    def stop(self) -> float | None:
-        if self.proc is None:
+    def stop(self) -> tuple[float, float] | None:
+        """(fraction of samples with the GPU busy, mean utilisation %), over all visible GPUs."""
+        if self.proc is None or not self.samples:
             return None
         self.proc.terminate()
-        return sum(1 for s in self.samples if s > 0) / max(1, len(self.samples))
+        busy = sum(1 for s in self.samples if s > 0) / len(self.samples)
+        return busy, sum(self.samples) / len(self.samples)
+
+
+def slot_timeline(rows: list[dict], slots: int, start: float, end: float) -> dict[str, float]:
+    """Where the sweep's slot-time went, from each trial's times in the results table.
+
+    A trial is in a slot's work from the moment its worker function runs, or holds a slot when
+    it was started ahead (``trial_started_at + ray_startup_s + slot_wait_s``), until it returns (``trial_started_at + trial_wall_s - ray_teardown_s``);
+    that span includes train()'s own set-up (data, model, compile), which is not Ray's. While
+    ``r`` trials are still unfinished, ``min(slots, r)`` slots could be working: the slot-time
+    they are not is what Ray's start-up and teardown cost. The end of the sweep after the last
+    trial's work (Tune, ray.shutdown) is Ray's too. A slot idle because no trial is left to
+    run is not counted.
+    """
+    spans = []
+    for r in rows:
+        if r.get("trial_started_at") is None or r.get("trial_wall_s") is None:
+            continue
+        t0 = r["trial_started_at"]
+        spans.append((t0 + (r.get("ray_startup_s") or 0.0) + (r.get("slot_wait_s") or 0.0),
+                      t0 + r["trial_wall_s"] - (r.get("ray_teardown_s") or 0.0)))  # fmt: skip
+    if not spans:
+        return {"lost_slot_s": float("nan"), "end_s": float("nan"), "ray_share": float("nan")}
+    last_out = max(out for _, out in spans)
+    events = sorted({start, last_out, *(t for span in spans for t in span)})
+    lost = 0.0
+    for a, b in zip(events, events[1:]):
+        if b <= start or a >= last_out:
+            continue
+        mid = (a + b) / 2
+        remaining = sum(1 for _, out in spans if out > mid)
+        busy = sum(1 for t_in, out in spans if t_in <= mid < out)
+        lost += max(0, min(slots, remaining) - busy) * (b - a)
+    end_s = max(0.0, end - last_out)
+    return {
+        "lost_slot_s": lost,
+        "end_s": end_s,
+        "ray_share": (lost / slots + end_s) / max(end - start, 1e-9),
+    }
 
 
 # Ray Train's controller logs how long each part of a worker group's start took.
@@ -114,12 +156,20 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--depths", default="2,4,6")
     p.add_argument("--flops", default="2.5e14..1e15")
+    p.add_argument("--num-flops", type=int, default=3, help="points in a FLOP range")
     p.add_argument("--packing", default="1,3", help="trials per GPU, one sweep each")
+    p.add_argument(
+        "--prefetch",
+        default="auto",
+        help="trials started ahead of a free slot, one sweep each: e.g. 0,1 (auto: the sweep's "
+        "default, one per GPU and none on CPUs)",
+    )
     p.add_argument("--total-batch-size", type=int, default=65536)
     p.add_argument("--device-batch-size", type=int, default=32)
     p.add_argument("--seq-len", type=int, default=1024)
     p.add_argument("--compile", action="store_true", help="torch.compile each trial's model")
     p.add_argument("--storage", default=None, help="default: a temporary directory")
+    p.add_argument("--label", default="", help="prefix of the sweeps' names")
     args = p.parse_args(argv)
     storage = args.storage or tempfile.mkdtemp(prefix="sweep_overhead_")
     train = TrainConfig(
@@ -134,55 +184,65 @@ def main(argv: list[str] | None = None) -> int:
         lr_adamw=3e-3,
         compile=args.compile,
     )
+    prefetches = [None if x == "auto" else int(x) for x in args.prefetch.split(",")]
+    header = ("| trials per GPU | prefetch | trials | sweep wall s | sum of training s "
+              "| Ray start-up per trial s | train set-up per trial s | Ray teardown per trial s "
+              "| Ray share of sweep wall | sweep start + end s | GPU busy (mean util) "
+              "| tokens/s (whole sweep) | statuses |")  # fmt: skip
     table = []
     for packing in (int(x) for x in args.packing.split(",")):
-        sweep = SweepConfig(
-            depths=parse_depths(args.depths),
-            flops=parse_flops(args.flops, 3),
-            name=f"packing{packing}",
-            storage=storage,
-            trials_per_gpu=packing,
-            cpus_per_trial=1,
-            analyze=False,
-            train=train,
-        )
-        sampler = GpuSampler()
-        started = time.time()
-        out = run_sweep(sweep)
-        wall = time.time() - started
-        busy = sampler.stop()
-        rows = out["rows"]
-        train_s = sum(r.get("wall_s") or 0 for r in rows)
-        tokens = sum(r.get("tokens") or 0 for r in rows)
-        starts = [r["trial_started_at"] for r in rows if r.get("trial_started_at")]
-        ends = [r["trial_started_at"] + r["trial_wall_s"] for r in rows
-                if r.get("trial_started_at") and r.get("trial_wall_s")]  # fmt: skip
-        fixed = (min(starts) - started) + (started + wall - max(ends)) if starts else None
-        table.append((packing, rows, wall, train_s, busy, tokens / wall, fixed))
-        phases = ray_start_phases(rows, sweep.name)
-        if any(phases.values()):
-            print(f"\nRay start-up by phase, packing {packing} (seconds, median (min-max)):")
-            for name, values in phases.items():
-                print(f"  {name:32s} {_spread(values)}")
-    print("| trials per GPU | trials | sweep wall s | sum of training s | Ray start-up per trial s "
-          "| train set-up per trial s | Ray teardown per trial s | Ray share of trial time "
-          "| sweep start + end s | GPU busy | tokens/s (whole sweep) | statuses |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for packing, rows, wall, train_s, busy, tok_s, fixed in table:
-        busy_text = f"{100 * busy:.0f}%" if busy is not None else "-"
-        startup = [r.get("ray_startup_s") or 0.0 for r in rows]
-        setup = [r.get("setup_s") or 0.0 for r in rows]
-        teardown = [r.get("ray_teardown_s") or 0.0 for r in rows]
-        trial_wall = sum(r.get("trial_wall_s") or 0.0 for r in rows) or 1.0
-        ray_share = (sum(startup) + sum(teardown)) / trial_wall
-        statuses = ", ".join(sorted({str(r.get("status")) for r in rows}))
-        print(f"| {packing} | {len(rows)} | {wall:.0f} | {train_s:.0f} | {_spread(startup)} "
-              f"| {_spread(setup)} | {_spread(teardown)} | {100 * ray_share:.1f}% "
-              f"| {'-' if fixed is None else f'{fixed:.0f}'} | {busy_text} "
-              f"| {tok_s:,.0f} | {statuses} |")  # fmt: skip
+        for prefetch in prefetches:
+            sweep = SweepConfig(
+                depths=parse_depths(args.depths),
+                flops=parse_flops(args.flops, args.num_flops),
+                name=f"{args.label}packing{packing}_prefetch{'auto' if prefetch is None else prefetch}",
+                storage=storage,
+                trials_per_gpu=packing,
+                cpus_per_trial=1,
+                prefetch_trials=prefetch,
+                analyze=False,
+                train=train,
+            )
+            sampler = GpuSampler()
+            started = time.time()
+            out = run_sweep(sweep)
+            ended = time.time()
+            gpu = sampler.stop()
+            rows = out["rows"]
+            slots = out["slots"]
+            timeline = slot_timeline(rows, slots, started, ended)
+            train_s = sum(r.get("wall_s") or 0 for r in rows)
+            tokens = sum(r.get("tokens") or 0 for r in rows)
+            starts = [r["trial_started_at"] for r in rows if r.get("trial_started_at")]
+            fixed = (min(starts) - started) + timeline["end_s"] if starts else None
+            startup = [r.get("ray_startup_s") or 0.0 for r in rows]
+            setup = [r.get("setup_s") or 0.0 for r in rows]
+            teardown = [r.get("ray_teardown_s") or 0.0 for r in rows]
+            gpu_text = f"{100 * gpu[0]:.0f}% ({gpu[1]:.0f}%)" if gpu else "-"
+            statuses = ", ".join(sorted({str(r.get("status")) for r in rows}))
+            line = (
+                f"| {packing} | {out['prefetch']} | {len(rows)} | {ended - started:.0f} "
+                f"| {train_s:.0f} | {_spread(startup)} | {_spread(setup)} | {_spread(teardown)} "
+                f"| {100 * timeline['ray_share']:.1f}% "
+                f"| {'-' if fixed is None else f'{fixed:.0f}'} | {gpu_text} "
+                f"| {tokens / (ended - started):,.0f} | {statuses} |"
+            )
+            table.append(line)
+            print(header, line, sep="\n", flush=True)  # each row as soon as it is measured
+            phases = ray_start_phases(rows, sweep.name)
+            if any(phases.values()):
+                print(f"Ray start-up by phase, packing {packing} (s, median (min-max)):")
+                for name, values in phases.items():
+                    print(f"  {name:32s} {_spread(values)}", flush=True)
+    print("\n" + header)
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(table))
     print(
-        "\nRay share of trial time = (Ray start-up + teardown) / trial wall time, summed over "
-        "trials; per-trial columns are median (min-max)."
+        "\nRay share of sweep wall: slot-time lost to Ray while trials were waiting to run "
+        "(start-up, teardown, the gaps between trials) divided by the number of slots, plus "
+        "the sweep's end after the last trial's work, over the sweep's wall time "
+        "(slot_timeline). Ray start-up per trial includes waiting for a slot when prefetching. "
+        "Per-trial columns are median (min-max)."
     )
     return 0
 

@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--trials-per-gpu", type=int, default=1, help="pack this many trials per GPU")
     r.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs per trial without GPUs")
     r.add_argument("--max-concurrent", type=int, default=0, help="0: as many as resources allow")
+    r.add_argument(
+        "--prefetch-trials",
+        type=int,
+        help="trials Ray starts ahead of a free slot, to hide their start-up (default: one per "
+        "GPU; 0 without GPUs)",
+    )
     r.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
     r.add_argument(
         "--fresh", action="store_true", help="delete an earlier sweep of this name first"
@@ -108,6 +114,7 @@ def sweep_from_args(argv: list[str] | None = None) -> tuple[SweepConfig, argpars
             trials_per_gpu=args.trials_per_gpu,
             cpus_per_trial=args.cpus_per_trial,
             max_concurrent=args.max_concurrent,
+            prefetch_trials=args.prefetch_trials,
             resume=args.resume,
             analyze=not args.no_analyze,
             train=train_cfg,

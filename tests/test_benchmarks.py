@@ -43,3 +43,28 @@ def test_train_throughput_rejects_bad_flags():
         bench.parse_args(["--preset", "huge"])
     with pytest.raises(SystemExit):
         bench.main(["--device", "cpu", "--variants", "warp-speed"])
+
+
+def test_slot_timeline_charges_only_the_gaps_while_trials_wait():
+    bench = load("sweep_overhead")
+
+    def row(start, startup, work, teardown):
+        return {"trial_started_at": start, "ray_startup_s": startup,
+                "trial_wall_s": startup + work + teardown, "ray_teardown_s": teardown}  # fmt: skip
+
+    # One slot, two trials back to back: 0-10 s starting, 10-100 working, 100-105 teardown;
+    # then the second one 105-115 starting, 115-205 working, teardown to 210; the sweep ends at
+    # 215. Lost: 10 + 5 + 10 = 25 slot-seconds, plus the 10 s end after the last trial's work.
+    rows = [row(0.0, 10.0, 90.0, 5.0), row(105.0, 10.0, 90.0, 5.0)]
+    t = bench.slot_timeline(rows, slots=1, start=0.0, end=215.0)
+    assert t["lost_slot_s"] == pytest.approx(25.0)
+    assert t["end_s"] == pytest.approx(10.0)
+    assert t["ray_share"] == pytest.approx(35.0 / 215.0)
+    # Two slots, one trial: the second slot has nothing to run, so it is not charged.
+    t = bench.slot_timeline(rows[:1], slots=2, start=0.0, end=100.0)
+    assert t["lost_slot_s"] == pytest.approx(10.0)
+    assert t["ray_share"] == pytest.approx(5.0 / 100.0)
+    # A trial started ahead (waiting for a slot) costs nothing while the other one works.
+    rows = [row(0.0, 10.0, 90.0, 0.0), row(5.0, 100.0, 90.0, 0.0)]
+    t = bench.slot_timeline(rows, slots=1, start=0.0, end=195.0)
+    assert t["lost_slot_s"] == pytest.approx(15.0)  # 0-10 and the 100-105 hand-over

@@ -53,6 +53,22 @@ def test_grid_and_dry_run_show_the_shapes_and_the_cost():
     assert "H200-hours" in text
 
 
+def test_trials_started_ahead_default_to_one_per_gpu_and_none_on_cpus():
+    from nanogpt.sweep.runner import _capacity, _prefetch
+
+    sweep = SweepConfig(depths=[2], flops=[1e15], trials_per_gpu=3)
+    assert (_capacity(sweep, {"GPU": 2, "CPU": 32}, True), _prefetch(sweep, {"GPU": 2}, True)) == (
+        6,
+        2,
+    )
+    assert _prefetch(sweep, {"CPU": 2}, False) == 0
+    sweep.prefetch_trials = 4
+    assert _prefetch(sweep, {"CPU": 2}, False) == 4
+    sweep.prefetch_trials = -1
+    with pytest.raises(ValueError, match="--prefetch-trials"):
+        _prefetch(sweep, {"CPU": 2}, False)
+
+
 def test_progress_moves_with_each_logged_step_between_evaluations(tmp_path):
     """The driver reads the newest logged step of a running trial from its metrics.jsonl."""
     import json

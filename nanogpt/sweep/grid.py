@@ -80,7 +80,11 @@ class SweepConfig:
     gpus_per_trial: int = 1
     trials_per_gpu: int = 1
     cpus_per_trial: int = 1  # CPU-only clusters: one gloo worker per trial, with this many CPUs
-    max_concurrent: int = 0  # 0: as many as the cluster's resources allow
+    max_concurrent: int = 0  # 0: as many as the cluster's resources allow (+ prefetch_trials)
+    # Trials started beyond what the resources fit: their Ray start-up (trial actor, Train
+    # controller) runs while other trials train, and they take the next free slot. None: one
+    # per GPU on a GPU cluster, 0 on CPUs (where start-up would steal the trainers' cores).
+    prefetch_trials: int | None = None
     resume: bool = False
     max_worker_restarts: int = 2  # Ray Train FailureConfig: worker-group restarts per trial
     max_trial_retries: int = 1  # Ray Tune FailureConfig: retries of a failed trial

@@ -82,10 +82,22 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
             checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
         ray.train.report(_json_safe(metrics), checkpoint=checkpoint)
 
+    standby = loop_config.get("standby_board")
+    slot_wait = 0.0
+    if standby:
+        # Started ahead of a free slot: everything Ray starts is up; wait for a training slot.
+        from nanogpt.sweep.slots import release_slot, wait_for_slot
+
+        slot_wait = wait_for_slot(standby, cfg.run_name or "run")
     log_path = run_dir / ("train.log" if rank == 0 else f"train_rank{rank}.log")
     run_dir.mkdir(parents=True, exist_ok=True)
-    with log_path.open("a") as log, contextlib.redirect_stdout(log):
-        summary = train(cfg, report)
+    try:
+        with log_path.open("a") as log, contextlib.redirect_stdout(log):
+            summary = train(cfg, report)
+    finally:
+        if standby and rank == 0:
+            release_slot(standby, cfg.run_name or "run")  # the next trial starts during teardown
+    summary["slot_wait_s"] = slot_wait
     summary["worker_entered_at"] = entered_at
     summary["worker_finished_at"] = time.time()
     return _json_safe(summary)
@@ -120,13 +132,19 @@ def trial_function(params: dict[str, Any], sweep_settings: dict[str, Any]) -> di
     use_gpu = sweep_settings["use_gpu"]
     if use_gpu:
         workers = sweep_settings["gpus_per_trial"]
-        per_worker = {"GPU": 1.0 / sweep_settings["trials_per_gpu"], "CPU": 1}
+        # With standby trials one more trial than trains fits on each GPU (see slots.py).
+        shares = sweep_settings["trials_per_gpu"] + (1 if sweep_settings.get("standby") else 0)
+        per_worker = {"GPU": 1.0 / shares, "CPU": 1}
     else:
         workers = 1
         per_worker = {"CPU": sweep_settings["cpus_per_trial"]}
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"cfg": base, "cpus_per_worker": per_worker.get("CPU", 1)},
+        train_loop_config={
+            "cfg": base,
+            "cpus_per_worker": per_worker.get("CPU", 1),
+            "standby_board": sweep_settings.get("standby"),
+        },
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=workers, use_gpu=use_gpu, resources_per_worker=per_worker
@@ -139,8 +157,20 @@ def trial_function(params: dict[str, Any], sweep_settings: dict[str, Any]) -> di
             callbacks=[TuneReportCallback()],
         ),
     )
+    if sweep_settings.get("prefetch"):
+        # A trial started ahead of a free slot waits for its placement group for as long as
+        # another trial trains; Train's default 60 s start timeout would tear the wait down and
+        # start it again every minute. (The group's size is fixed and fits the cluster: Train
+        # refuses at once a request the cluster can never hold.)
+        os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", str(7 * 24 * 3600))
     started = time.time()
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    finally:
+        if sweep_settings.get("standby"):
+            from nanogpt.sweep.slots import release_slot
+
+            release_slot(sweep_settings["standby"], key)  # also when the trial failed for good
     if result.error is not None:
         raise result.error  # Tune retries the trial (its FailureConfig); it resumes from disk
     summary = dict(result.return_value or {})

@@ -25,6 +25,7 @@ EXTRA_COLUMNS = [
     "ray_startup_s",  # trial start until the worker function runs (controller, workers, PG)
     "ray_teardown_s",  # worker function returned until fit() returned
     "setup_s",  # inside train(): model, data and validation batches before the first step
+    "slot_wait_s",  # a trial started ahead: its workers up, waiting for a GPU slot
     "trial_started_at",  # Unix time the trial function started (the sweep's timeline)
 ]  # fmt: skip
 

@@ -25,6 +25,7 @@ from nanogpt.sweep.results import (
     tail_metrics,
     write_results,
 )
+from nanogpt.sweep.slots import start_board
 
 # --- the driver: progress table and results as trials finish -------------------------------------
 
@@ -106,6 +107,15 @@ def _capacity(sweep: SweepConfig, resources: dict[str, float], use_gpu: bool) ->
     return max(1, int(resources.get("CPU", 1) // sweep.cpus_per_trial))
 
 
+def _prefetch(sweep: SweepConfig, resources: dict[str, float], use_gpu: bool) -> int:
+    """Trials to run ahead of a free slot (see SweepConfig.prefetch_trials)."""
+    if sweep.prefetch_trials is not None:
+        if sweep.prefetch_trials < 0:
+            raise ValueError(f"--prefetch-trials {sweep.prefetch_trials}: must be >= 0")
+        return sweep.prefetch_trials
+    return max(1, int(resources.get("GPU", 0)) // sweep.gpus_per_trial) if use_gpu else 0
+
+
 def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
     """Run (or resume) the sweep; returns the results rows and where things were written."""
     import ray
@@ -153,12 +163,15 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
         resources = ray.cluster_resources()
         use_gpu = resources.get("GPU", 0) > 0
         capacity = _capacity(sweep, resources, use_gpu)
-        concurrent = min(sweep.max_concurrent or capacity, capacity)
+        ahead = _prefetch(sweep, resources, use_gpu)
+        concurrent = min(sweep.max_concurrent or capacity + ahead, capacity + ahead)
         dashboard = ray.get_runtime_context().dashboard_url if hasattr(
             ray.get_runtime_context(), "dashboard_url") else None  # fmt: skip
         print(
-            f"sweep {sweep.name!r} in {sweep_dir}: {len(grid(sweep))} trials, up to {concurrent} "
-            f"at a time ({'GPU' if use_gpu else 'CPU'}: {resources.get('GPU', 0):g} GPUs, "
+            f"sweep {sweep.name!r} in {sweep_dir}: {len(grid(sweep))} trials, up to "
+            f"{min(concurrent, capacity)} training at a time"
+            + (f" and {concurrent - capacity} starting ahead" if concurrent > capacity else "")
+            + f" ({'GPU' if use_gpu else 'CPU'}: {resources.get('GPU', 0):g} GPUs, "
             f"{resources.get('CPU', 0):g} CPUs)"
             + (f"; Ray dashboard at http://{dashboard}" if dashboard else ""),
             flush=True,
@@ -174,7 +187,13 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
             "cpus_per_trial": sweep.cpus_per_trial,
             "max_worker_restarts": sweep.max_worker_restarts,
             "trial_overrides": sweep.trial_overrides,
+            "prefetch": concurrent > capacity,
+            # Trials started ahead wait with their workers up, on a board of GPU slots (on CPUs
+            # there are no GPU slots: Ray holds a trial back until a CPU is free)
+            "standby": sweep.name if concurrent > capacity else None,
         }
+        if settings["standby"]:
+            board = start_board(sweep.name, sweep.trials_per_gpu)  # noqa: F841 (lives with us)
         # The trial function holds no CPU or GPU: the TorchTrainer's workers hold the real
         # resources, and max_concurrent_trials keeps Tune from queueing more than fit. Tune
         # refuses an empty request, so it asks for a little memory instead; even 0.01 CPU
@@ -240,6 +259,8 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
         "results": str(table_path),
         "rows": list(rows.values()),
         "wall_s": wall,
+        "slots": capacity,
+        "prefetch": concurrent - capacity,
     }
     if sweep.analyze:
         outputs.update(analyze(sweep_dir))

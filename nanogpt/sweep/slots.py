@@ -1,0 +1,103 @@
+"""GPU slots for trials started ahead ("standby"): a trial whose workers are up waits here for a
+slot on its GPUs, so the hand-over between trials is a message rather than a Ray Train start-up.
+
+On a GPU cluster each trial's workers ask Ray for ``1 / (trials_per_gpu + 1)`` of a GPU, so one
+more trial than trains fits on every GPU; that one starts its worker processes, torch, CUDA and
+the process group while the others train, then waits on the ``SlotBoard`` until a training trial
+on its GPUs ends. The board is a plain class (tested directly) that the driver runs as a named
+Ray actor for the sweep's lifetime.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+
+class SlotBoard:
+    """Which trial holds which GPU slots; ``per_gpu`` trials may train on one GPU at once.
+
+    A trial asks for all its GPUs at once (one request for a multi-GPU trial, so two trials can
+    never each hold half of what the other needs). Asking again with the same trial key and
+    GPUs is granted (a restarted worker or a retried trial keeps its slot; one restarted on other
+    GPUs asks afresh); a trial releases its slots when it ends.
+    """
+
+    def __init__(self, per_gpu: int) -> None:
+        if per_gpu < 1:
+            raise ValueError(f"per_gpu must be >= 1, not {per_gpu}")
+        self.per_gpu = per_gpu
+        self.held: dict[str, frozenset[str]] = {}
+
+    def try_acquire(self, trial: str, gpus: list[str]) -> bool:
+        wanted = frozenset(gpus)
+        if self.held.get(trial) == wanted:
+            return True
+        self.held.pop(trial, None)  # a restarted worker may have landed on another GPU
+        in_use = Counter(gpu for held in self.held.values() for gpu in held)
+        if all(in_use[gpu] < self.per_gpu for gpu in wanted):
+            self.held[trial] = wanted
+            return True
+        return False
+
+    def release(self, trial: str) -> None:
+        self.held.pop(trial, None)
+
+    def holders(self) -> dict[str, list[str]]:
+        return {trial: sorted(gpus) for trial, gpus in self.held.items()}
+
+
+NAMESPACE = "nanogpt"
+
+
+def board_name(sweep_name: str) -> str:
+    return f"slots-{sweep_name}"
+
+
+def start_board(sweep_name: str, per_gpu: int) -> Any:
+    """The board as a named actor of this Ray job (it ends with the driver)."""
+    import ray
+
+    actor = ray.remote(num_cpus=0)(SlotBoard)
+    return actor.options(
+        name=board_name(sweep_name), namespace=NAMESPACE, get_if_exists=True
+    ).remote(per_gpu)
+
+
+def wait_for_slot(sweep_name: str, trial: str, poll_s: float = 0.05) -> float:
+    """Inside a Ray Train worker: block until this trial holds a slot on its GPUs.
+
+    Every rank gathers its GPU's name; rank 0 asks the board for all of them and the others wait
+    at a barrier. Returns the seconds spent waiting.
+    """
+    import ray
+    import torch.distributed as dist
+
+    started = time.time()
+    context = ray.get_runtime_context()
+    mine = [f"{context.get_node_id()}:{gpu}" for gpu in ray.get_gpu_ids()]
+    gpus = [mine]
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, mine)
+        gpus = gathered
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        board = ray.get_actor(board_name(sweep_name), namespace=NAMESPACE)
+        wanted = sorted({gpu for rank in gpus for gpu in rank})
+        while not ray.get(board.try_acquire.remote(trial, wanted)):
+            time.sleep(poll_s)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+    return time.time() - started
+
+
+def release_slot(sweep_name: str, trial: str) -> None:
+    """After a trial's TorchTrainer has returned (or failed for good): free its slots."""
+    import ray
+
+    try:
+        board = ray.get_actor(board_name(sweep_name), namespace=NAMESPACE)
+    except ValueError:
+        return  # no board: the sweep runs without standby trials
+    ray.get(board.release.remote(trial))
