@@ -57,16 +57,34 @@ def test_trials_started_ahead_default_to_one_per_gpu_and_none_on_cpus():
     from nanogpt.sweep.runner import _capacity, _prefetch
 
     sweep = SweepConfig(depths=[2], flops=[1e15], trials_per_gpu=3)
-    assert (_capacity(sweep, {"GPU": 2, "CPU": 32}, True), _prefetch(sweep, {"GPU": 2}, True)) == (
-        6,
-        2,
-    )
+    assert _capacity(sweep, {"GPU": 2, "CPU": 32}, True) == 6
+    assert _prefetch(sweep, {"GPU": 2, "CPU": 32}, True) == 2
     assert _prefetch(sweep, {"CPU": 2}, False) == 0
     sweep.prefetch_trials = 4
     assert _prefetch(sweep, {"CPU": 2}, False) == 4
     sweep.prefetch_trials = -1
     with pytest.raises(ValueError, match="--prefetch-trials"):
         _prefetch(sweep, {"CPU": 2}, False)
+
+
+def test_the_progress_table_shows_a_trial_waiting_with_its_workers_up(tmp_path):
+    import json
+
+    from nanogpt.sweep.runner import _make_callback
+
+    sweep = SweepConfig(depths=[6], flops=[1e18], storage=str(tmp_path), train=TrainConfig())
+    key = trial_key(6, 1e18, 0)
+    run_dir = sweep.sweep_dir / "runs" / key
+    run_dir.mkdir(parents=True)
+    callback = _make_callback(sweep, {})
+    callback.state[key] = "starting"
+    (run_dir / ".standby").write_text("waiting\n")
+    callback._poll_run_dirs()
+    assert callback.state[key] == "standby"
+    (run_dir / ".standby").unlink()
+    (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 3, "train_loss": 9.0}) + "\n")
+    callback._poll_run_dirs()
+    assert callback.state[key] == "running" and callback.latest[key]["step"] == 3
 
 
 def test_progress_moves_with_each_logged_step_between_evaluations(tmp_path):
@@ -132,7 +150,9 @@ def corpus(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_a_grid_with_a_diverging_and_a_crashing_trial(tmp_path, corpus):
     """2 x 2 grid: one trial gets a NaN (ends early as diverged, not retried); one trial's
-    worker is killed mid-run (Ray Train restarts it and it resumes from its checkpoint)."""
+    worker is killed mid-run (Ray Train restarts it and it resumes from its checkpoint). One
+    trial more than fits is started ahead (the standby path: the slot board, a trial waiting
+    for resources past Train's default start timeout's reach, slots released on every end)."""
     budgets = [4e10, 8e10]
     diverging, crashing = trial_key(1, 8e10, 0), trial_key(2, 8e10, 0)
     sweep = SweepConfig(
@@ -142,6 +162,7 @@ def test_a_grid_with_a_diverging_and_a_crashing_trial(tmp_path, corpus):
         storage=str(tmp_path / "store"),
         train=tiny_train(tmp_path, corpus),
         analyze=False,
+        prefetch_trials=1,
         trial_overrides={
             diverging: {"debug_nan_at_step": 5},
             crashing: {"debug_crash_at_step": 8},
@@ -166,6 +187,7 @@ def test_a_grid_with_a_diverging_and_a_crashing_trial(tmp_path, corpus):
     diverged_log = (sweep.sweep_dir / "runs" / diverging / "train.log").read_text()
     assert diverged_log.count("nanogpt train:") == 1
     assert out["rows"] and Path(out["results"]).is_file()
+    assert out["prefetch"] == 1 and all(r["slot_wait_s"] >= 0 for r in rows.values())
 
 
 @pytest.mark.ray

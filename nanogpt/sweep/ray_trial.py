@@ -88,7 +88,14 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
         # Started ahead of a free slot: everything Ray starts is up; wait for a training slot.
         from nanogpt.sweep.slots import release_slot, wait_for_slot
 
-        slot_wait = wait_for_slot(standby, cfg.run_name or "run")
+        marker = run_dir / ".standby"  # the driver's progress table shows "standby"
+        if rank == 0:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            marker.write_text("workers up, waiting for a GPU slot\n")
+        try:
+            slot_wait = wait_for_slot(standby, cfg.run_name or "run")
+        finally:
+            marker.unlink(missing_ok=True)
     log_path = run_dir / ("train.log" if rank == 0 else f"train_rank{rank}.log")
     run_dir.mkdir(parents=True, exist_ok=True)
     try:

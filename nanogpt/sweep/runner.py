@@ -63,7 +63,10 @@ def _make_callback(sweep: SweepConfig, rows: dict[str, dict[str, Any]]):
         def _poll_run_dirs(self) -> None:
             """Newer progress from the running trials' metrics.jsonl (every logged step)."""
             for key, state in self.state.items():
-                if state not in ("starting", "running"):
+                if state not in ("starting", "standby", "running"):
+                    continue
+                if (sweep.sweep_dir / "runs" / key / ".standby").exists():
+                    self.state[key] = "standby"  # started ahead: up, waiting for a GPU slot
                     continue
                 record = tail_metrics(sweep.sweep_dir / "runs" / key)
                 if record is None:
