@@ -243,6 +243,10 @@ def _worker(rank: int, world: int, port: int, out_dir: str, backend: str = "gloo
             },
             Path(out_dir) / f"rank{rank}.pt",
         )
+        # Every rank done before any tears down: a gloo rank destroying its group while a peer
+        # still talks to it aborted the process now and then ("terminate called without an
+        # active exception").
+        torch_dist.barrier()
     finally:
         torch_dist.destroy_process_group()
 

@@ -25,7 +25,7 @@ from nanogpt.sweep.results import (
     tail_metrics,
     write_results,
 )
-from nanogpt.sweep.slots import start_board
+from nanogpt.sweep.slots import release_slot, start_board
 
 # --- the driver: progress table and results as trials finish -------------------------------------
 
@@ -91,6 +91,8 @@ def _make_callback(sweep: SweepConfig, rows: dict[str, dict[str, Any]]):
             rows[key] = failed_row(trial.config, sweep, trial.trial_id, error)
             self.state[key] = "failed"
             write_results(list(rows.values()), sweep.sweep_dir)
+            # A trial whose process died could not give its GPU slot back; a retry asks again.
+            release_slot(sweep.name, key)
             self._print(trials, force=True)
 
         def _print(self, trials, force: bool = False) -> None:
