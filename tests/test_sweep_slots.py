@@ -26,7 +26,9 @@ def test_a_multi_gpu_trial_takes_all_its_gpus_or_none():
     assert board.try_acquire("b", ["n:1"])
     board.release("a")
     board.release("b")
+    assert not board.holds("wide", ["n:0", "n:1"])
     assert board.try_acquire("wide", ["n:1", "n:0"])
+    assert board.holds("wide", ["n:0", "n:1"])  # what the other ranks of the trial watch for
     assert not board.try_acquire("c", ["n:1"])
 
 

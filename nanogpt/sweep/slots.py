@@ -41,6 +41,9 @@ class SlotBoard:
             return True
         return False
 
+    def holds(self, trial: str, gpus: list[str]) -> bool:
+        return self.held.get(trial) == frozenset(gpus)
+
     def release(self, trial: str) -> None:
         self.held.pop(trial, None)
 
@@ -68,8 +71,9 @@ def start_board(sweep_name: str, per_gpu: int) -> Any:
 def wait_for_slot(sweep_name: str, trial: str, poll_s: float = 0.05) -> float:
     """Inside a Ray Train worker: block until this trial holds a slot on its GPUs.
 
-    Every rank gathers its GPU's name; rank 0 asks the board for all of them and the others wait
-    at a barrier. Returns the seconds spent waiting.
+    Every rank gathers its GPU's name; rank 0 asks the board for all of them, and the other ranks
+    watch the board until their trial holds them (not a collective: a wait may outlast the
+    process group's timeout). Returns the seconds spent waiting.
     """
     import ray
     import torch.distributed as dist
@@ -82,13 +86,12 @@ def wait_for_slot(sweep_name: str, trial: str, poll_s: float = 0.05) -> float:
         gathered: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(gathered, mine)
         gpus = gathered
-    if not dist.is_initialized() or dist.get_rank() == 0:
-        board = ray.get_actor(board_name(sweep_name), namespace=NAMESPACE)
-        wanted = sorted({gpu for rank in gpus for gpu in rank})
-        while not ray.get(board.try_acquire.remote(trial, wanted)):
-            time.sleep(poll_s)
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
+    board = ray.get_actor(board_name(sweep_name), namespace=NAMESPACE)
+    wanted = sorted({gpu for rank in gpus for gpu in rank})
+    leader = not dist.is_initialized() or dist.get_rank() == 0
+    ask = board.try_acquire if leader else board.holds
+    while not ray.get(ask.remote(trial, wanted)):
+        time.sleep(poll_s)
     return time.time() - started
 
 
