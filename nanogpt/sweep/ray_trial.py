@@ -82,6 +82,7 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
             checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
         ray.train.report(_json_safe(metrics), checkpoint=checkpoint)
 
+    run_dir.mkdir(parents=True, exist_ok=True)
     standby = loop_config.get("standby_board")
     slot_wait = 0.0
     if standby:
@@ -90,14 +91,12 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
 
         marker = run_dir / ".standby"  # the driver's progress table shows "standby"
         if rank == 0:
-            run_dir.mkdir(parents=True, exist_ok=True)
             marker.write_text("workers up, waiting for a GPU slot\n")
         try:
             slot_wait = wait_for_slot(standby, cfg.run_name or "run")
         finally:
             marker.unlink(missing_ok=True)
     log_path = run_dir / ("train.log" if rank == 0 else f"train_rank{rank}.log")
-    run_dir.mkdir(parents=True, exist_ok=True)
     try:
         with log_path.open("a") as log, contextlib.redirect_stdout(log):
             summary = train(cfg, report)
@@ -164,7 +163,7 @@ def trial_function(params: dict[str, Any], sweep_settings: dict[str, Any]) -> di
             callbacks=[TuneReportCallback()],
         ),
     )
-    if sweep_settings.get("prefetch"):
+    if sweep_settings.get("standby"):
         # A trial started ahead of a free slot waits for its placement group for as long as
         # another trial trains; Train's default 60 s start timeout would tear the wait down and
         # start it again every minute. (The group's size is fixed and fits the cluster: Train

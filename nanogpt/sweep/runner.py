@@ -192,7 +192,6 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
             "cpus_per_trial": sweep.cpus_per_trial,
             "max_worker_restarts": sweep.max_worker_restarts,
             "trial_overrides": sweep.trial_overrides,
-            "prefetch": concurrent > capacity,
             # Trials started ahead wait with their workers up, on a board of GPU slots (on CPUs
             # there are no GPU slots: Ray holds a trial back until a CPU is free)
             "standby": sweep.name if concurrent > capacity else None,
