@@ -71,7 +71,8 @@ def slot_timeline(rows: list[dict], slots: int, start: float, end: float) -> dic
     """Where the sweep's slot-time went, from each trial's times in the results table.
 
     A trial is in a slot's work from the moment its worker function runs, or holds a slot when
-    it was started ahead (``trial_started_at + ray_startup_s + slot_wait_s``), until it returns (``trial_started_at + trial_wall_s - ray_teardown_s``);
+    it was started ahead (``trial_started_at + ray_startup_s + slot_wait_s``), until it returns
+    (``trial_started_at + trial_wall_s - ray_teardown_s``);
     that span includes train()'s own set-up (data, model, compile), which is not Ray's. While
     ``r`` trials are still unfinished, ``min(slots, r)`` slots could be working: the slot-time
     they are not is what Ray's start-up and teardown cost. The end of the sweep after the last
@@ -102,6 +103,44 @@ def slot_timeline(rows: list[dict], slots: int, start: float, end: float) -> dic
         "lost_slot_s": lost,
         "end_s": end_s,
         "ray_share": (lost / slots + end_s) / max(end - start, 1e-9),
+    }
+
+
+def sweep_phases(rows: list[dict], start: float, ray_init_s: float) -> dict[str, float | None]:
+    """Where a sweep's own time goes, from the results table's per-trial times.
+
+    ``tune to first trial``: after ``ray.init``, until the first trial function runs (Tune's
+    set-up, the trial's process); ``first work``: the sweep's start until the first worker function
+    runs; ``tune launch``: median gap between a trial completing and the next trial function
+    running (trials Tune started later than the first wave); ``trial imports``: median time the
+    trial function spends importing Ray Train and torch before it starts the TorchTrainer.
+    """
+    entered, done, work_in = [], [], []
+    for r in rows:
+        if r.get("trial_started_at") is None or r.get("trial_wall_s") is None:
+            continue
+        t0 = r["trial_started_at"]
+        entered.append(t0 - (r.get("trial_imports_s") or 0.0))
+        done.append(t0 + r["trial_wall_s"])
+        work_in.append(t0 + (r.get("ray_startup_s") or 0.0))
+    if not entered:
+        return {}
+    gaps = []
+    for t in entered:
+        before = [d for d in done if d <= t]
+        if before:
+            gaps.append(t - max(before))
+    imports = sorted(r.get("trial_imports_s") or 0.0 for r in rows)
+
+    def median(values: list[float]) -> float | None:
+        return sorted(values)[len(values) // 2] if values else None
+
+    return {
+        "ray.init": ray_init_s,
+        "tune to first trial": min(entered) - start - ray_init_s,
+        "first work": min(work_in) - start,
+        "tune launch": median(gaps),
+        "trial imports": median(imports),
     }
 
 
@@ -229,6 +268,14 @@ def main(argv: list[str] | None = None) -> int:
             )
             table.append(line)
             print(header, line, sep="\n", flush=True)  # each row as soon as it is measured
+            own = sweep_phases(rows, started, out.get("ray_init_s", 0.0))
+            own["end after the last work"] = timeline["end_s"]
+            own["ray.shutdown"] = out.get("ray_shutdown_s")
+            print(
+                "Per sweep (s): "
+                + ", ".join(f"{k} {'-' if v is None else f'{v:.1f}'}" for k, v in own.items()),
+                flush=True,
+            )
             phases = ray_start_phases(rows, sweep.name)
             if any(phases.values()):
                 print(f"Ray start-up by phase, packing {packing} (s, median (min-max)):")

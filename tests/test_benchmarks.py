@@ -68,3 +68,23 @@ def test_slot_timeline_charges_only_the_gaps_while_trials_wait():
     rows = [row(0.0, 10.0, 90.0, 0.0), row(5.0, 100.0, 90.0, 0.0)]
     t = bench.slot_timeline(rows, slots=1, start=0.0, end=195.0)
     assert t["lost_slot_s"] == pytest.approx(15.0)  # 0-10 and the 100-105 hand-over
+
+
+def test_sweep_phases_split_the_start_and_the_launch_gaps():
+    bench = load("sweep_overhead")
+    # Sweep starts at 0, ray.init takes 4 s. Trial A's function runs at 6 (2 s of imports, so
+    # it starts its TorchTrainer at 8, its worker at 18, done at 50); trial B is launched at 53
+    # (3 s after A completed) with 1 s of imports.
+    rows = [
+        {"trial_started_at": 8.0, "trial_imports_s": 2.0, "ray_startup_s": 10.0,
+         "trial_wall_s": 42.0},
+        {"trial_started_at": 54.0, "trial_imports_s": 1.0, "ray_startup_s": 5.0,
+         "trial_wall_s": 30.0},
+    ]  # fmt: skip
+    p = bench.sweep_phases(rows, start=0.0, ray_init_s=4.0)
+    assert p["ray.init"] == 4.0
+    assert p["tune to first trial"] == pytest.approx(2.0)
+    assert p["first work"] == pytest.approx(18.0)
+    assert p["tune launch"] == pytest.approx(3.0)
+    assert p["trial imports"] == pytest.approx(2.0)
+    assert bench.sweep_phases([], start=0.0, ray_init_s=1.0) == {}

@@ -67,6 +67,19 @@ def test_trials_started_ahead_default_to_one_per_gpu_and_none_on_cpus():
         _prefetch(sweep, {"CPU": 2}, False)
 
 
+def test_each_gpu_fits_its_training_trials_and_its_part_of_those_started_ahead():
+    from nanogpt.sweep.runner import _gpu_shares
+
+    one = SweepConfig(depths=[2], flops=[1e15])
+    assert _gpu_shares(one, {"GPU": 1}, 0) == 1
+    assert _gpu_shares(one, {"GPU": 1}, 2) == 3
+    packed = SweepConfig(depths=[2], flops=[1e15], trials_per_gpu=3)
+    assert _gpu_shares(packed, {"GPU": 2}, 2) == 4  # one ahead per GPU
+    assert _gpu_shares(packed, {"GPU": 2}, 3) == 5  # an odd one out: rounded up
+    wide = SweepConfig(depths=[2], flops=[1e15], gpus_per_trial=2)
+    assert _gpu_shares(wide, {"GPU": 4}, 2) == 2  # two 2-GPU trials ahead: one share per GPU
+
+
 def test_the_progress_table_shows_a_trial_waiting_with_its_workers_up(tmp_path):
     import json
 
@@ -188,6 +201,7 @@ def test_a_grid_with_a_diverging_and_a_crashing_trial(tmp_path, corpus):
     assert diverged_log.count("nanogpt train:") == 1
     assert out["rows"] and Path(out["results"]).is_file()
     assert out["prefetch"] == 1 and all(r["slot_wait_s"] >= 0 for r in rows.values())
+    assert all(0 <= r["trial_imports_s"] < r["trial_wall_s"] for r in rows.values())
 
 
 @pytest.mark.ray

@@ -114,6 +114,7 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
 
 def trial_function(params: dict[str, Any], sweep_settings: dict[str, Any]) -> dict[str, Any]:
     """Build and fit the trial's TorchTrainer; return its row of the results table."""
+    entered = time.time()
     import ray.train
     import ray.tune
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -138,9 +139,10 @@ def trial_function(params: dict[str, Any], sweep_settings: dict[str, Any]) -> di
     use_gpu = sweep_settings["use_gpu"]
     if use_gpu:
         workers = sweep_settings["gpus_per_trial"]
-        # With standby trials one more trial than trains fits on each GPU (see slots.py).
-        shares = sweep_settings["trials_per_gpu"] + (1 if sweep_settings.get("standby") else 0)
-        per_worker = {"GPU": 1.0 / shares, "CPU": 1}
+        # With standby trials, more trials fit on a GPU than train on it (see slots.py). Ray
+        # counts resources in units of 1e-4: round down, or 6 shares of 0.1667 would not fit.
+        shares = sweep_settings.get("gpu_shares", sweep_settings["trials_per_gpu"])
+        per_worker = {"GPU": math.floor(1e4 / shares) / 1e4, "CPU": 1}
     else:
         workers = 1
         per_worker = {"CPU": sweep_settings["cpus_per_trial"]}
@@ -190,6 +192,7 @@ def trial_function(params: dict[str, Any], sweep_settings: dict[str, Any]) -> di
         trial_id=ray.tune.get_context().get_trial_id(),
         trial_wall_s=time.time() - started,
         trial_started_at=started,
+        trial_imports_s=started - entered,
         # Ray's part of the trial: before the worker function ran, and after it returned.
         ray_startup_s=summary.pop("worker_entered_at", started) - started,
         ray_teardown_s=time.time() - summary.pop("worker_finished_at", time.time()),

@@ -27,6 +27,7 @@ EXTRA_COLUMNS = [
     "setup_s",  # inside train(): model, data and validation batches before the first step
     "slot_wait_s",  # a trial started ahead: its workers up, waiting for a GPU slot
     "trial_started_at",  # Unix time the trial function started (the sweep's timeline)
+    "trial_imports_s",  # the trial function's imports (Ray Train, torch) before it starts
 ]  # fmt: skip
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import sys
@@ -121,6 +122,13 @@ def _prefetch(sweep: SweepConfig, resources: dict[str, float], use_gpu: bool) ->
     return max(1, int(resources.get("GPU", 0)) // sweep.gpus_per_trial) if use_gpu else 0
 
 
+def _gpu_shares(sweep: SweepConfig, resources: dict[str, float], ahead: int) -> int:
+    """Trials that fit on one GPU at once: the K that train (--trials-per-gpu) plus this GPU's
+    part of the trials started ahead, which wait on the slot board with their workers up."""
+    gpus = max(1, int(resources.get("GPU", 0)))
+    return sweep.trials_per_gpu + math.ceil(ahead * sweep.gpus_per_trial / gpus)
+
+
 def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
     """Run (or resume) the sweep; returns the results rows and where things were written."""
     import ray
@@ -156,6 +164,7 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
         ),
     }
     started_here = not ray.is_initialized()
+    init_started = time.time()
     if started_here:
         ray.init(
             address=sweep.address,
@@ -164,6 +173,7 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
             configure_logging=True,
             logging_level="WARNING",
         )
+    ray_init_s = time.time() - init_started
     try:
         resources = ray.cluster_resources()
         use_gpu = resources.get("GPU", 0) > 0
@@ -195,6 +205,8 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
             # Trials started ahead wait with their workers up, on a board of GPU slots (on CPUs
             # there are no GPU slots: Ray holds a trial back until a CPU is free)
             "standby": sweep.name if concurrent > capacity else None,
+            # Each GPU fits its K training trials and its share of those started ahead
+            "gpu_shares": _gpu_shares(sweep, resources, concurrent - capacity) if use_gpu else 1,
         }
         if settings["standby"]:
             board = start_board(sweep.name, sweep.trials_per_gpu)  # noqa: F841 (lives with us)
@@ -230,7 +242,10 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
                     "flops_budget": tune.grid_search(sweep.flops),
                     "seed": tune.grid_search(sweep.seeds),
                 },
-                tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=False),
+                # Reusing the trial processes: the next trial starts ~0.1 s after one completes
+                # instead of after a new process has started and imported Ray Train and torch
+                # (3.7 s on the 2-core CPU, ~10 s on an H200 host).
+                tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=True),
                 run_config=tune.RunConfig(
                     name=f"{sweep.name}-tune",
                     storage_path=sweep.ray_storage,
@@ -251,8 +266,10 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
         table_path = write_results(list(rows.values()), sweep_dir)
         wall = time.time() - started
     finally:
+        shutdown_started = time.time()
         if started_here:
             ray.shutdown()
+        ray_shutdown_s = time.time() - shutdown_started
     statuses = {}
     for row in rows.values():
         statuses[row.get("status")] = statuses.get(row.get("status"), 0) + 1
@@ -265,6 +282,8 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
         "wall_s": wall,
         "slots": capacity,
         "prefetch": concurrent - capacity,
+        "ray_init_s": ray_init_s,
+        "ray_shutdown_s": ray_shutdown_s,
     }
     if sweep.analyze:
         outputs.update(analyze(sweep_dir))

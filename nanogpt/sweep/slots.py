@@ -1,10 +1,10 @@
 """GPU slots for trials started ahead ("standby"): a trial whose workers are up waits here for a
 slot on its GPUs, so the hand-over between trials is a message rather than a Ray Train start-up.
 
-On a GPU cluster each trial's workers ask Ray for ``1 / (trials_per_gpu + 1)`` of a GPU, so one
-more trial than trains fits on every GPU; that one starts its worker processes, torch, CUDA and
-the process group while the others train, then waits on the ``SlotBoard`` until a training trial
-on its GPUs ends. The board is a plain class (tested directly) that the driver runs as a named
+On a GPU cluster each trial's workers ask Ray for ``1 / (trials_per_gpu + ahead)`` of a GPU,
+where ``ahead`` is the GPU's part of the trials started ahead, so that many more trials than train
+fit on every GPU; those start their worker processes, torch, CUDA and the process group while the
+others train, then wait on the ``SlotBoard`` until a training trial on their GPUs ends. The board is a plain class (tested directly) that the driver runs as a named
 Ray actor for the sweep's lifetime.
 """
 
