@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         "--prefetch",
         default="auto",
         help="trials started ahead of a free slot, one sweep each: e.g. 0,1 (auto: the sweep's "
-        "default, one per GPU and none on CPUs)",
+        "default, two per GPU and none on CPUs)",
     )
     p.add_argument("--total-batch-size", type=int, default=65536)
     p.add_argument("--device-batch-size", type=int, default=32)

@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--prefetch-trials",
         type=int,
-        help="trials Ray starts ahead of a free slot, to hide their start-up (default: one per "
+        help="trials Ray starts ahead of a free slot, to hide their start-up (default: two per "
         "GPU; 0 without GPUs)",
     )
     r.add_argument("--resume", action="store_true", help="continue an interrupted sweep")

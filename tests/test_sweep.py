@@ -53,12 +53,12 @@ def test_grid_and_dry_run_show_the_shapes_and_the_cost():
     assert "H200-hours" in text
 
 
-def test_trials_started_ahead_default_to_one_per_gpu_and_none_on_cpus():
+def test_trials_started_ahead_default_to_two_per_gpu_and_none_on_cpus():
     from nanogpt.sweep.runner import _capacity, _prefetch
 
     sweep = SweepConfig(depths=[2], flops=[1e15], trials_per_gpu=3)
     assert _capacity(sweep, {"GPU": 2, "CPU": 32}, True) == 6
-    assert _prefetch(sweep, {"GPU": 2, "CPU": 32}, True) == 2
+    assert _prefetch(sweep, {"GPU": 2, "CPU": 32}, True) == 4
     assert _prefetch(sweep, {"CPU": 2}, False) == 0
     sweep.prefetch_trials = 4
     assert _prefetch(sweep, {"CPU": 2}, False) == 4

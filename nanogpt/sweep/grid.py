@@ -82,7 +82,7 @@ class SweepConfig:
     cpus_per_trial: int = 1  # CPU-only clusters: one gloo worker per trial, with this many CPUs
     max_concurrent: int = 0  # 0: as many as the cluster's resources allow (+ prefetch_trials)
     # Trials started beyond what the resources fit: their Ray start-up (trial actor, Train
-    # controller) runs while other trials train, and they take the next free slot. None: one
+    # controller) runs while other trials train, and they take the next free slot. None: two
     # per GPU on a GPU cluster, 0 on CPUs (where start-up would steal the trainers' cores).
     prefetch_trials: int | None = None
     resume: bool = False

@@ -119,7 +119,7 @@ def _prefetch(sweep: SweepConfig, resources: dict[str, float], use_gpu: bool) ->
         if sweep.prefetch_trials < 0:
             raise ValueError(f"--prefetch-trials {sweep.prefetch_trials}: must be >= 0")
         return sweep.prefetch_trials
-    return max(1, int(resources.get("GPU", 0)) // sweep.gpus_per_trial) if use_gpu else 0
+    return 2 * max(1, int(resources.get("GPU", 0)) // sweep.gpus_per_trial) if use_gpu else 0
 
 
 def _gpu_shares(sweep: SweepConfig, resources: dict[str, float], ahead: int) -> int:
