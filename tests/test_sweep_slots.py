@@ -20,16 +20,51 @@ def test_a_gpu_takes_per_gpu_trials_and_the_next_one_waits_for_a_release():
 
 def test_a_multi_gpu_trial_takes_all_its_gpus_or_none():
     board = SlotBoard(per_gpu=1)
-    assert board.try_acquire("a", ["n:0"])
+    assert board.try_acquire("a", ["n:0"]) and board.try_acquire("b", ["n:1"])
     assert not board.try_acquire("wide", ["n:0", "n:1"])
-    assert board.holders() == {"a": ["n:0"]}  # it did not take n:1 while waiting for n:0
-    assert board.try_acquire("b", ["n:1"])
+    assert board.holders() == {"a": ["n:0"], "b": ["n:1"]}  # it took neither while waiting
     board.release("a")
+    assert not board.try_acquire("wide", ["n:0", "n:1"])  # n:1 is still b's
+    assert board.holders() == {"b": ["n:1"]}
     board.release("b")
     assert not board.holds("wide", ["n:0", "n:1"])
     assert board.try_acquire("wide", ["n:1", "n:0"])
     assert board.holds("wide", ["n:0", "n:1"])  # what the other ranks of the trial watch for
     assert not board.try_acquire("c", ["n:1"])
+
+
+def test_waiting_trials_are_served_in_the_order_they_first_asked():
+    now = [0.0]
+    board = SlotBoard(per_gpu=1, stale_s=5.0, clock=lambda: now[0])
+    assert board.try_acquire("a", ["n:0"])
+    for trial in ("first", "second", "third"):
+        assert not board.try_acquire(trial, ["n:0"])
+    board.release("a")
+    # the latest to ask (and to ask most often) does not jump the queue
+    assert not board.try_acquire("third", ["n:0"]) and not board.try_acquire("second", ["n:0"])
+    assert board.try_acquire("first", ["n:0"])
+    board.release("first")
+    assert not board.try_acquire("third", ["n:0"])
+    assert board.try_acquire("second", ["n:0"])
+    board.release("second")
+    assert board.try_acquire("third", ["n:0"])
+    # a wide trial waiting for two GPUs is not overtaken by narrow ones on either
+    assert board.try_acquire("x", ["n:1"])
+    assert not board.try_acquire("wide", ["n:0", "n:1"])
+    board.release("x")
+    assert not board.try_acquire("narrow", ["n:1"])  # n:1 is free, but "wide" asked first
+    board.release("third")
+    assert board.try_acquire("wide", ["n:0", "n:1"])
+    # a waiter that stops asking (its process died) loses its place after stale_s
+    board.release("wide")
+    assert board.try_acquire("y", ["n:0"])
+    assert not board.try_acquire("dead", ["n:0"])
+    now[0] = 3.0
+    assert not board.try_acquire("alive", ["n:0"])
+    board.release("y")
+    assert not board.try_acquire("alive", ["n:0"])  # "dead" asked 3 s ago: still first
+    now[0] = 6.0
+    assert board.try_acquire("alive", ["n:0"])  # 6 s without a word: "dead" is passed over
 
 
 def test_a_restarted_trial_keeps_its_slot_or_asks_afresh_on_other_gpus():
@@ -60,12 +95,15 @@ def test_workers_wait_in_ray_until_a_slot_on_their_gpu_is_released():
             release_slot("t", key)
             return waited, got
 
+        actor = ray.get_actor(board_name("t"), namespace=NAMESPACE)
         first = trial.remote("a", 2.0)
-        time.sleep(1.0)
+        deadline = time.time() + 60
+        while not ray.get(actor.holders.remote()) and time.time() < deadline:
+            time.sleep(0.05)  # "b" starts only once "a" holds the slot (process starts vary)
         second = trial.remote("b", 0.0)
         (wait_a, got_a), (wait_b, got_b) = ray.get([first, second])
         assert wait_a < 1.0
         assert wait_b > 0.5 and got_b >= got_a + 2.0
-        assert ray.get(ray.get_actor(board_name("t"), namespace=NAMESPACE).holders.remote()) == {}
+        assert ray.get(actor.holders.remote()) == {}
     finally:
         ray.shutdown()

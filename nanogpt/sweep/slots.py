@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 
@@ -22,22 +23,46 @@ class SlotBoard:
     never each hold half of what the other needs). Asking again with the same trial key and
     GPUs is granted (a restarted worker or a retried trial keeps its slot; one restarted on other
     GPUs asks afresh); a trial releases its slots when it ends.
+
+    Waiting trials are served in the order they first asked: a trial is not granted while an
+    earlier one that wants any of its GPUs is still waiting, so none waits forever behind later
+    arrivals (and a wide trial is not starved by narrow ones). A waiter that has not asked again
+    for ``stale_s`` seconds (its process died) loses its place.
     """
 
-    def __init__(self, per_gpu: int) -> None:
+    def __init__(
+        self, per_gpu: int, stale_s: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if per_gpu < 1:
             raise ValueError(f"per_gpu must be >= 1, not {per_gpu}")
         self.per_gpu = per_gpu
+        self.stale_s = stale_s
+        self.clock = clock
         self.held: dict[str, frozenset[str]] = {}
+        # trial -> (GPUs, order of its first ask, time of its latest ask)
+        self.waiting: dict[str, tuple[frozenset[str], int, float]] = {}
+        self.arrivals = 0
 
     def try_acquire(self, trial: str, gpus: list[str]) -> bool:
         wanted = frozenset(gpus)
         if self.held.get(trial) == wanted:
             return True
         self.held.pop(trial, None)  # a restarted worker may have landed on another GPU
+        now = self.clock()
+        if trial in self.waiting and self.waiting[trial][0] == wanted:
+            order = self.waiting[trial][1]
+        else:
+            order, self.arrivals = self.arrivals, self.arrivals + 1
+        self.waiting[trial] = (wanted, order, now)
+        for other, (their_gpus, their_order, last) in list(self.waiting.items()):
+            if now - last > self.stale_s:
+                del self.waiting[other]  # stopped asking: gone
+            elif their_order < order and their_gpus & wanted:
+                return False  # an earlier waiter goes first
         in_use = Counter(gpu for held in self.held.values() for gpu in held)
         if all(in_use[gpu] < self.per_gpu for gpu in wanted):
             self.held[trial] = wanted
+            del self.waiting[trial]
             return True
         return False
 
@@ -46,6 +71,7 @@ class SlotBoard:
 
     def release(self, trial: str) -> None:
         self.held.pop(trial, None)
+        self.waiting.pop(trial, None)
 
     def holders(self) -> dict[str, list[str]]:
         return {trial: sorted(gpus) for trial, gpus in self.held.items()}
