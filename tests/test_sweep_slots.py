@@ -107,3 +107,45 @@ def test_workers_wait_in_ray_until_a_slot_on_their_gpu_is_released():
         assert ray.get(actor.holders.remote()) == {}
     finally:
         ray.shutdown()
+
+
+def test_both_ranks_of_a_two_worker_trial_wait_for_the_slot_and_go_together(tmp_path):
+    """Real Ray, one logical GPU, two gloo ranks of one trial: rank 0 asks the board, rank 1
+    watches it (no collective while waiting); neither starts before the holder releases."""
+    ray = pytest.importorskip("ray")
+    from nanogpt.sweep.slots import release_slot, start_board, wait_for_slot
+
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        board = start_board("t2", per_gpu=1)
+        node = ray.get_runtime_context().get_node_id()
+        gpu = ray.get(ray.remote(num_gpus=0.25, num_cpus=0)(lambda: ray.get_gpu_ids()[0]).remote())
+        assert ray.get(board.try_acquire.remote("other", [f"{node}:{gpu}"]))
+
+        @ray.remote(num_gpus=0.25, num_cpus=0)
+        def rank(r: int) -> tuple[float, float]:
+            import torch.distributed as dist
+
+            store = f"file://{tmp_path / 'store'}"
+            dist.init_process_group("gloo", init_method=store, rank=r, world_size=2)
+            try:
+                waited = wait_for_slot("t2", "wide", poll_s=0.01)
+                got = time.time()
+                dist.barrier()
+                if r == 0:
+                    release_slot("t2", "wide")
+                return waited, got
+            finally:
+                dist.destroy_process_group()
+
+        ranks = [rank.remote(0), rank.remote(1)]
+        done, _ = ray.wait(ranks, num_returns=2, timeout=3.0)
+        assert not done, "a rank went on while another trial held the slot"
+        released = time.time()
+        release_slot("t2", "other")
+        (wait0, got0), (wait1, got1) = ray.get(ranks, timeout=60)
+        assert got0 >= released and got1 >= released
+        assert wait0 > 1.0 and wait1 > 1.0
+        assert ray.get(board.holders.remote()) == {}
+    finally:
+        ray.shutdown()
