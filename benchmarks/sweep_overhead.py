@@ -67,6 +67,28 @@ class GpuSampler:
         return busy, sum(self.samples) / len(self.samples)
 
 
+def _trial_times(rows: list[dict]) -> list[dict[str, float]]:
+    """Each timed trial's moments (Unix seconds) from its row: the trial function entered, its
+    TorchTrainer started, its worker function ran and returned, the trial completed."""
+    times = []
+    for r in rows:
+        if r.get("trial_started_at") is None or r.get("trial_wall_s") is None:
+            continue
+        t0 = r["trial_started_at"]
+        times.append({
+            "entered": t0 - (r.get("trial_imports_s") or 0.0),
+            "work_in": t0 + (r.get("ray_startup_s") or 0.0),
+            "slot_wait": r.get("slot_wait_s") or 0.0,
+            "work_out": t0 + r["trial_wall_s"] - (r.get("ray_teardown_s") or 0.0),
+            "done": t0 + r["trial_wall_s"],
+        })  # fmt: skip
+    return times
+
+
+def _median(values: list[float]) -> float | None:
+    return sorted(values)[len(values) // 2] if values else None
+
+
 def slot_timeline(rows: list[dict], slots: int, start: float, end: float) -> dict[str, float]:
     """Where the sweep's slot-time went, from each trial's times in the results table.
 
@@ -79,13 +101,7 @@ def slot_timeline(rows: list[dict], slots: int, start: float, end: float) -> dic
     trial's work (Tune, ray.shutdown) is Ray's too. A slot idle because no trial is left to
     run is not counted.
     """
-    spans = []
-    for r in rows:
-        if r.get("trial_started_at") is None or r.get("trial_wall_s") is None:
-            continue
-        t0 = r["trial_started_at"]
-        spans.append((t0 + (r.get("ray_startup_s") or 0.0) + (r.get("slot_wait_s") or 0.0),
-                      t0 + r["trial_wall_s"] - (r.get("ray_teardown_s") or 0.0)))  # fmt: skip
+    spans = [(t["work_in"] + t["slot_wait"], t["work_out"]) for t in _trial_times(rows)]
     if not spans:
         return {"lost_slot_s": float("nan"), "end_s": float("nan"), "ray_share": float("nan")}
     last_out = max(out for _, out in spans)
@@ -115,32 +131,21 @@ def sweep_phases(rows: list[dict], start: float, ray_init_s: float) -> dict[str,
     running (trials Tune started later than the first wave); ``trial imports``: median time the
     trial function spends importing Ray Train and torch before it starts the TorchTrainer.
     """
-    entered, done, work_in = [], [], []
-    for r in rows:
-        if r.get("trial_started_at") is None or r.get("trial_wall_s") is None:
-            continue
-        t0 = r["trial_started_at"]
-        entered.append(t0 - (r.get("trial_imports_s") or 0.0))
-        done.append(t0 + r["trial_wall_s"])
-        work_in.append(t0 + (r.get("ray_startup_s") or 0.0))
-    if not entered:
+    times = _trial_times(rows)
+    if not times:
         return {}
+    done = [t["done"] for t in times]
     gaps = []
-    for t in entered:
-        before = [d for d in done if d <= t]
+    for t in times:
+        before = [d for d in done if d <= t["entered"]]
         if before:
-            gaps.append(t - max(before))
-    imports = sorted(r.get("trial_imports_s") or 0.0 for r in rows)
-
-    def median(values: list[float]) -> float | None:
-        return sorted(values)[len(values) // 2] if values else None
-
+            gaps.append(t["entered"] - max(before))
     return {
         "ray.init": ray_init_s,
-        "tune to first trial": min(entered) - start - ray_init_s,
-        "first work": min(work_in) - start,
-        "tune launch": median(gaps),
-        "trial imports": median(imports),
+        "tune to first trial": min(t["entered"] for t in times) - start - ray_init_s,
+        "first work": min(t["work_in"] for t in times) - start,
+        "tune launch": _median(gaps),
+        "trial imports": _median([r.get("trial_imports_s") or 0.0 for r in rows]),
     }
 
 
@@ -186,9 +191,7 @@ def ray_start_phases(rows: list[dict], sweep_name: str) -> dict[str, list[float]
 def _spread(values: list[float]) -> str:
     if not values:
         return "-"
-    ordered = sorted(values)
-    median = ordered[len(ordered) // 2]
-    return f"{median:.1f} ({ordered[0]:.1f}-{ordered[-1]:.1f})"
+    return f"{_median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -141,8 +141,7 @@ def trial_function(params: dict[str, Any], sweep_settings: dict[str, Any]) -> di
         workers = sweep_settings["gpus_per_trial"]
         # With standby trials, more trials fit on a GPU than train on it (see slots.py). Ray
         # counts resources in units of 1e-4: round down, or 6 shares of 0.1667 would not fit.
-        shares = sweep_settings.get("gpu_shares", sweep_settings["trials_per_gpu"])
-        per_worker = {"GPU": math.floor(1e4 / shares) / 1e4, "CPU": 1}
+        per_worker = {"GPU": math.floor(1e4 / sweep_settings["gpu_shares"]) / 1e4, "CPU": 1}
     else:
         workers = 1
         per_worker = {"CPU": sweep_settings["cpus_per_trial"]}

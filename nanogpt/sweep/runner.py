@@ -198,7 +198,6 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
             "ray_storage": sweep.ray_storage,
             "use_gpu": use_gpu,
             "gpus_per_trial": sweep.gpus_per_trial,
-            "trials_per_gpu": sweep.trials_per_gpu,
             "cpus_per_trial": sweep.cpus_per_trial,
             "max_worker_restarts": sweep.max_worker_restarts,
             "trial_overrides": sweep.trial_overrides,
@@ -206,7 +205,7 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
             # there are no GPU slots: Ray holds a trial back until a CPU is free)
             "standby": sweep.name if concurrent > capacity else None,
             # Each GPU fits its K training trials and its share of those started ahead
-            "gpu_shares": _gpu_shares(sweep, resources, concurrent - capacity) if use_gpu else 1,
+            "gpu_shares": _gpu_shares(sweep, resources, concurrent - capacity) if use_gpu else None,
         }
         if settings["standby"]:
             board = start_board(sweep.name, sweep.trials_per_gpu)  # noqa: F841 (lives with us)
