@@ -2,7 +2,6 @@
 
     python benchmarks/sweep_overhead.py                    # DEPTH 2,4,6 x 3 budgets, twice
     python benchmarks/sweep_overhead.py --packing 1,3      # one trial per GPU, then 3 per GPU
-    python benchmarks/sweep_overhead.py --prefetch 0,1     # without and with trials started ahead
 
 Runs the same small real sweep (Ray Tune + one Ray Train TorchTrainer per trial, Shakespeare
 corpus) once per packing level and prints: wall time, the sum of the trials' training time,
@@ -78,7 +77,6 @@ def _trial_times(rows: list[dict]) -> list[dict[str, float]]:
         times.append({
             "entered": t0 - (r.get("trial_imports_s") or 0.0),
             "work_in": t0 + (r.get("ray_startup_s") or 0.0),
-            "slot_wait": r.get("slot_wait_s") or 0.0,
             "work_out": t0 + r["trial_wall_s"] - (r.get("ray_teardown_s") or 0.0),
             "done": t0 + r["trial_wall_s"],
         })  # fmt: skip
@@ -92,8 +90,8 @@ def _median(values: list[float]) -> float | None:
 def slot_timeline(rows: list[dict], slots: int, start: float, end: float) -> dict[str, float]:
     """Where the sweep's slot-time went, from each trial's times in the results table.
 
-    A trial is in a slot's work from the moment its worker function runs, or holds a slot when
-    it was started ahead (``trial_started_at + ray_startup_s + slot_wait_s``), until it returns
+    A trial is in a slot's work from the moment its worker function runs
+    (``trial_started_at + ray_startup_s``) until it returns
     (``trial_started_at + trial_wall_s - ray_teardown_s``);
     that span includes train()'s own set-up (data, model, compile), which is not Ray's. While
     ``r`` trials are still unfinished, ``min(slots, r)`` slots could be working: the slot-time
@@ -101,7 +99,7 @@ def slot_timeline(rows: list[dict], slots: int, start: float, end: float) -> dic
     trial's work (Tune, ray.shutdown) is Ray's too. A slot idle because no trial is left to
     run is not counted.
     """
-    spans = [(t["work_in"] + t["slot_wait"], t["work_out"]) for t in _trial_times(rows)]
+    spans = [(t["work_in"], t["work_out"]) for t in _trial_times(rows)]
     if not spans:
         return {"lost_slot_s": float("nan"), "end_s": float("nan"), "ray_share": float("nan")}
     last_out = max(out for _, out in spans)
@@ -200,12 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flops", default="2.5e14..1e15")
     p.add_argument("--num-flops", type=int, default=3, help="points in a FLOP range")
     p.add_argument("--packing", default="1,3", help="trials per GPU, one sweep each")
-    p.add_argument(
-        "--prefetch",
-        default="auto",
-        help="trials started ahead of a free slot, one sweep each: e.g. 0,1 (auto: the sweep's "
-        "default, two per GPU and none on CPUs)",
-    )
+    p.add_argument("--data", default="shakespeare", help="dataset name or directory")
     p.add_argument("--total-batch-size", type=int, default=65536)
     p.add_argument("--device-batch-size", type=int, default=32)
     p.add_argument("--seq-len", type=int, default=1024)
@@ -225,74 +218,72 @@ def main(argv: list[str] | None = None) -> int:
         log_every=10,
         lr_adamw=3e-3,
         compile=args.compile,
+        data=args.data,
     )
-    prefetches = [None if x == "auto" else int(x) for x in args.prefetch.split(",")]
-    header = ("| trials per GPU | prefetch | trials | sweep wall s | sum of training s "
+    header = ("| trials per GPU | trials | sweep wall s | sum of training s "
               "| Ray start-up per trial s | train set-up per trial s | Ray teardown per trial s "
               "| Ray share of sweep wall | sweep start + end s | GPU busy (mean util) "
               "| tokens/s (whole sweep) | statuses |")  # fmt: skip
     table = []
     for packing in (int(x) for x in args.packing.split(",")):
-        for prefetch in prefetches:
-            sweep = SweepConfig(
-                depths=parse_depths(args.depths),
-                flops=parse_flops(args.flops, args.num_flops),
-                name=f"{args.label}packing{packing}_prefetch{'auto' if prefetch is None else prefetch}",
-                storage=storage,
-                trials_per_gpu=packing,
-                cpus_per_trial=1,
-                prefetch_trials=prefetch,
-                analyze=False,
-                train=train,
-            )
-            sampler = GpuSampler()
-            started = time.time()
-            out = run_sweep(sweep)
-            ended = time.time()
-            gpu = sampler.stop()
-            rows = out["rows"]
-            slots = out["slots"]
-            timeline = slot_timeline(rows, slots, started, ended)
-            train_s = sum(r.get("wall_s") or 0 for r in rows)
-            tokens = sum(r.get("tokens") or 0 for r in rows)
-            starts = [r["trial_started_at"] for r in rows if r.get("trial_started_at")]
-            fixed = (min(starts) - started) + timeline["end_s"] if starts else None
-            startup = [r.get("ray_startup_s") or 0.0 for r in rows]
-            setup = [r.get("setup_s") or 0.0 for r in rows]
-            teardown = [r.get("ray_teardown_s") or 0.0 for r in rows]
-            gpu_text = f"{100 * gpu[0]:.0f}% ({gpu[1]:.0f}%)" if gpu else "-"
-            statuses = ", ".join(sorted({str(r.get("status")) for r in rows}))
-            line = (
-                f"| {packing} | {out['prefetch']} | {len(rows)} | {ended - started:.0f} "
-                f"| {train_s:.0f} | {_spread(startup)} | {_spread(setup)} | {_spread(teardown)} "
-                f"| {100 * timeline['ray_share']:.1f}% "
-                f"| {'-' if fixed is None else f'{fixed:.0f}'} | {gpu_text} "
-                f"| {tokens / (ended - started):,.0f} | {statuses} |"
-            )
-            table.append(line)
-            print(header, line, sep="\n", flush=True)  # each row as soon as it is measured
-            own = sweep_phases(rows, started, out.get("ray_init_s", 0.0))
-            own["end after the last work"] = timeline["end_s"]
-            own["ray.shutdown"] = out.get("ray_shutdown_s")
-            print(
-                "Per sweep (s): "
-                + ", ".join(f"{k} {'-' if v is None else f'{v:.1f}'}" for k, v in own.items()),
-                flush=True,
-            )
-            phases = ray_start_phases(rows, sweep.name)
-            if any(phases.values()):
-                print(f"Ray start-up by phase, packing {packing} (s, median (min-max)):")
-                for name, values in phases.items():
-                    print(f"  {name:32s} {_spread(values)}", flush=True)
+        sweep = SweepConfig(
+            depths=parse_depths(args.depths),
+            flops=parse_flops(args.flops, args.num_flops),
+            name=f"{args.label}packing{packing}",
+            storage=storage,
+            trials_per_gpu=packing,
+            cpus_per_trial=1,
+            allow_repeat=True,  # a measure of Ray's cost, not of the data
+            analyze=False,
+            train=train,
+        )
+        sampler = GpuSampler()
+        started = time.time()
+        out = run_sweep(sweep)
+        ended = time.time()
+        gpu = sampler.stop()
+        rows = out["rows"]
+        slots = out["concurrent"]
+        timeline = slot_timeline(rows, slots, started, ended)
+        train_s = sum(r.get("wall_s") or 0 for r in rows)
+        tokens = sum(r.get("tokens") or 0 for r in rows)
+        starts = [r["trial_started_at"] for r in rows if r.get("trial_started_at")]
+        fixed = (min(starts) - started) + timeline["end_s"] if starts else None
+        startup = [r.get("ray_startup_s") or 0.0 for r in rows]
+        setup = [r.get("setup_s") or 0.0 for r in rows]
+        teardown = [r.get("ray_teardown_s") or 0.0 for r in rows]
+        gpu_text = f"{100 * gpu[0]:.0f}% ({gpu[1]:.0f}%)" if gpu else "-"
+        statuses = ", ".join(sorted({str(r.get("status")) for r in rows}))
+        line = (
+            f"| {packing} | {len(rows)} | {ended - started:.0f} "
+            f"| {train_s:.0f} | {_spread(startup)} | {_spread(setup)} | {_spread(teardown)} "
+            f"| {100 * timeline['ray_share']:.1f}% "
+            f"| {'-' if fixed is None else f'{fixed:.0f}'} | {gpu_text} "
+            f"| {tokens / (ended - started):,.0f} | {statuses} |"
+        )
+        table.append(line)
+        print(header, line, sep="\n", flush=True)  # each row as soon as it is measured
+        own = sweep_phases(rows, started, out.get("ray_init_s", 0.0))
+        own["end after the last work"] = timeline["end_s"]
+        own["ray.shutdown"] = out.get("ray_shutdown_s")
+        print(
+            "Per sweep (s): "
+            + ", ".join(f"{k} {'-' if v is None else f'{v:.1f}'}" for k, v in own.items()),
+            flush=True,
+        )
+        phases = ray_start_phases(rows, sweep.name)
+        if any(phases.values()):
+            print(f"Ray start-up by phase, packing {packing} (s, median (min-max)):")
+            for name, values in phases.items():
+                print(f"  {name:32s} {_spread(values)}", flush=True)
     print("\n" + header)
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(table))
     print(
         "\nRay share of sweep wall: slot-time lost to Ray while trials were waiting to run "
         "(start-up, teardown, the gaps between trials) divided by the number of slots, plus "
         "the sweep's end after the last trial's work, over the sweep's wall time "
-        "(slot_timeline). Ray start-up per trial includes waiting for a slot when prefetching. "
-        "Per-trial columns are median (min-max)."
+        "(slot_timeline). Per-trial columns are median (min-max)."
     )
     return 0
 

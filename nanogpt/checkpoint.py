@@ -154,8 +154,24 @@ def read_meta(ckpt_dir: str | Path) -> dict[str, Any]:
 SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "vocab_size", "tie_embeddings")
 
 
-def check_compatible(meta: dict[str, Any], model_config: dict[str, Any], where: Path) -> None:
-    """A checkpoint of another shape or vocabulary is an error that names both."""
+class TokenizerMismatchError(CheckpointError):
+    """A checkpoint trained with one tokenizer, used with data made by another."""
+
+
+def check_compatible(
+    meta: dict[str, Any],
+    model_config: dict[str, Any],
+    where: Path,
+    tokenizer: str | None = None,
+) -> None:
+    """A checkpoint of another tokenizer, shape or vocabulary is an error that names both."""
+    saved_tokenizer = meta.get("tokenizer", "gpt2")  # checkpoints before byte-level data: GPT-2
+    if tokenizer is not None and saved_tokenizer != tokenizer:
+        raise TokenizerMismatchError(
+            f"{where} was trained on {saved_tokenizer!r} tokens and this run's data is "
+            f"{tokenizer!r} tokens (its meta.json says so); use data prepared with "
+            f"--tokenizer {saved_tokenizer}, or a checkpoint trained on {tokenizer!r} data"
+        )
     saved = meta.get("model_config", {})
     diffs = [
         f"{k}: checkpoint {saved.get(k)!r}, this run {model_config.get(k)!r}"
@@ -169,11 +185,17 @@ def check_compatible(meta: dict[str, Any], model_config: dict[str, Any], where: 
         )
 
 
-def load_model(ckpt_dir: str | Path, model: torch.nn.Module, model_config: dict[str, Any]) -> dict:
-    """Load weights into ``model`` after checking the shape; returns the checkpoint's meta."""
+def load_model(
+    ckpt_dir: str | Path,
+    model: torch.nn.Module,
+    model_config: dict[str, Any],
+    tokenizer: str | None = None,
+) -> dict:
+    """Load weights into ``model`` after checking the tokenizer and the shape; returns the
+    checkpoint's meta."""
     ckpt_dir = Path(ckpt_dir)
     meta = read_meta(ckpt_dir)
-    check_compatible(meta, model_config, ckpt_dir)
+    check_compatible(meta, model_config, ckpt_dir, tokenizer)
     weights = ckpt_dir / MODEL_FILE
     if not weights.is_file():
         raise CheckpointError(f"{weights} is missing; the checkpoint is incomplete")

@@ -61,10 +61,18 @@ class ModelConfig:
         )
 
     @classmethod
-    def from_depth(cls, depth: int, **overrides: Any) -> ModelConfig:
+    def from_depth(
+        cls,
+        depth: int,
+        aspect_ratio: int = scaling.WIDTH_PER_LAYER,
+        head_dim: int = scaling.HEAD_DIM,
+        **overrides: Any,
+    ) -> ModelConfig:
         """The DEPTH knob: layers, width and heads from one number (see nanogpt.scaling)."""
         seq_len = overrides.pop("sequence_len", 1024)
-        shape = scaling.shape_for_depth(depth, seq_len=seq_len)
+        shape = scaling.shape_for_depth(
+            depth, seq_len=seq_len, aspect_ratio=aspect_ratio, head_dim=head_dim
+        )
         return cls(
             n_layer=shape.n_layer,
             n_head=shape.n_head,
@@ -181,7 +189,9 @@ WANDB_MODES = ("disabled", "offline", "online")
 
 @dataclass
 class TrainConfig:
-    depth: int = 12  # model size: n_layer = depth, n_embd = 64*depth, n_head = depth
+    depth: int = 12  # model size: n_layer = depth, n_embd = aspect_ratio*depth
+    aspect_ratio: int = 64  # model width per layer: n_embd = aspect_ratio * depth
+    head_dim: int = 64  # width of each attention head: n_head = n_embd / head_dim
     seq_len: int = 1024  # context length in tokens
     logit_softcap: float = 15.0  # tanh soft-cap on output logits; 0 turns it off
     z_loss: float = 0.0  # z-loss coefficient; 0 turns it off
@@ -233,6 +243,11 @@ class TrainConfig:
             problems.append(f"--loss-mask {self.loss_mask!r} is not 'assistant' or 'all'")
         if self.depth < 1:
             problems.append(f"--depth must be at least 1, got {self.depth}")
+        else:
+            try:
+                scaling.shape_for_depth(self.depth, 1, 1, self.aspect_ratio, self.head_dim)
+            except ValueError as e:
+                problems.append(f"--aspect-ratio / --head-dim: {e}")
         for name in ("seq_len", "total_batch_size", "device_batch_size", "eval_every", "log_every"):
             if getattr(self, name) < 1:
                 flag = "--" + name.replace("_", "-")
@@ -249,9 +264,13 @@ class TrainConfig:
         if problems:
             raise ValueError("; ".join(problems))
 
-    def model_config(self) -> ModelConfig:
+    def model_config(self, vocab_size: int = scaling.CHAT_VOCAB) -> ModelConfig:
+        """The model for this run; ``vocab_size`` comes from the data's tokenizer."""
         return ModelConfig.from_depth(
             self.depth,
+            aspect_ratio=self.aspect_ratio,
+            head_dim=self.head_dim,
+            vocab_size=vocab_size,
             sequence_len=self.seq_len,
             logit_softcap=self.logit_softcap,
             z_loss=self.z_loss,

@@ -56,18 +56,40 @@ def padded_vocab(vocab_size: int, multiple: int = VOCAB_PAD_MULTIPLE) -> int:
     return math.ceil(vocab_size / multiple) * multiple
 
 
-def shape_for_depth(depth: int, seq_len: int = 1024, vocab_size: int = CHAT_VOCAB) -> ModelShape:
-    """The model shape DEPTH stands for; DEPTH=12 is GPT-2 small (12 layers, 768 wide, 12 heads)."""
+def shape_for_depth(
+    depth: int,
+    seq_len: int = 1024,
+    vocab_size: int = CHAT_VOCAB,
+    aspect_ratio: int = WIDTH_PER_LAYER,
+    head_dim: int = HEAD_DIM,
+) -> ModelShape:
+    """The model shape DEPTH stands for; DEPTH=12 is GPT-2 small (12 layers, 768 wide, 12 heads).
+
+    ``aspect_ratio`` is the width per layer (64 by default, GPT-2's ratio) and ``head_dim`` the
+    width of each head; CPU-sized models use smaller multiples (16 and 16 in the embedded sweep),
+    so that DEPTH stays the one dial at sizes of a few thousand parameters.
+    """
     if isinstance(depth, bool) or not isinstance(depth, int):
         raise ValueError(f"DEPTH must be a whole number, got {depth!r}")
     if depth < 1:
         raise ValueError(f"DEPTH must be at least 1, got {depth}")
     if seq_len < 1:
         raise ValueError(f"seq_len must be at least 1, got {seq_len}")
+    if aspect_ratio < 1 or head_dim < 2 or head_dim % 2:
+        raise ValueError(
+            f"aspect_ratio must be >= 1 and head_dim even and >= 2, got {aspect_ratio} and "
+            f"{head_dim}"
+        )
+    n_embd = aspect_ratio * depth
+    if n_embd % head_dim:
+        raise ValueError(
+            f"width {n_embd} (aspect_ratio {aspect_ratio} x DEPTH {depth}) is not a multiple of "
+            f"head_dim {head_dim}; pick an aspect ratio that is a multiple of the head width"
+        )
     return ModelShape(
         n_layer=depth,
-        n_embd=WIDTH_PER_LAYER * depth,
-        n_head=WIDTH_PER_LAYER * depth // HEAD_DIM,
+        n_embd=n_embd,
+        n_head=n_embd // head_dim,
         vocab_size=vocab_size,
         seq_len=seq_len,
     )
@@ -139,11 +161,14 @@ def depth_table(
     seq_len: int = 1024,
     tokens_per_step: int = 524_288,
     flops_budget: float = 1e18,
+    vocab_size: int = CHAT_VOCAB,
+    aspect_ratio: int = WIDTH_PER_LAYER,
+    head_dim: int = HEAD_DIM,
 ) -> list[dict[str, float]]:
     """One row per DEPTH: shape, parameters, FLOPs per token, steps for a budget."""
     rows = []
     for depth in depths:
-        shape = shape_for_depth(depth, seq_len=seq_len)
+        shape = shape_for_depth(depth, seq_len, vocab_size, aspect_ratio, head_dim)
         counts = param_counts(shape)
         per_token = flops_per_token(shape)
         steps = int(flops_budget // (per_token * tokens_per_step))

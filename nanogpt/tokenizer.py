@@ -1,4 +1,15 @@
-"""GPT-2 BPE through tiktoken, working with no internet, plus two chat tokens.
+"""The tokenizers: GPT-2 BPE through tiktoken (working with no internet) and a byte-level one,
+each with the same three special tokens and the same chat rendering.
+
+``get_tokenizer("gpt2")`` (the default) or ``get_tokenizer("bytes")``; a dataset's ``meta.json``
+names which one made its token files, and the trainer and checkpoints follow it.
+
+The byte-level tokenizer (nanoGPT's ``shakespeare_char`` is the classic of this kind) maps every
+UTF-8 byte to its value (0..255) and puts ``<|endoftext|>``, ``<|im_start|>`` and ``<|im_end|>``
+at 256, 257 and 258, so ``n_vocab`` is 259. Its models spend almost nothing on the embedding and
+the head, which is what lets CPU-sized models show a scaling law (docs/README_SWEEPS.md).
+
+GPT-2 BPE:
 
 Where the BPE files come from, in order:
 1. tiktoken's own cache (``TIKTOKEN_CACHE_DIR``, ``DATA_GYM_CACHE_DIR`` or the temp-dir default),
@@ -47,6 +58,9 @@ IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 SPECIAL_TOKENS = {ENDOFTEXT: 50256, IM_START: 50257, IM_END: 50258}
 N_VOCAB = 50259  # GPT-2's 50,257 plus the two chat tokens
+BYTE_SPECIAL_TOKENS = {ENDOFTEXT: 256, IM_START: 257, IM_END: 258}
+BYTE_N_VOCAB = 259  # 256 bytes plus the three special tokens
+TOKENIZERS = ("gpt2", "bytes")
 CHAT_ROLES = ("system", "user", "assistant")
 
 
@@ -112,33 +126,28 @@ def _encoding() -> tiktoken.Encoding:
     )
 
 
-class Tokenizer:
-    """GPT-2 BPE with ``<|endoftext|>``, ``<|im_start|>`` and ``<|im_end|>``."""
+class _ChatRendering:
+    """Chat rendering shared by both tokenizers; subclasses give ``encode`` and the ids."""
 
-    def __init__(self) -> None:
-        self.enc = _encoding()
-        self.eot_id = SPECIAL_TOKENS[ENDOFTEXT]
-        self.im_start_id = SPECIAL_TOKENS[IM_START]
-        self.im_end_id = SPECIAL_TOKENS[IM_END]
-        self.n_vocab = N_VOCAB
+    name: str
+    n_vocab: int
+    eot_id: int
+    im_start_id: int
+    im_end_id: int
 
-    # Untrusted text: special-token strings are encoded as the plain characters they are.
     def encode(self, text: str) -> list[int]:
-        return self.enc.encode_ordinary(text)
-
-    def encode_batch(self, texts: Sequence[str], num_threads: int = 8) -> list[list[int]]:
-        return self.enc.encode_ordinary_batch(list(texts), num_threads=num_threads)
+        raise NotImplementedError
 
     def encode_document(self, text: str) -> list[int]:
         """A pretraining document: ``<|endoftext|>`` then the text (the separator acts as BOS)."""
         return [self.eot_id, *self.encode(text)]
 
-    def decode(self, ids: Iterable[int]) -> str:
+    def _check_ids(self, ids: Iterable[int]) -> list[int]:
         ids = [int(i) for i in ids]
         bad = [i for i in ids if not 0 <= i < self.n_vocab]
         if bad:
             raise ValueError(f"token id {bad[0]} is outside the vocabulary (0..{self.n_vocab - 1})")
-        return self.enc.decode(ids)
+        return ids
 
     def render_conversation(
         self, messages: Sequence[dict[str, str]], max_tokens: int | None = None
@@ -171,7 +180,84 @@ class Tokenizer:
         return ids + [self.im_start_id, *self.encode("assistant\n")]
 
 
-@functools.lru_cache(maxsize=1)
-def get_tokenizer() -> Tokenizer:
-    """The shared tokenizer (built once per process; cheap to call)."""
-    return Tokenizer()
+class Tokenizer(_ChatRendering):
+    """GPT-2 BPE with ``<|endoftext|>``, ``<|im_start|>`` and ``<|im_end|>``."""
+
+    name = "gpt2"
+
+    def __init__(self) -> None:
+        self.enc = _encoding()
+        self.eot_id = SPECIAL_TOKENS[ENDOFTEXT]
+        self.im_start_id = SPECIAL_TOKENS[IM_START]
+        self.im_end_id = SPECIAL_TOKENS[IM_END]
+        self.n_vocab = N_VOCAB
+
+    # Untrusted text: special-token strings are encoded as the plain characters they are.
+    def encode(self, text: str) -> list[int]:
+        return self.enc.encode_ordinary(text)
+
+    def encode_batch(self, texts: Sequence[str], num_threads: int = 8) -> list[list[int]]:
+        return self.enc.encode_ordinary_batch(list(texts), num_threads=num_threads)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.enc.decode(self._check_ids(ids))
+
+    def token_bytes(self) -> list[int]:
+        """UTF-8 bytes each id stands for; special tokens count 0 (left out of bits per byte)."""
+        special = {self.eot_id, self.im_start_id, self.im_end_id}
+        return [
+            0 if i in special else len(self.enc.decode_single_token_bytes(i))
+            for i in range(self.n_vocab)
+        ]
+
+
+class ByteTokenizer(_ChatRendering):
+    """UTF-8 bytes as ids 0..255; ``<|endoftext|>`` 256, ``<|im_start|>`` 257, ``<|im_end|>`` 258.
+
+    User text is bytes only, so it can never produce a special id, whatever it contains.
+    """
+
+    name = "bytes"
+
+    def __init__(self) -> None:
+        self.eot_id = BYTE_SPECIAL_TOKENS[ENDOFTEXT]
+        self.im_start_id = BYTE_SPECIAL_TOKENS[IM_START]
+        self.im_end_id = BYTE_SPECIAL_TOKENS[IM_END]
+        self.n_vocab = BYTE_N_VOCAB
+        self._special_text = {v: k for k, v in BYTE_SPECIAL_TOKENS.items()}
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def encode_batch(self, texts: Sequence[str], num_threads: int = 8) -> list[list[int]]:
+        return [self.encode(t) for t in texts]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Bytes are decoded as UTF-8 (a broken sequence becomes U+FFFD); special ids as their
+        names, as GPT-2's decoder writes them."""
+        out, pending = [], bytearray()
+        for i in self._check_ids(ids):
+            if i < 256:
+                pending.append(i)
+                continue
+            out.append(pending.decode("utf-8", errors="replace"))
+            pending = bytearray()
+            out.append(self._special_text[i])
+        out.append(pending.decode("utf-8", errors="replace"))
+        return "".join(out)
+
+    def token_bytes(self) -> list[int]:
+        return [1] * 256 + [0] * (self.n_vocab - 256)
+
+
+AnyTokenizer = Tokenizer | ByteTokenizer
+
+
+@functools.cache
+def get_tokenizer(name: str = "gpt2") -> AnyTokenizer:
+    """The shared tokenizer of that name, ``gpt2`` or ``bytes`` (built once per process)."""
+    if name == "gpt2":
+        return Tokenizer()
+    if name == "bytes":
+        return ByteTokenizer()
+    raise ValueError(f"tokenizer {name!r} is not one of {', '.join(TOKENIZERS)}")

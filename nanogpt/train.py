@@ -122,14 +122,9 @@ def build_optimizer(model: GPT, cfg: TrainConfig) -> MuonAdamW:
     return MuonAdamW(groups, max_grad_norm=cfg.grad_clip if cfg.grad_clip > 0 else None)
 
 
-def token_byte_lengths(device: torch.device) -> torch.Tensor:
+def token_byte_lengths(device: torch.device, tokenizer: str = "gpt2") -> torch.Tensor:
     """UTF-8 bytes per token id; special tokens count 0 and are left out of bits per byte."""
-    tok = get_tokenizer()
-    special = {tok.eot_id, tok.im_start_id, tok.im_end_id}
-    lengths = [
-        0 if i in special else len(tok.enc.decode_single_token_bytes(i)) for i in range(tok.n_vocab)
-    ]
-    return torch.tensor(lengths, dtype=torch.int64, device=device)
+    return torch.tensor(get_tokenizer(tokenizer).token_bytes(), dtype=torch.int64, device=device)
 
 
 def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
@@ -195,13 +190,34 @@ def _resolve_data(cfg: TrainConfig) -> tuple[str | Path, str]:
     )
 
 
+def _sources(source: str | Path) -> list[Path]:
+    text = str(source)
+    if ("," in text or ":" in text) and not Path(text).exists():
+        return [data_mod.resolve_data_dir(n) for n, _ in data_mod.parse_mixture(text)]
+    return [data_mod.resolve_data_dir(text)]
+
+
+def data_tokenizer(source: str | Path) -> tuple[str, int]:
+    """(tokenizer, vocabulary size) of the data, from its meta.json; a mixture must agree."""
+    found = {path: data_mod.dataset_tokenizer(path) for path in _sources(source)}
+    if len(set(found.values())) > 1:
+        listed = "; ".join(f"{p}: {t}" for p, (t, _) in found.items())
+        raise data_mod.TokenFileError(
+            f"the datasets of {source} were made with different tokenizers ({listed}); "
+            "prepare them all with the same --tokenizer"
+        )
+    return next(iter(found.values()))
+
+
 def _make_loader(
     source: str | Path,
     split: str,
     cfg: TrainConfig,
     info: dist.DistInfo,
+    vocab_size: int,
 ) -> Any:
     kwargs = dict(
+        vocab_size=vocab_size,
         split=split,
         batch_size=cfg.device_batch_size,
         seq_len=cfg.seq_len,
@@ -272,13 +288,14 @@ def _say(info: dist.DistInfo, text: str) -> None:
 def _run(cfg: TrainConfig, info: dist.DistInfo, report: Report | None) -> dict[str, Any]:
     entered = time.perf_counter()
     device = info.device
-    model_cfg = cfg.model_config()
+    data_source, data_note = _resolve_data(cfg)
+    tokenizer, vocab_size = data_tokenizer(data_source)
+    model_cfg = cfg.model_config(vocab_size)
     shape = model_cfg.shape
     run_name = cfg.run_name or f"d{cfg.depth}-{cfg.mode}"
     run_dir = Path(cfg.out_dir) / run_name
     grad_accum = gradient_accumulation(cfg, info.world_size)
 
-    data_source, data_note = _resolve_data(cfg)
     train_tokens_available = _count_train_tokens(data_source)
     steps = plan_steps(cfg, shape, train_tokens_available)
     warmup = effective_warmup(cfg, steps)
@@ -288,15 +305,15 @@ def _run(cfg: TrainConfig, info: dist.DistInfo, report: Report | None) -> dict[s
     torch.manual_seed(cfg.seed)
     model = GPT(model_cfg).to(device)
     if cfg.checkpoint:
-        ckpt.load_model(cfg.checkpoint, model, dataclasses.asdict(model_cfg))
+        ckpt.load_model(cfg.checkpoint, model, dataclasses.asdict(model_cfg), tokenizer)
     optimizer = build_optimizer(model, cfg)
-    train_loader = _make_loader(data_source, "train", cfg, info)
+    train_loader = _make_loader(data_source, "train", cfg, info, vocab_size)
     val_per_rank = max(
         1, cfg.eval_tokens // (cfg.device_batch_size * cfg.seq_len * info.world_size)
     )
-    val_loader = _make_loader(data_source, "val", cfg, info)
+    val_loader = _make_loader(data_source, "val", cfg, info, vocab_size)
     val_batches = [next(val_loader) for _ in range(val_per_rank)]
-    token_bytes = token_byte_lengths(device)
+    token_bytes = token_byte_lengths(device, tokenizer)
 
     start_step, ema_loss, best_ema = 0, None, None
     if cfg.resume:
@@ -304,7 +321,7 @@ def _run(cfg: TrainConfig, info: dist.DistInfo, report: Report | None) -> dict[s
         if found is None:
             _say(info, f"resume: no checkpoint in {run_dir} yet; starting from step 0")
         else:
-            meta = ckpt.load_model(found, model, dataclasses.asdict(model_cfg))
+            meta = ckpt.load_model(found, model, dataclasses.asdict(model_cfg), tokenizer)
             ckpt.load_rank_state(found, optimizer)
             train_loader.load_state_dict(meta["loader"])
             start_step = int(meta["step"])
@@ -323,7 +340,8 @@ def _run(cfg: TrainConfig, info: dist.DistInfo, report: Report | None) -> dict[s
             print(f"  {field.name} = {getattr(cfg, field.name)!r}")
         print(
             f"  derived: n_layer={shape.n_layer} n_embd={shape.n_embd} n_head={shape.n_head} "
-            f"vocab={model_cfg.vocab_size} (padded {model_cfg.padded_vocab_size})\n"
+            f"tokenizer={tokenizer} vocab={model_cfg.vocab_size} "
+            f"(padded {model_cfg.padded_vocab_size})\n"
             f"  derived: params_total={counts['params_total']:,} "
             f"params_scaling={counts['params_scaling']:,} flops_per_token={flops_per_token:,}\n"
             f"  derived: world_size={info.world_size} device={device} grad_accum={grad_accum} "
@@ -440,6 +458,7 @@ def _run(cfg: TrainConfig, info: dist.DistInfo, report: Report | None) -> dict[s
                 meta = {
                     "config": dataclasses.asdict(cfg),
                     "model_config": dataclasses.asdict(model_cfg),
+                    "tokenizer": tokenizer,
                     "tokens": done * cfg.total_batch_size,
                     "flops": done * cfg.total_batch_size * flops_per_token,
                     "loader": train_loader.state_dict(),
@@ -484,6 +503,11 @@ def _run(cfg: TrainConfig, info: dist.DistInfo, report: Report | None) -> dict[s
         "tokens_per_s": timed_tokens / train_time if train_time > 0 else 0.0,
         "mfu": None,
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "tokenizer": tokenizer,
+        "dataset": str(data_source),
+        "epochs": (last.get("tokens", 0) / train_tokens_available)
+        if train_tokens_available
+        else None,
         "world_size": info.world_size,
         "run_dir": str(run_dir),
         "checkpoint": str(final_ckpt) if final_ckpt else None,

@@ -64,7 +64,7 @@ def test_slot_timeline_charges_only_the_gaps_while_trials_wait():
     t = bench.slot_timeline(rows[:1], slots=2, start=0.0, end=100.0)
     assert t["lost_slot_s"] == pytest.approx(10.0)
     assert t["ray_share"] == pytest.approx(5.0 / 100.0)
-    # A trial started ahead (waiting for a slot) costs nothing while the other one works.
+    # A trial whose Ray start-up overlaps the other's work costs nothing while that one works.
     rows = [row(0.0, 10.0, 90.0, 0.0), row(5.0, 100.0, 90.0, 0.0)]
     t = bench.slot_timeline(rows, slots=1, start=0.0, end=195.0)
     assert t["lost_slot_s"] == pytest.approx(15.0)  # 0-10 and the 100-105 hand-over

@@ -1,5 +1,7 @@
-"""The sweep: grid parsing and dry runs (fast), and real local-Ray runs (few and small)."""
+"""The sweep: grid parsing, plans, checks and dry runs, the driver's watch over trials (fast);
+and real local-Ray runs (few and small, marked slow)."""
 
+import json
 import os
 import signal
 import subprocess
@@ -13,16 +15,25 @@ import pytest
 from nanogpt.config import TrainConfig
 from nanogpt.sweep import (
     RESULT_COLUMNS,
+    Dataset,
     SweepConfig,
+    SweepWatch,
+    check_plan,
     dry_run,
-    grid,
     parse_depths,
     parse_flops,
+    parse_grid,
+    plan,
     run_sweep,
     trial_key,
+    trial_row,
+    write_row,
 )
 
 REPO = Path(__file__).resolve().parents[1]
+GPT2_DATA = Dataset(
+    "/data/fineweb_edu", "gpt2", 50259, 10**10, "python data/fineweb_edu/prepare.py"
+)
 
 
 def test_depth_ranges_and_lists():
@@ -42,103 +53,185 @@ def test_flop_ranges_are_log_spaced_with_both_ends():
         parse_flops("1e18..-1")
 
 
-def test_grid_and_dry_run_show_the_shapes_and_the_cost():
+def test_a_grid_need_not_be_a_rectangle():
+    assert parse_grid("3e11:3..5;1e11:1,2") == {1e11: [1, 2], 3e11: [3, 4, 5]}
+    sweep = SweepConfig(depths_by_budget=parse_grid("1e11:1..2;3e11:2..3"))
+    assert sweep.points == [(1, 1e11, 0), (2, 1e11, 0), (2, 3e11, 0), (3, 3e11, 0)]
+    with pytest.raises(ValueError, match="--grid"):
+        parse_grid("1e11=1..3")
+    with pytest.raises(ValueError, match="no trials"):
+        SweepConfig(depths=[], flops=[1e18])
+
+
+def test_plan_and_dry_run_show_shapes_data_epochs_and_cost():
     sweep = SweepConfig(depths=[6, 12], flops=[1e18], train=TrainConfig())
-    rows = grid(sweep)
+    rows = plan(sweep, GPT2_DATA)
     assert [r["trial_key"] for r in rows] == [trial_key(6, 1e18, 0), trial_key(12, 1e18, 0)]
     d12 = rows[1]
-    assert (d12["n_layer"], d12["n_embd"], d12["steps"]) == (12, 768, 2231)
-    text = dry_run(sweep)
-    assert "| d12_c1e18_s0 | 12 | 768 | 124 M | 1e+18 | 2,231 | 1.17 G | 9.47 |" in text
+    assert (d12["n_layer"], d12["n_embd"], d12["steps_planned"]) == (12, 768, 2231)
+    assert d12["epochs_planned"] == pytest.approx(d12["tokens_planned"] / 10**10)
+    text = dry_run(sweep, GPT2_DATA)
+    assert "| d12_c1e18_s0 | 12 | 768 | 124 M | 1e+18 | 2,231 | 1.17 G | 9.47 | 0.117 |" in text
+    assert "data: /data/fineweb_edu (gpt2 tokens, vocabulary 50,259); 10,000,000,000" in text
     assert "H200-hours" in text
 
 
-def test_trials_started_ahead_default_to_two_per_gpu_and_none_on_cpus():
-    from nanogpt.sweep.runner import _capacity, _prefetch
-
-    sweep = SweepConfig(depths=[2], flops=[1e15], trials_per_gpu=3)
-    assert _capacity(sweep, {"GPU": 2, "CPU": 32}, True) == 6
-    assert _prefetch(sweep, {"GPU": 2, "CPU": 32}, True) == 4
-    assert _prefetch(sweep, {"CPU": 2}, False) == 0
-    sweep.prefetch_trials = 4
-    assert _prefetch(sweep, {"CPU": 2}, False) == 4
-    sweep.prefetch_trials = -1
-    with pytest.raises(ValueError, match="--prefetch-trials"):
-        _prefetch(sweep, {"CPU": 2}, False)
+def test_the_dry_run_says_whether_each_budget_is_bracketed_and_suggests_depths():
+    # Chinchilla's ~20 tokens per parameter puts 1e18 FLOPs near DEPTH 10 at 64 x DEPTH.
+    sweep = SweepConfig(depths_by_budget={1e18: [6, 8, 12, 14], 1e20: [6, 8]})
+    lines = [x for x in dry_run(sweep, GPT2_DATA).splitlines() if x.startswith("bracket:")]
+    assert "budget 1e+18" in lines[0] and "brackets it" in lines[0]
+    assert "NOT bracket" in lines[1] and "all smaller" in lines[1] and "try depths" in lines[1]
+    suggested = parse_depths(lines[1].rsplit("try depths ", 1)[1])
+    bracketed = SweepConfig(depths_by_budget={1e20: suggested})
+    text = dry_run(bracketed, GPT2_DATA)
+    assert "brackets it" in next(x for x in text.splitlines() if x.startswith("bracket:"))
 
 
-def test_each_gpu_fits_its_training_trials_and_its_part_of_those_started_ahead():
-    from nanogpt.sweep.runner import _gpu_shares
-
-    one = SweepConfig(depths=[2], flops=[1e15])
-    assert _gpu_shares(one, {"GPU": 1}, 0) == 1
-    assert _gpu_shares(one, {"GPU": 1}, 2) == 3
-    packed = SweepConfig(depths=[2], flops=[1e15], trials_per_gpu=3)
-    assert _gpu_shares(packed, {"GPU": 2}, 2) == 4  # one ahead per GPU
-    assert _gpu_shares(packed, {"GPU": 2}, 3) == 5  # an odd one out: rounded up
-    wide = SweepConfig(depths=[2], flops=[1e15], gpus_per_trial=2)
-    assert _gpu_shares(wide, {"GPU": 4}, 2) == 2  # two 2-GPU trials ahead: one share per GPU
-
-
-def test_the_progress_table_shows_a_trial_waiting_with_its_workers_up(tmp_path):
-    import json
-
-    from nanogpt.sweep.runner import _make_callback
-
-    sweep = SweepConfig(depths=[6], flops=[1e18], storage=str(tmp_path), train=TrainConfig())
-    key = trial_key(6, 1e18, 0)
-    run_dir = sweep.sweep_dir / "runs" / key
-    run_dir.mkdir(parents=True)
-    callback = _make_callback(sweep, {})
-    callback.state[key] = "starting"
-    (run_dir / ".standby").write_text("waiting\n")
-    callback._poll_run_dirs()
-    assert callback.state[key] == "standby"
-    (run_dir / ".standby").unlink()
-    (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 3, "train_loss": 9.0}) + "\n")
-    callback._poll_run_dirs()
-    assert callback.state[key] == "running" and callback.latest[key]["step"] == 3
+def test_a_grid_that_cannot_run_is_refused_before_anything_starts():
+    missing = Dataset(
+        "/nowhere/fineweb_edu", "gpt2", 50259, None, "python data/fineweb_edu/prepare.py"
+    )
+    sweep = SweepConfig(depths=[6], flops=[1e18])
+    with pytest.raises(FileNotFoundError, match="python data/fineweb_edu/prepare.py"):
+        check_plan(sweep, missing, plan(sweep, missing))
+    small = Dataset(
+        "/data/shakespeare", "gpt2", 50259, 1_419_253, "python data/shakespeare/prepare.py"
+    )
+    with pytest.raises(ValueError, match="repeat their data.*--allow-repeat"):
+        check_plan(sweep, small, plan(sweep, small))
+    sweep.allow_repeat = True
+    check_plan(sweep, small, plan(sweep, small))
+    tiny = SweepConfig(depths=[12], flops=[1e9])
+    with pytest.raises(ValueError, match="too small for one step"):
+        check_plan(tiny, GPT2_DATA, plan(tiny, GPT2_DATA))
 
 
-def test_progress_moves_with_each_logged_step_between_evaluations(tmp_path):
+def test_the_seed_sweep_without_prepared_fineweb_stops_at_once_with_the_command(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("NANOGPT_DATA_DIR", str(tmp_path / "data"))  # nothing prepared here
+    import ray
+
+    sweep = SweepConfig(depths=[6, 8], flops=[1e18], storage=str(tmp_path / "out"))
+    with pytest.raises(FileNotFoundError, match=r"python data/fineweb_edu/prepare.py"):
+        run_sweep(sweep)
+    assert not ray.is_initialized()  # refused before Ray started
+
+
+def _row(spec, **outcome):
+    return trial_row(spec, {"status": "ok", "steps": spec["steps_planned"], **outcome})
+
+
+def test_the_table_is_the_merge_of_the_row_files(tmp_path):
+    sweep = SweepConfig(depths=[1, 2], flops=[1e10], storage=str(tmp_path), train=TrainConfig())
+    specs = plan(sweep, GPT2_DATA)
+    watch = SweepWatch(sweep, specs, grace_s=60)
+    assert not watch.poll()
+    write_row(sweep.sweep_dir / "runs" / specs[0]["trial_key"], _row(specs[0], final_val_loss=3.0))
+    assert watch.poll()  # a new row file: the table is rewritten
+    table = pd.read_parquet(sweep.sweep_dir / "results.parquet")
+    assert list(table["trial_key"]) == [specs[0]["trial_key"]]
+    assert set(RESULT_COLUMNS) <= set(table.columns)
+    assert not watch.poll()  # nothing new: nothing rewritten
+    watch.failed(specs[1]["trial_key"], "RayTaskError: boom", "t2")
+    table = pd.read_csv(sweep.sweep_dir / "results.csv")
+    assert sorted(table["status"]) == ["failed", "ok"]
+    assert "boom" in table.set_index("trial_key").loc[specs[1]["trial_key"], "error"]
+
+
+def test_a_trial_that_finished_its_run_but_not_in_tune_is_reported_and_does_not_hold_the_end(
+    tmp_path,
+):
+    """The last defence against a hang inside Ray: the row is in the table, the driver says so
+    after the grace period, and once every trial has its row the sweep may end."""
+    now = [0.0]
+    said = []
+    sweep = SweepConfig(depths=[1, 2], flops=[1e10], storage=str(tmp_path), train=TrainConfig())
+    specs = plan(sweep, GPT2_DATA)
+    a, b = (s["trial_key"] for s in specs)
+    watch = SweepWatch(sweep, specs, 30, clock=lambda: now[0], say=lambda t, **k: said.append(t))
+    write_row(sweep.sweep_dir / "runs" / a, _row(specs[0]))
+    watch.poll()
+    watch.completed(a)  # Tune completed a: never stuck
+    write_row(sweep.sweep_dir / "runs" / b, _row(specs[1]))
+    watch.poll()
+    now[0] = 29.0
+    assert watch.stuck() == [] and not watch.all_done_but_stuck()
+    now[0] = 31.0
+    assert watch.stuck() == [b] and watch.all_done_but_stuck()
+    assert len(said) == 1 and b in said[0] and "has not completed it" in said[0]
+    watch.stuck()
+    assert len(said) == 1  # said once
+    table = pd.read_csv(sweep.sweep_dir / "results.csv")
+    assert sorted(table["trial_key"]) == sorted([a, b])
+
+
+def test_the_sweep_does_not_end_early_while_a_trial_has_no_row(tmp_path):
+    now = [0.0]
+    sweep = SweepConfig(depths=[1, 2], flops=[1e10], storage=str(tmp_path), train=TrainConfig())
+    specs = plan(sweep, GPT2_DATA)
+    watch = SweepWatch(sweep, specs, 30, clock=lambda: now[0], say=lambda t, **k: None)
+    write_row(sweep.sweep_dir / "runs" / specs[0]["trial_key"], _row(specs[0]))
+    watch.poll()
+    now[0] = 1000.0
+    assert watch.stuck() == [specs[0]["trial_key"]]
+    assert not watch.all_done_but_stuck()  # the other trial is still running: keep waiting
+
+
+def test_progress_moves_with_each_logged_step(tmp_path):
     """The driver reads the newest logged step of a running trial from its metrics.jsonl."""
-    import json
-
     from nanogpt.sweep.results import progress_table, tail_metrics
 
     sweep = SweepConfig(depths=[6], flops=[1e18], storage=str(tmp_path), train=TrainConfig())
-    key = trial_key(6, 1e18, 0)
+    specs = plan(sweep, GPT2_DATA)
+    key = specs[0]["trial_key"]
     run_dir = sweep.sweep_dir / "runs" / key
     assert tail_metrics(run_dir) is None  # not started yet
     run_dir.mkdir(parents=True)
     lines = [{"step": s, "train_loss": 5.0 - s / 100, "tokens_per_s": 1e6} for s in (10, 20)]
     text = "\n".join(json.dumps(x) for x in lines) + "\n" + '{"step": 30, "train_lo'  # mid-write
     (run_dir / "metrics.jsonl").write_text(text)
-    record = tail_metrics(run_dir)
-    assert record["step"] == 20 and record["train_loss"] == pytest.approx(4.8)
+    watch = SweepWatch(sweep, specs, 60)
+    watch.state[key] = "starting"
+    watch.poll()
+    assert watch.state[key] == "running" and watch.latest[key]["step"] == 20
     assert tail_metrics(run_dir, max_bytes=90)["step"] == 20  # a window that starts mid-line
-    table = progress_table(sweep, {key: record}, {key: "running"}, {})
-    row = next(line for line in table.splitlines() if line.startswith(key))
-    planned = grid(sweep)[0]["steps"]
+    row = next(line for line in watch.table().splitlines() if line.startswith(key))
+    planned = specs[0]["steps_planned"]
     assert f"20/{planned}" in row and "4.800" in row and "1,000,000" in row
     assert row.endswith("running")
     eta = (planned - 20) * sweep.train.total_batch_size / 1e6
     assert f"{eta:.0f}s" in row
-    starting = progress_table(sweep, {}, {key: "starting"}, {})
+    starting = progress_table(specs, 1, {}, {key: "starting"}, {})
     assert next(x for x in starting.splitlines() if x.startswith(key)).endswith("starting")
 
 
-def test_the_command_line_dry_run_with_no_arguments_is_the_embedded_grid():
-    out = subprocess.run(
-        [sys.executable, "sweeps/isoflop.py", "--dry-run"], cwd=REPO, capture_output=True,
-        text=True, timeout=120,
-    )  # fmt: skip
+def test_the_command_line_dry_runs(tmp_path):
+    env = {**os.environ, "NANOGPT_DATA_DIR": str(tmp_path / "data")}
+    run = dict(cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    out = subprocess.run([sys.executable, "sweeps/isoflop.py", "--dry-run"], **run)
     assert out.returncode == 0, out.stderr
     assert "embedded default" in out.stdout and "sweep 'embedded'" in out.stdout
+    assert "(bytes tokens, vocabulary 259)" in out.stdout  # prepared on the spot, offline
+    seed = subprocess.run(
+        [sys.executable, "sweeps/isoflop.py", "--depths", "6..14", "--flops", "1e18..6e18",
+         "--dry-run"], **run,
+    )  # fmt: skip
+    assert seed.returncode == 0, seed.stderr
+    assert "NOT PREPARED: run `python data/fineweb_edu/prepare.py` first" in seed.stdout
+    assert seed.stdout.count("bracket: budget") == 3 and "| epochs |" in seed.stdout
+    wrong = subprocess.run([sys.executable, "sweeps/isoflop.py", "--depths", "6"], **run)
+    assert wrong.returncode == 2 and "--depths and --flops go together" in wrong.stderr
 
 
-def tiny_train(tmp_path: Path, corpus: Path) -> TrainConfig:
+# --- real Ray ---------------------------------------------------------------------------------------
+
+
+def tiny_train(corpus: Path) -> TrainConfig:
     return TrainConfig(
+        aspect_ratio=8,
+        head_dim=8,
         seq_len=32,
         total_batch_size=128,
         device_batch_size=4,
@@ -156,26 +249,55 @@ def tiny_train(tmp_path: Path, corpus: Path) -> TrainConfig:
 def corpus(tmp_path_factory) -> Path:
     from nanogpt.data import ensure_shakespeare
 
-    return ensure_shakespeare(tmp_path_factory.mktemp("data") / "shakespeare")
+    return ensure_shakespeare(tmp_path_factory.mktemp("data") / "shakespeare_bytes", "bytes")
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_many_tiny_trials_never_hang_and_each_reports_to_tune_once(tmp_path, corpus):
+    """Regression: in Ray 2.60 a Tune trial that forwarded Train's results through
+    TuneReportCallback and also returned a value could deadlock at its end (seen as one trial
+    in twelve of the embedded demo). Many short trials, each evaluating and reporting often,
+    through the real trial function: the sweep ends within its time limit, and Tune recorded
+    exactly one result per trial (the returned row), so nothing can race it."""
+    script = """
+import json, sys
+from nanogpt.config import TrainConfig
+from nanogpt.sweep import SweepConfig, run_sweep
+train = TrainConfig(**json.loads(sys.argv[1]))
+sweep = SweepConfig(depths=[1, 2], flops=[4e8, 6e8, 8e8, 1e9], name="many",
+                    storage=sys.argv[2], train=train, analyze=False)
+out = run_sweep(sweep)
+print("REPORTS", json.dumps(out["tune_reports"]))
+"""
+    import dataclasses
+
+    train = dataclasses.replace(tiny_train(corpus), eval_every=2, save_every=2, log_every=1)
+    out = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(dataclasses.asdict(train)), str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    reports = json.loads(out.stdout.split("REPORTS", 1)[1])
+    assert len(reports) == 8 and set(reports.values()) == {1}, reports
+    table = pd.read_csv(tmp_path / "many" / "results.csv")
+    assert len(table) == 8 and (table["status"] == "ok").all()
 
 
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_grid_with_a_diverging_and_a_crashing_trial(tmp_path, corpus):
     """2 x 2 grid: one trial gets a NaN (ends early as diverged, not retried); one trial's
-    worker is killed mid-run (Ray Train restarts it and it resumes from its checkpoint). One
-    trial more than fits is started ahead (the standby path: the slot board, a trial waiting
-    for resources past Train's default start timeout's reach, slots released on every end)."""
-    budgets = [4e10, 8e10]
-    diverging, crashing = trial_key(1, 8e10, 0), trial_key(2, 8e10, 0)
+    worker is killed mid-run (Ray Train restarts it and it resumes from its checkpoint)."""
+    budgets = [2e9, 4e9]
+    diverging, crashing = trial_key(1, 4e9, 0), trial_key(2, 4e9, 0)
     sweep = SweepConfig(
         depths=[1, 2],
         flops=budgets,
         name="grid",
         storage=str(tmp_path / "store"),
-        train=tiny_train(tmp_path, corpus),
+        train=tiny_train(corpus),
         analyze=False,
-        prefetch_trials=1,
         trial_overrides={
             diverging: {"debug_nan_at_step": 5},
             crashing: {"debug_crash_at_step": 8},
@@ -189,10 +311,12 @@ def test_a_grid_with_a_diverging_and_a_crashing_trial(tmp_path, corpus):
     assert rows[diverging]["status"] == "diverged"
     assert rows[diverging]["steps"] < rows[diverging]["steps_planned"]
     for key, row in rows.items():
+        assert row["tokenizer"] == "bytes" and row["dataset"] == str(corpus.resolve())
         if key != diverging:
             assert row["status"] == "ok", row
             assert row["steps"] == row["steps_planned"] > 0
             assert row["final_val_loss"] > 0 and row["tokens"] > 0
+            assert 0 < row["epochs"] < 1
     run_dir = sweep.sweep_dir / "runs" / crashing
     assert (run_dir / ".crashed_at_8").exists(), "the worker was never killed"
     assert "resume: continuing from" in (run_dir / "train.log").read_text()
@@ -200,7 +324,6 @@ def test_a_grid_with_a_diverging_and_a_crashing_trial(tmp_path, corpus):
     diverged_log = (sweep.sweep_dir / "runs" / diverging / "train.log").read_text()
     assert diverged_log.count("nanogpt train:") == 1
     assert out["rows"] and Path(out["results"]).is_file()
-    assert out["prefetch"] == 1 and all(r["slot_wait_s"] >= 0 for r in rows.values())
     assert all(0 <= r["trial_imports_s"] < r["trial_wall_s"] for r in rows.values())
 
 
@@ -209,40 +332,72 @@ def test_a_grid_with_a_diverging_and_a_crashing_trial(tmp_path, corpus):
 def test_a_killed_driver_resumes_without_repeating_finished_trials(tmp_path, corpus):
     storage = tmp_path / "store"
     cmd = [
-        sys.executable, "sweeps/isoflop.py", "--depths", "1,2", "--flops", "6e10",
+        sys.executable, "sweeps/isoflop.py", "--depths", "1,2", "--flops", "3e9",
         "--name", "resumable", "--storage", str(storage), "--max-concurrent", "1",
-        "--no-analyze", "--data", str(corpus), "--seq-len", "32", "--total-batch-size", "128",
-        "--device-batch-size", "4", "--warmup-steps", "2", "--eval-every", "1000",
-        "--eval-tokens", "256", "--save-every", "4", "--log-every", "4",
+        "--no-analyze", "--data", str(corpus), "--aspect-ratio", "8", "--head-dim", "8",
+        "--seq-len", "32", "--total-batch-size", "128", "--device-batch-size", "4",
+        "--warmup-steps", "2", "--eval-every", "1000", "--eval-tokens", "256",
+        "--save-every", "4", "--log-every", "4",
     ]  # fmt: skip
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    results = storage / "resumable" / "results.csv"
+    runs = storage / "resumable" / "runs"
     driver = subprocess.Popen(
         cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )  # fmt: skip
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline and not (results.exists() and len(pd.read_csv(results)) >= 1):
+        deadline = time.time() + 600
+        while time.time() < deadline and not list(runs.glob("*/row.json")):
             assert driver.poll() is None, "the sweep ended before it could be interrupted"
             time.sleep(0.5)
-        assert results.exists(), "no trial finished in time"
+        assert list(runs.glob("*/row.json")), "no trial finished in time"
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
         driver.wait()
-    first = pd.read_csv(results)
-    assert len(first) == 1
-    done_key = first["trial_key"][0]
-    done_metrics = (storage / "resumable" / "runs" / done_key / "metrics.jsonl").read_text()
+    finished = [p.parent.name for p in runs.glob("*/row.json")]
+    assert len(finished) == 1
+    done_key = finished[0]
+    done_metrics = (runs / done_key / "metrics.jsonl").read_text()
 
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "pass --resume" in again.stderr  # no silent restart
     finish = subprocess.run(
         [*cmd, "--resume"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
     )
     assert finish.returncode == 0, finish.stdout[-3000:] + finish.stderr[-3000:]
-    table = pd.read_csv(results)
-    assert sorted(table["trial_key"]) == sorted([trial_key(1, 6e10, 0), trial_key(2, 6e10, 0)])
+    assert "1 already finished" in finish.stdout
+    table = pd.read_csv(storage / "resumable" / "results.csv")
+    assert sorted(table["trial_key"]) == sorted([trial_key(1, 3e9, 0), trial_key(2, 3e9, 0)])
     assert (table["status"] == "ok").all()
     assert (table["steps"] == table["steps_planned"]).all()
     # the finished trial was not run again: its metrics are exactly as they were
-    again = (storage / "resumable" / "runs" / done_key / "metrics.jsonl").read_text()
-    assert again == done_metrics
+    assert (runs / done_key / "metrics.jsonl").read_text() == done_metrics
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_sweep_on_an_existing_two_node_cluster_uses_both_nodes(tmp_path, corpus):
+    """--address: the sweep joins a running cluster (here Ray's own two-node test cluster on
+    this machine, one CPU per node) and Ray places the two trials one per node."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    try:
+        sweep = SweepConfig(
+            depths=[1, 2],
+            flops=[2e9],
+            name="two-nodes",
+            storage=str(tmp_path / "store"),
+            address=cluster.address,
+            train=tiny_train(corpus),
+            analyze=False,
+        )
+        out = run_sweep(sweep)
+    finally:
+        cluster.shutdown()
+    table = pd.read_csv(sweep.sweep_dir / "results.csv")
+    assert len(table) == 2 and (table["status"] == "ok").all()
+    assert table["node_id"].nunique() == 2, table["node_id"]
+    assert out["concurrent"] == 2

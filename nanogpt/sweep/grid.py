@@ -1,5 +1,6 @@
-"""The grid of a sweep: parsing ``--depths`` and ``--flops``, the sweep's settings
-(``SweepConfig``), every trial's shape, tokens and steps, and the dry run that prices them.
+"""The grid of a sweep: parsing ``--depths``, ``--flops`` and ``--grid``, the sweep's settings
+(``SweepConfig``), the dataset it trains on, every trial's shape, tokens, steps and epochs, and
+the dry run that prices them and checks that each budget's depths bracket its optimum.
 """
 
 from __future__ import annotations
@@ -14,14 +15,20 @@ from nanogpt.config import TrainConfig
 
 # MFU of the whole training step at each DEPTH on one H200 (bf16, torch.compile, 1024 context,
 # 32 sequences per step, MuonAdamW included): DEPTH 6-14 measured with
-# benchmarks/train_throughput.py on 2026-11-30 (docs/benchmarks.md); DEPTH 2 and 4 are the
-# figures for a plain GPT in ../shared/DESIGN.md. The dry run turns these into an estimated time
-# per trial; --throughput overrides them with your own measurement.
+# benchmarks/train_throughput.py on 2026-11-30 (docs/benchmarks.md); DEPTH 2 and 4 are figures
+# for a plain GPT at those sizes. The dry run turns these into an estimated time per trial;
+# --throughput overrides them with your own measurement.
 MEASURED_H200_MFU = {2: 0.16, 4: 0.27, 6: 0.329, 8: 0.376, 10: 0.391, 12: 0.413, 14: 0.410}
 H200_PEAK_BF16 = 989e12
+# A trial that would see its training data more often than this is refused unless the sweep
+# allows repeats: a repeated corpus measures memorisation, not the scaling of a fresh stream.
+MAX_EPOCHS = 1.2
+# Chinchilla's compute-optimal ratio, about 20 tokens per parameter (Hoffmann et al. 2022,
+# arXiv:2203.15556, Table 3), for the dry run's bracket check when no earlier fit is given.
+CHINCHILLA_TOKENS_PER_PARAM = 20.0
 
 
-# --- the grid ---------------------------------------------------------------------------------
+# --- parsing ----------------------------------------------------------------------------------
 
 
 def parse_depths(text: str) -> list[int]:
@@ -65,34 +72,122 @@ def parse_flops(text: str, num: int = 3) -> list[float]:
     return sorted(set(budgets))
 
 
+def parse_grid(text: str) -> dict[float, list[int]]:
+    """``2e11:1..4;6e11:2..5``: each budget with its own depths (a grid need not be a rectangle:
+    each budget's sizes sit around its own optimum)."""
+    grid: dict[float, list[int]] = {}
+    for part in text.split(";"):
+        if not part.strip():
+            continue
+        budget, sep, depths = part.partition(":")
+        if not sep:
+            raise ValueError(
+                f"--grid {text!r}: expected BUDGET:DEPTHS;BUDGET:DEPTHS, e.g. 2e11:1..4"
+            )
+        grid[parse_flops(budget.strip())[0]] = parse_depths(depths.strip())
+    if not grid:
+        raise ValueError(f"--grid {text!r}: no budgets")
+    return dict(sorted(grid.items()))
+
+
 def trial_key(depth: int, flops_budget: float, seed: int) -> str:
     return f"d{depth:02d}_c{flops_budget:.3g}_s{seed}".replace("+", "")
 
 
+# --- the dataset a sweep trains on ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """What the grid needs to know about the training data."""
+
+    path: str  # the dataset directory (absolute)
+    tokenizer: str  # gpt2 or bytes, from its meta.json
+    vocab_size: int
+    train_tokens: int | None  # None: not prepared yet
+    prepare_command: str  # how to make it
+
+    @property
+    def prepared(self) -> bool:
+        return self.train_tokens is not None
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
+
+
+def describe_dataset(name_or_path: str) -> Dataset:
+    """The dataset behind ``--data``, prepared or not (the dry run prices a grid either way)."""
+    from nanogpt import data as data_mod
+
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if not path.is_absolute() and "/" not in text and not path.is_dir():
+        path = data_mod.data_root() / text
+    path = path.resolve()
+    command = data_mod.prepare_command(path)
+    try:
+        data_mod.resolve_data_dir(path)
+        tokenizer, vocab = data_mod.dataset_tokenizer(path)
+        tokens = data_mod.count_tokens(path, "train")
+    except FileNotFoundError:
+        from nanogpt.tokenizer import BYTE_N_VOCAB, N_VOCAB
+
+        tokens = None  # priced as it will be once prepared
+        tokenizer, vocab = (
+            ("bytes", BYTE_N_VOCAB) if path.name.endswith("_bytes") else ("gpt2", N_VOCAB)
+        )
+    return Dataset(str(path), tokenizer, vocab, tokens, command)
+
+
+# --- the sweep's settings ---------------------------------------------------------------------------
+
+
 @dataclass
 class SweepConfig:
-    depths: list[int]
-    flops: list[float]
+    depths: list[int] = field(default_factory=list)  # with flops: every depth at every budget
+    flops: list[float] = field(default_factory=list)
+    # Each budget with its own depths; when given, depths x flops is not used
+    depths_by_budget: dict[float, list[int]] | None = None
     seeds: list[int] = field(default_factory=lambda: [0])
     name: str = "isoflop"
     storage: str = "sweeps_out"  # a directory; or a URI for Ray's storage (see docs)
     address: str | None = None  # an existing Ray cluster; None starts a local one
-    gpus_per_trial: int = 1
-    trials_per_gpu: int = 1
+    gpus_per_trial: int = 1  # GPUs (= Ray Train workers) per trial
+    trials_per_gpu: int = 1  # pack this many trials onto one GPU (fractional GPU resources)
     cpus_per_trial: int = 1  # CPU-only clusters: one gloo worker per trial, with this many CPUs
-    max_concurrent: int = 0  # 0: as many as the cluster's resources allow (+ prefetch_trials)
-    # Trials started beyond what the resources fit: their Ray start-up (trial actor, Train
-    # controller) runs while other trials train, and they take the next free slot. None: two
-    # per GPU on a GPU cluster, 0 on CPUs (where start-up would steal the trainers' cores).
-    prefetch_trials: int | None = None
+    max_concurrent: int = 0  # 0: as many as the cluster's resources hold
     resume: bool = False
+    allow_repeat: bool = False  # let trials see their training data more than MAX_EPOCHS times
     max_worker_restarts: int = 2  # Ray Train FailureConfig: worker-group restarts per trial
     max_trial_retries: int = 1  # Ray Tune FailureConfig: retries of a failed trial
+    # A trial whose run has finished (its row is written) but that Tune has not completed after
+    # this long is reported, and once every trial has its row the sweep ends without waiting.
+    stuck_grace_s: float = 120.0
     analyze: bool = True  # fit scaling laws and draw plots at the end
     train: TrainConfig = field(default_factory=TrainConfig)
     # Per-trial changes to the training config, keyed by trial_key (tests use this to plant
     # a divergence or a crash in one trial); not part of the swept values.
     trial_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.depths_by_budget is None:
+            self.depths_by_budget = {b: sorted(self.depths) for b in sorted(self.flops)}
+        if not self.depths_by_budget or not all(self.depths_by_budget.values()):
+            raise ValueError("the sweep has no trials: give --depths and --flops, or --grid")
+        if self.trials_per_gpu < 1 or self.gpus_per_trial < 1 or self.cpus_per_trial < 1:
+            raise ValueError("--trials-per-gpu, --gpus-per-trial and --cpus-per-trial must be >= 1")
+
+    @property
+    def points(self) -> list[tuple[int, float, int]]:
+        """Every trial as (depth, budget, seed), budgets first."""
+        assert self.depths_by_budget is not None
+        return [
+            (depth, budget, seed)
+            for budget, depths in sorted(self.depths_by_budget.items())
+            for depth in depths
+            for seed in self.seeds
+        ]
 
     @property
     def sweep_dir(self) -> Path:
@@ -105,34 +200,77 @@ class SweepConfig:
         return self.storage if "://" in self.storage else str(Path(self.storage).resolve())
 
 
-def grid(sweep: SweepConfig) -> list[dict[str, Any]]:
-    """Every trial: shape, parameters, tokens, steps, tokens per parameter."""
-    rows = []
-    for depth in sweep.depths:
-        for budget in sweep.flops:
-            for seed in sweep.seeds:
-                shape = scaling.shape_for_depth(depth, seq_len=sweep.train.seq_len)
-                counts = scaling.param_counts(shape)
-                per_token = scaling.flops_per_token(shape)
-                steps = int(budget // (per_token * sweep.train.total_batch_size))
-                tokens = steps * sweep.train.total_batch_size
-                rows.append(
-                    {
-                        "trial_key": trial_key(depth, budget, seed),
-                        "depth": depth,
-                        "flops_budget": budget,
-                        "seed": seed,
-                        "n_layer": shape.n_layer,
-                        "n_embd": shape.n_embd,
-                        "n_head": shape.n_head,
-                        **counts,
-                        "flops_per_token": per_token,
-                        "steps": steps,
-                        "tokens": tokens,
-                        "tokens_per_param": tokens / counts["params_scaling"],
-                    }
-                )
-    return rows
+# --- every trial of the grid ---------------------------------------------------------------------
+
+
+def trial_spec(
+    depth: int,
+    budget: float,
+    seed: int,
+    train: TrainConfig,
+    vocab_size: int,
+    train_tokens: int | None,
+) -> dict[str, Any]:
+    """One trial as planned: shape, parameter counts, steps, tokens, epochs."""
+    shape = scaling.shape_for_depth(
+        depth, train.seq_len, vocab_size, train.aspect_ratio, train.head_dim
+    )
+    counts = scaling.param_counts(shape)
+    per_token = scaling.flops_per_token(shape)
+    steps = int(budget // (per_token * train.total_batch_size))
+    tokens = steps * train.total_batch_size
+    return {
+        "trial_key": trial_key(depth, budget, seed),
+        "depth": depth,
+        "flops_budget": budget,
+        "seed": seed,
+        "n_layer": shape.n_layer,
+        "n_embd": shape.n_embd,
+        "n_head": shape.n_head,
+        **counts,
+        "flops_per_token": per_token,
+        "steps_planned": steps,
+        "tokens_planned": tokens,
+        "tokens_per_param": tokens / counts["params_scaling"],
+        "epochs_planned": tokens / train_tokens if train_tokens else None,
+    }
+
+
+def plan(sweep: SweepConfig, dataset: Dataset) -> list[dict[str, Any]]:
+    """Every trial of the sweep, planned against its dataset."""
+    return [
+        trial_spec(d, c, s, sweep.train, dataset.vocab_size, dataset.train_tokens)
+        for d, c, s in sweep.points
+    ]
+
+
+def check_plan(sweep: SweepConfig, dataset: Dataset, rows: list[dict[str, Any]]) -> None:
+    """Refuse a grid that cannot run as asked, before anything starts."""
+    if not dataset.prepared:
+        raise FileNotFoundError(
+            f"the sweep trains on {dataset.path}, which is not prepared; run "
+            f"`{dataset.prepare_command}` first (or pass --data)"
+        )
+    for r in rows:
+        if r["steps_planned"] < 1:
+            raise ValueError(
+                f"trial {r['trial_key']}: a budget of {r['flops_budget']:.3g} FLOPs is too small "
+                f"for one step of {sweep.train.total_batch_size:,} tokens at DEPTH {r['depth']}; "
+                "raise the budget or lower --total-batch-size"
+            )
+    repeating = [r for r in rows if (r["epochs_planned"] or 0) > MAX_EPOCHS]
+    if repeating and not sweep.allow_repeat:
+        worst = max(repeating, key=lambda r: r["epochs_planned"])
+        raise ValueError(
+            f"{len(repeating)} of {len(rows)} trials would repeat their data more than "
+            f"{MAX_EPOCHS} times (the most: {worst['trial_key']}, {worst['epochs_planned']:.1f} "
+            f"epochs of the {human(dataset.train_tokens or 0)} training tokens in "
+            f"{dataset.path}); use a bigger dataset (FineWeb-Edu: python "
+            "data/fineweb_edu/prepare.py), smaller budgets, or pass --allow-repeat"
+        )
+
+
+# --- the dry run ----------------------------------------------------------------------------------
 
 
 def human(x: float) -> str:
@@ -154,16 +292,70 @@ def estimated_mfu(depth: int) -> float:
     return points[-1][1]
 
 
-def dry_run(sweep: SweepConfig, throughput: dict[int, float] | None = None) -> str:
-    """The grid as a table, with the time each trial should take on one H200."""
-    rows = grid(sweep)
+def optimal_depth(
+    budget: float, train: TrainConfig, vocab_size: int, tokens_per_param: float
+) -> int:
+    """The DEPTH whose run at ``budget`` comes closest to ``tokens_per_param`` (log scale)."""
+    best, best_gap = 1, math.inf
+    for depth in range(1, 129):
+        spec = trial_spec(depth, budget, 0, train, vocab_size, None)
+        if spec["tokens_planned"] <= 0:
+            break
+        gap = abs(math.log(spec["tokens_per_param"] / tokens_per_param))
+        if gap < best_gap:
+            best, best_gap = depth, gap
+    return best
+
+
+def bracket_check(
+    sweep: SweepConfig, dataset: Dataset, tokens_per_param: float = CHINCHILLA_TOKENS_PER_PARAM
+) -> list[str]:
+    """Per budget: do its depths bracket the compute-optimal size, and which would."""
+    assert sweep.depths_by_budget is not None
+    lines = []
+    for budget, depths in sorted(sweep.depths_by_budget.items()):
+        best = optimal_depth(budget, sweep.train, dataset.vocab_size, tokens_per_param)
+        inside = min(depths) < best < max(depths)
+        suggestion = f"{max(1, best - 2)}..{best + 2}"
+        verdict = (
+            "brackets it"
+            if inside
+            else f"does NOT bracket it (all {'smaller' if max(depths) <= best else 'larger'}"
+            f" or at the edge); try depths {suggestion}"
+        )
+        lines.append(
+            f"budget {budget:.3g}: optimum near DEPTH {best} by ~{tokens_per_param:g} tokens per "
+            f"parameter; depths {min(depths)}..{max(depths)} {verdict}"
+        )
+    return lines
+
+
+def dry_run(
+    sweep: SweepConfig,
+    dataset: Dataset,
+    throughput: dict[int, float] | None = None,
+    tokens_per_param: float = CHINCHILLA_TOKENS_PER_PARAM,
+) -> str:
+    """The grid as a table: shapes, data, epochs, the time each trial should take on one H200,
+    and whether each budget's depths bracket its compute-optimal size."""
+    rows = plan(sweep, dataset)
+    budgets = sweep.depths_by_budget or {}
+    data_line = (
+        f"data: {dataset.path} ({dataset.tokenizer} tokens, vocabulary {dataset.vocab_size:,}); "
+        + (
+            f"{dataset.train_tokens:,} training tokens"
+            if dataset.prepared
+            else f"NOT PREPARED: run `{dataset.prepare_command}` first"
+        )
+    )
     lines = [
-        f"sweep {sweep.name!r}: {len(rows)} trials ({len(sweep.depths)} depths x "
-        f"{len(sweep.flops)} budgets x {len(sweep.seeds)} seed(s)); "
-        f"{sweep.train.total_batch_size:,} tokens per step, context {sweep.train.seq_len}",
+        f"sweep {sweep.name!r}: {len(rows)} trials ({len(budgets)} budgets, "
+        f"{len(sweep.seeds)} seed(s)); {sweep.train.total_batch_size:,} tokens per step, context "
+        f"{sweep.train.seq_len}, width {sweep.train.aspect_ratio} x DEPTH",
+        data_line,
         "| trial | depth | width | params_scaling | budget | steps | tokens | tokens/param "
-        "| est. H200 tok/s | est. GPU-hours |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| epochs | est. H200 tok/s | est. GPU-hours |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     total_hours = 0.0
     problems = []
@@ -172,18 +364,29 @@ def dry_run(sweep: SweepConfig, throughput: dict[int, float] | None = None) -> s
             tok_s = throughput[r["depth"]]
         else:
             tok_s = estimated_mfu(r["depth"]) * H200_PEAK_BF16 / r["flops_per_token"]
-        hours = r["tokens"] / tok_s / 3600 if tok_s else math.nan
+        hours = r["tokens_planned"] / tok_s / 3600 if tok_s else math.nan
         total_hours += hours
-        if r["steps"] < 1:
+        if r["steps_planned"] < 1:
             problems.append(f"{r['trial_key']}: the budget is too small for one step")
+        epochs = r["epochs_planned"]
         lines.append(
             f"| {r['trial_key']} | {r['depth']} | {r['n_embd']} | {human(r['params_scaling'])} "
-            f"| {r['flops_budget']:.3g} | {r['steps']:,} | {human(r['tokens'])} "
-            f"| {r['tokens_per_param']:.3g} | {human(tok_s)} | {hours:.3g} |"
+            f"| {r['flops_budget']:.3g} | {r['steps_planned']:,} | {human(r['tokens_planned'])} "
+            f"| {r['tokens_per_param']:.3g} | {'?' if epochs is None else f'{epochs:.3g}'} "
+            f"| {human(tok_s)} | {hours:.3g} |"
         )
     lines.append(
         f"total: about {total_hours:,.3g} H200-hours of training (plus ~20 s of Ray start-up per "
         f"trial); the estimate uses measured MFU by DEPTH on one H200 (docs/benchmarks.md)"
     )
+    repeating = [r for r in rows if (r["epochs_planned"] or 0) > MAX_EPOCHS]
+    if repeating:
+        problems.append(
+            f"{len(repeating)} trials would see their data more than {MAX_EPOCHS} times; the "
+            "sweep refuses to run them without --allow-repeat"
+        )
+    if not dataset.prepared:
+        problems.append(f"the data is not prepared: `{dataset.prepare_command}`")
+    lines += [f"bracket: {line}" for line in bracket_check(sweep, dataset, tokens_per_param)]
     lines += [f"warning: {p}" for p in problems]
     return "\n".join(lines)

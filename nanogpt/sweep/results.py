@@ -1,5 +1,9 @@
-"""The results table: its columns, writing and reading it (parquet + csv, atomically), the row of
-a failed trial, and the live progress table printed while trials run.
+"""The results table: its columns, the one function that builds a trial's row, each trial's row
+file (written atomically in its run directory), the table as the merge of those files (parquet +
+csv, atomically), and the live progress table printed while trials run.
+
+The row files are the truth: the table is rebuilt from them, so it is complete whatever Ray
+reports, and a trial that finished its run is in the table even if Tune never completes it.
 """
 
 from __future__ import annotations
@@ -10,31 +14,78 @@ import os
 from pathlib import Path
 from typing import Any
 
-from nanogpt import scaling
-from nanogpt.sweep.grid import SweepConfig, grid, trial_key
+ROW_FILE = "row.json"
 
 RESULT_COLUMNS = [
     "depth", "flops_budget", "seed", "n_layer", "n_embd", "n_head", "params_total",
-    "params_nonembedding", "params_scaling", "tokens", "steps", "flops_per_token",
+    "params_nonembedding", "params_scaling", "tokens", "steps", "epochs", "flops_per_token",
     "final_train_loss", "final_val_loss", "val_bpb", "status", "wall_s", "tokens_per_s", "mfu",
-    "gpu", "trial_id", "checkpoint",
+    "gpu", "tokenizer", "dataset", "trial_id", "checkpoint", "core",
 ]  # fmt: skip
 EXTRA_COLUMNS = [
-    "trial_key", "steps_planned", "flops", "seq_len", "total_batch_size", "run_dir",
+    "trial_key", "steps_planned", "flops", "seq_len", "total_batch_size", "run_dir", "error",
+    "node_id",  # the Ray node its first worker ran on
     "trial_wall_s",  # the whole trial: Ray Train start-up and teardown + training (wall_s)
     "ray_startup_s",  # trial start until the worker function runs (controller, workers, PG)
     "ray_teardown_s",  # worker function returned until fit() returned
     "setup_s",  # inside train(): model, data and validation batches before the first step
-    "slot_wait_s",  # a trial started ahead: its workers up, waiting for a GPU slot
     "trial_started_at",  # Unix time the trial function started (the sweep's timeline)
     "trial_imports_s",  # the trial function's imports (Ray Train, torch) before it starts
 ]  # fmt: skip
 
 
-# --- the results table ----------------------------------------------------------------------------
+# --- one trial's row --------------------------------------------------------------------------------
 
 
-def write_results(rows: list[dict[str, Any]], sweep_dir: Path) -> Path:
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def trial_row(spec: dict[str, Any], outcome: dict[str, Any]) -> dict[str, Any]:
+    """A trial's row: its plan (``grid.trial_spec``) and what happened (``train()``'s summary
+    and the trial's timings, or a failure's status and error). The one place a row is built."""
+    row = {k: v for k, v in spec.items() if k in RESULT_COLUMNS + EXTRA_COLUMNS}
+    row.update({k: v for k, v in outcome.items() if k in RESULT_COLUMNS + EXTRA_COLUMNS})
+    row.setdefault("steps", 0 if outcome.get("status") == "failed" else None)
+    return {k: _json_safe(v) for k, v in row.items()}
+
+
+def write_row(run_dir: Path, row: dict[str, Any]) -> Path:
+    """The row file of one trial, written to a temporary name and renamed."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / ROW_FILE
+    tmp = path.with_name(f".{ROW_FILE}.{os.getpid()}.partial")
+    tmp.write_text(json.dumps(row, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_row(run_dir: Path) -> dict[str, Any] | None:
+    """A trial's row, or None while it has none (or its file cannot be read)."""
+    try:
+        return json.loads((run_dir / ROW_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# --- the table ----------------------------------------------------------------------------------------
+
+
+def collect_rows(sweep_dir: Path, keys: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Every trial row under ``sweep_dir/runs`` (only ``keys`` if given), by trial key."""
+    runs = sweep_dir / "runs"
+    dirs = [runs / k for k in keys] if keys is not None else sorted(runs.glob("*"))
+    rows = {}
+    for run_dir in dirs:
+        row = read_row(run_dir)
+        if row is not None:
+            rows[run_dir.name] = row
+    return rows
+
+
+def write_table(rows: list[dict[str, Any]], sweep_dir: Path) -> Path:
     """results.parquet and results.csv, each written to a temporary name and renamed."""
     import pandas as pd
 
@@ -43,7 +94,9 @@ def write_results(rows: list[dict[str, Any]], sweep_dir: Path) -> Path:
     for column in columns:
         if column not in frame:
             frame[column] = None
-    frame = frame[columns].sort_values(["flops_budget", "depth", "seed"], kind="stable")
+    frame = frame[columns]
+    if len(frame):
+        frame = frame.sort_values(["flops_budget", "depth", "seed"], kind="stable")
     sweep_dir.mkdir(parents=True, exist_ok=True)
     parquet, csv = sweep_dir / "results.parquet", sweep_dir / "results.csv"
     frame.to_parquet(parquet.with_name("results.parquet.partial"), index=False)
@@ -66,31 +119,15 @@ def read_results(sweep_dir: Path) -> list[dict[str, Any]]:
     ]
 
 
-def failed_row(params: dict[str, Any], sweep: SweepConfig, trial_id: str, error: str) -> dict:
-    depth, budget, seed = int(params["depth"]), float(params["flops_budget"]), int(params["seed"])
-    shape = scaling.shape_for_depth(depth, seq_len=sweep.train.seq_len)
-    return {
-        **scaling.param_counts(shape),
-        "trial_key": trial_key(depth, budget, seed),
-        "depth": depth,
-        "flops_budget": budget,
-        "seed": seed,
-        "n_layer": shape.n_layer,
-        "n_embd": shape.n_embd,
-        "n_head": shape.n_head,
-        "flops_per_token": scaling.flops_per_token(shape),
-        "status": "failed",
-        "trial_id": trial_id,
-        "error": error[-500:],
-    }
+# --- progress while trials run --------------------------------------------------------------------
 
 
 def tail_metrics(run_dir: Path, max_bytes: int = 16384) -> dict[str, Any] | None:
     """The newest training-step record of a run's ``metrics.jsonl`` (None if there is none yet).
 
     Reads only the end of the file, so the driver can poll every running trial cheaply; this is
-    how the progress table moves between the (rare) evaluations that reach Tune. Needs the run
-    directory to be visible to the driver (one node, or shared storage).
+    how the progress table follows trials, which report nothing to Tune until they end. Needs
+    the run directory to be visible to the driver (one node, or shared storage).
     """
     path = Path(run_dir) / "metrics.jsonl"
     try:
@@ -112,30 +149,31 @@ def tail_metrics(run_dir: Path, max_bytes: int = 16384) -> dict[str, Any] | None
 
 
 def progress_table(
-    sweep: SweepConfig,
+    specs: list[dict[str, Any]],
+    tokens_per_step: int,
     latest: dict[str, dict[str, Any]],
     state: dict[str, str],
     rows: dict[str, dict[str, Any]],
 ) -> str:
     lines = [f"{'trial':<22} {'depth':>5} {'budget':>8} {'step':>13} {'loss':>7} "
              f"{'tok/s':>10} {'ETA':>7}  status"]  # fmt: skip
-    for spec in grid(sweep):
+    for spec in specs:
         key = spec["trial_key"]
         m = latest.get(key, {})
         done = rows.get(key)
         status = done.get("status", "ok") if done else state.get(key, "pending")
         step = (done or m).get("step") or (done or {}).get("steps") or 0
-        planned = spec["steps"]
+        planned = spec["steps_planned"]
         loss = (done or {}).get("final_train_loss") or m.get("train_loss")
         tok_s = (done or m).get("tokens_per_s") or 0.0
         eta = ""
         if not done and tok_s and step:
-            eta = f"{(planned - step) * sweep.train.total_batch_size / tok_s:.0f}s"
+            eta = f"{(planned - step) * tokens_per_step / tok_s:.0f}s"
         lines.append(
             f"{key:<22} {spec['depth']:>5} {spec['flops_budget']:>8.2g} "
             f"{f'{step}/{planned}':>13} {f'{loss:.3f}' if loss else '':>7} "
             f"{f'{tok_s:,.0f}' if tok_s else '':>10} {eta:>7}  {status}"
         )
-    finished = sum(1 for k in rows if rows[k].get("status"))
-    lines.append(f"{finished}/{len(grid(sweep))} trials finished")
+    finished = sum(1 for s in specs if s["trial_key"] in rows)
+    lines.append(f"{finished}/{len(specs)} trials finished")
     return "\n".join(lines)

@@ -1,13 +1,15 @@
-"""The driver: run (or resume) a sweep with Ray Tune, keep the results table current as trials
-finish, then fit the scaling laws and draw the plots (``analyze``); ``clean_sweep`` for
---fresh. Ray is imported inside the functions only.
+"""The driver, top to bottom: grid -> trials (Ray Tune, one Ray Train job each) -> rows (one file
+per trial) -> table (their merge) -> fits -> plots. Ray is imported inside the functions only.
+
+``run_sweep`` plans the grid against its dataset and refuses what cannot run (data not prepared,
+a budget too small for one step, trials that would repeat their data) before Ray starts. Tune
+then runs every trial that has no finished row yet: that is also how ``--resume`` works, with
+no Tune experiment state to restore (a trial resumes its own training from its checkpoint).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import os
 import shutil
 import sys
@@ -15,153 +17,241 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nanogpt.sweep.grid import SweepConfig, grid, trial_key
-from nanogpt.sweep.ray_trial import trial_function
+from nanogpt.sweep.grid import Dataset, SweepConfig, check_plan, describe_dataset, plan
+from nanogpt.sweep.ray_trial import TrialSettings, gpu_share, trial_function
 from nanogpt.sweep.results import (
-    EXTRA_COLUMNS,
-    RESULT_COLUMNS,
-    failed_row,
+    collect_rows,
     progress_table,
-    read_results,
     tail_metrics,
-    write_results,
+    trial_row,
+    write_row,
+    write_table,
 )
-from nanogpt.sweep.slots import release_slot, start_board
 
-# --- the driver: progress table and results as trials finish -------------------------------------
+FINISHED = ("ok", "diverged")  # a trial with a row of this status is not run again
 
 
-def _make_callback(sweep: SweepConfig, rows: dict[str, dict[str, Any]]):
+# --- the driver's view of running trials -------------------------------------------------------
+
+
+class SweepWatch:
+    """What the driver knows of each trial: its state, its newest logged step, and its row.
+
+    It rewrites the results table whenever a new row file appears, so the table is complete
+    whatever Tune reports; and it notices a trial whose run has finished (its row is written)
+    but that Tune has not completed ``grace_s`` later. That should not happen (a trial reports
+    to Tune once, when it returns), but if Ray ever hangs there, the driver says so and, once
+    every trial has its row, ends the sweep instead of waiting (``all_done_but_stuck``).
+    """
+
+    def __init__(
+        self,
+        sweep: SweepConfig,
+        specs: list[dict[str, Any]],
+        grace_s: float,
+        clock=time.monotonic,
+        say=print,
+    ) -> None:
+        self.sweep, self.specs, self.grace_s, self.clock, self.say = (
+            sweep,
+            specs,
+            grace_s,
+            clock,
+            say,
+        )
+        self.keys = [s["trial_key"] for s in specs]
+        self.state: dict[str, str] = {}
+        self.latest: dict[str, dict[str, Any]] = {}
+        self.rows = collect_rows(sweep.sweep_dir, self.keys)
+        self.row_seen_at: dict[str, float] = {}
+        self.warned: set[str] = set()
+        self.tune_done: set[str] = set()
+
+    def poll(self) -> bool:
+        """Read new progress and new rows; rewrite the table if a row appeared. True if it did."""
+        runs = self.sweep.sweep_dir / "runs"
+        new_row = False
+        for key in self.keys:
+            if self.state.get(key) in ("starting", "running"):
+                record = tail_metrics(runs / key)
+                if record is not None:
+                    self.latest[key] = record
+                    self.state[key] = "running"
+        fresh = collect_rows(self.sweep.sweep_dir, self.keys)
+        now = self.clock()
+        for key, row in fresh.items():
+            if self.rows.get(key) != row:
+                new_row = True
+            if key not in self.tune_done:
+                self.row_seen_at.setdefault(key, now)
+        self.rows = fresh
+        if new_row:
+            self.write_table()
+        return new_row
+
+    def stuck(self) -> list[str]:
+        """Trials with a row that Tune has not completed within the grace period (warned once)."""
+        now = self.clock()
+        late = [
+            k
+            for k, seen in self.row_seen_at.items()
+            if k not in self.tune_done and now - seen > self.grace_s
+        ]
+        for key in late:
+            if key not in self.warned:
+                self.warned.add(key)
+                self.say(
+                    f"warning: trial {key} finished its run {now - self.row_seen_at[key]:.0f} s ago "
+                    "(its row is written and in the results table) but Ray Tune has not "
+                    "completed it; once every trial has its row the sweep ends without it",
+                    flush=True,
+                )
+        return late
+
+    def all_done_but_stuck(self) -> bool:
+        """Every trial has its row, and those Tune has not completed are past the grace period."""
+        if any(k not in self.rows for k in self.keys):
+            return False
+        waiting = [k for k in self.keys if k not in self.tune_done]
+        return bool(waiting) and set(waiting) <= set(self.stuck())
+
+    def completed(self, key: str) -> None:
+        self.tune_done.add(key)
+        self.row_seen_at.pop(key, None)
+        self.poll()
+        self.state[key] = self.rows.get(key, {}).get("status", "ok")
+
+    def failed(self, key: str, error: str, trial_id: str) -> None:
+        """Tune gave up on a trial (after its retries): a row saying so, unless it has one."""
+        self.tune_done.add(key)
+        self.row_seen_at.pop(key, None)
+        if key not in collect_rows(self.sweep.sweep_dir, [key]):
+            spec = next(s for s in self.specs if s["trial_key"] == key)
+            row = trial_row(spec, {"status": "failed", "trial_id": trial_id, "error": error[-500:]})
+            write_row(self.sweep.sweep_dir / "runs" / key, row)
+        self.poll()
+        self.state[key] = "failed"
+
+    def write_table(self) -> Path:
+        return write_table(
+            [self.rows[k] for k in self.keys if k in self.rows], self.sweep.sweep_dir
+        )
+
+    def table(self) -> str:
+        return progress_table(
+            self.specs, self.sweep.train.total_batch_size, self.latest, self.state, self.rows
+        )
+
+
+def _point_key(trial) -> str:
+    from nanogpt.sweep.grid import trial_key
+
+    p = trial.config["point"]
+    return trial_key(int(p["depth"]), float(p["flops_budget"]), int(p["seed"]))
+
+
+def _tune_hooks(watch: SweepWatch):
+    """Tune's callback (progress, rows, the table) and a stopper for the last-defence end."""
     from ray.tune import Callback
+    from ray.tune.stopper import Stopper
 
     class SweepProgress(Callback):
-        """Keeps the results table current and prints a live progress table."""
-
         def __init__(self) -> None:
-            self.latest: dict[str, dict[str, Any]] = {}
-            self.state: dict[str, str] = {}
             self.last_print = 0.0
-            self.tty = sys.stdout.isatty()
-
-        def _key(self, trial) -> str:
-            c = trial.config
-            return trial_key(int(c["depth"]), float(c["flops_budget"]), int(c["seed"]))
+            self.period_s = 2.0 if sys.stdout.isatty() else 15.0
 
         def on_trial_start(self, iteration, trials, trial, **info):
-            self.state[self._key(trial)] = "starting"  # Ray Train's start-up, then "running"
-            self._print(trials)
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            key = self._key(trial)
-            if "step" in result:
-                self.latest[key] = dict(result)
-                self.state[key] = "running"
-            self._print(trials)
+            watch.state[_point_key(trial)] = "starting"  # Ray Train's start-up, then "running"
 
         def on_step_end(self, iteration, trials, **info):
-            self._print(trials)  # throttled; moves the table between Tune results
-
-        def _poll_run_dirs(self) -> None:
-            """Newer progress from the running trials' metrics.jsonl (every logged step)."""
-            for key, state in self.state.items():
-                if state not in ("starting", "standby", "running"):
-                    continue
-                if (sweep.sweep_dir / "runs" / key / ".standby").exists():
-                    self.state[key] = "standby"  # started ahead: up, waiting for a GPU slot
-                    continue
-                record = tail_metrics(sweep.sweep_dir / "runs" / key)
-                if record is None:
-                    continue
-                if record.get("step", 0) > self.latest.get(key, {}).get("step", 0):
-                    self.latest[key] = record
-                self.state[key] = "running"
+            now = time.time()
+            if now - self.last_print >= self.period_s:
+                self.last_print = now
+                watch.poll()
+                watch.stuck()
+                print(watch.table(), flush=True)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            key = self._key(trial)
-            result = dict(trial.last_result or {})
-            row = {k: v for k, v in result.items() if k in RESULT_COLUMNS + EXTRA_COLUMNS}
-            row.setdefault("trial_id", trial.trial_id)
-            rows[key] = row
-            self.state[key] = row.get("status", "ok")
-            write_results(list(rows.values()), sweep.sweep_dir)
-            self._print(trials, force=True)
+            watch.completed(_point_key(trial))
+            print(watch.table(), flush=True)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            key = self._key(trial)
-            error = str(getattr(trial, "error_msg", "") or "see the trial's error.txt")
-            rows[key] = failed_row(trial.config, sweep, trial.trial_id, error)
-            self.state[key] = "failed"
-            write_results(list(rows.values()), sweep.sweep_dir)
-            # A trial whose process died could not give its GPU slot back; a retry asks again.
-            release_slot(sweep.name, key)
-            self._print(trials, force=True)
+            where = getattr(trial, "path", None)
+            error = f"the trial raised on every try; its traceback: {where}/error.txt"
+            watch.failed(_point_key(trial), error, trial.trial_id)
+            print(watch.table(), flush=True)
 
-        def _print(self, trials, force: bool = False) -> None:
-            now = time.time()
-            if not force and now - self.last_print < (2.0 if self.tty else 15.0):
-                return
-            self.last_print = now
-            self._poll_run_dirs()
-            print(progress_table(sweep, self.latest, self.state, rows), flush=True)
+    class EndWhenEveryRowIsIn(Stopper):
+        def __call__(self, trial_id, result):
+            return False
 
-    return SweepProgress()
+        def stop_all(self):
+            return watch.all_done_but_stuck()
+
+    return SweepProgress(), EndWhenEveryRowIsIn()
+
+
+# --- run a sweep ------------------------------------------------------------------------------------
+
+
+def sweep_dataset(sweep: SweepConfig) -> Dataset:
+    """The dataset a sweep trains on: --data, or FineWeb-Edu (the embedded grid sets its own)."""
+    return describe_dataset(sweep.train.data or "fineweb_edu")
 
 
 def _capacity(sweep: SweepConfig, resources: dict[str, float], use_gpu: bool) -> int:
+    """Trials that fit on the cluster at once (Tune's max_concurrent_trials)."""
     if use_gpu:
-        return max(1, int(resources.get("GPU", 0) * sweep.trials_per_gpu // sweep.gpus_per_trial))
-    return max(1, int(resources.get("CPU", 1) // sweep.cpus_per_trial))
+        fits = int(resources.get("GPU", 0) * sweep.trials_per_gpu // sweep.gpus_per_trial)
+    else:
+        fits = int(resources.get("CPU", 1) // sweep.cpus_per_trial)
+    fits = max(1, fits)
+    return min(fits, sweep.max_concurrent) if sweep.max_concurrent > 0 else fits
 
 
-def _prefetch(sweep: SweepConfig, resources: dict[str, float], use_gpu: bool) -> int:
-    """Trials to run ahead of a free slot (see SweepConfig.prefetch_trials)."""
-    if sweep.prefetch_trials is not None:
-        if sweep.prefetch_trials < 0:
-            raise ValueError(f"--prefetch-trials {sweep.prefetch_trials}: must be >= 0")
-        return sweep.prefetch_trials
-    return 2 * max(1, int(resources.get("GPU", 0)) // sweep.gpus_per_trial) if use_gpu else 0
-
-
-def _gpu_shares(sweep: SweepConfig, resources: dict[str, float], ahead: int) -> int:
-    """Trials that fit on one GPU at once: the K that train (--trials-per-gpu) plus this GPU's
-    part of the trials started ahead, which wait on the slot board with their workers up."""
-    gpus = max(1, int(resources.get("GPU", 0)))
-    return sweep.trials_per_gpu + math.ceil(ahead * sweep.gpus_per_trial / gpus)
+def _remaining(sweep: SweepConfig, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trials still to run: all of them, or with --resume those without a finished row."""
+    rows = collect_rows(sweep.sweep_dir, [s["trial_key"] for s in specs])
+    if rows and not sweep.resume:
+        raise FileExistsError(
+            f"{sweep.sweep_dir} already holds {len(rows)} trial rows of a sweep named "
+            f"{sweep.name!r}; pass --resume to continue it, --fresh to start it again, or --name "
+            "to start another"
+        )
+    todo = []
+    for spec in specs:
+        row = rows.get(spec["trial_key"])
+        if row is not None and row.get("status") in FINISHED:
+            continue
+        if row is not None:  # failed or stopped: it runs again, resuming from its checkpoint
+            (sweep.sweep_dir / "runs" / spec["trial_key"] / "row.json").unlink()
+        todo.append(spec)
+    return todo
 
 
 def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
     """Run (or resume) the sweep; returns the results rows and where things were written."""
+    import dataclasses
+
     import ray
     from ray import tune
 
-    from nanogpt import data as data_mod
-
-    sweep_dir = sweep.sweep_dir
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    train_cfg = sweep.train
-    if train_cfg.data is None:
-        train_cfg = dataclasses.replace(train_cfg, data=str(data_mod.ensure_shakespeare()))
-    else:
-        train_cfg = dataclasses.replace(
-            train_cfg, data=str(data_mod.resolve_data_dir(train_cfg.data).resolve())
-        )
-    for spec in grid(sweep):
-        if spec["steps"] < 1:
-            raise ValueError(
-                f"trial {spec['trial_key']}: a budget of {spec['flops_budget']:.3g} FLOPs is too "
-                f"small for one step of {sweep.train.total_batch_size:,} tokens at DEPTH "
-                f"{spec['depth']}; raise the budget or lower --total-batch-size"
-            )
-
+    dataset = sweep_dataset(sweep)
+    specs = plan(sweep, dataset)
+    check_plan(sweep, dataset, specs)  # before Ray: a grid that cannot run stops here
+    todo = _remaining(sweep, specs)
+    print(
+        f"sweep {sweep.name!r}: {len(specs)} trials on {dataset.path} ({dataset.tokenizer}, "
+        f"{dataset.train_tokens:,} training tokens)"
+        + (f"; {len(specs) - len(todo)} already finished" if len(todo) < len(specs) else ""),
+        flush=True,
+    )
     env_vars = {
         # Workers report every evaluation; poll them quickly rather than every 2 s.
         "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get(
             "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25"
         ),
-        "WANDB_MODE": os.environ.get("WANDB_MODE", train_cfg.wandb),
-        "PYTHONPATH": os.pathsep.join(
-            p for p in (str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")) if p
-        ),
+        "WANDB_MODE": os.environ.get("WANDB_MODE", sweep.train.wandb),
     }
     started_here = not ray.is_initialized()
     init_started = time.time()
@@ -174,118 +264,99 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
             logging_level="WARNING",
         )
     ray_init_s = time.time() - init_started
+    watch = SweepWatch(sweep, specs, sweep.stuck_grace_s)
+    wall, concurrent = 0.0, 0
+    tune_reports: dict[str, int] = {}
     try:
         resources = ray.cluster_resources()
         use_gpu = resources.get("GPU", 0) > 0
-        capacity = _capacity(sweep, resources, use_gpu)
-        ahead = _prefetch(sweep, resources, use_gpu)
-        concurrent = min(sweep.max_concurrent or capacity + ahead, capacity + ahead)
-        dashboard = ray.get_runtime_context().dashboard_url if hasattr(
-            ray.get_runtime_context(), "dashboard_url") else None  # fmt: skip
+        concurrent = _capacity(sweep, resources, use_gpu)
         print(
-            f"sweep {sweep.name!r} in {sweep_dir}: {len(grid(sweep))} trials, up to "
-            f"{min(concurrent, capacity)} training at a time"
-            + (f" and {concurrent - capacity} starting ahead" if concurrent > capacity else "")
-            + f" ({'GPU' if use_gpu else 'CPU'}: {resources.get('GPU', 0):g} GPUs, "
-            f"{resources.get('CPU', 0):g} CPUs)"
-            + (f"; Ray dashboard at http://{dashboard}" if dashboard else ""),
+            f"{len(todo)} to run, up to {concurrent} at a time "
+            f"({'GPU' if use_gpu else 'CPU'}: {resources.get('GPU', 0):g} GPUs, "
+            f"{resources.get('CPU', 0):g} CPUs"
+            + (f", {sweep.trials_per_gpu} trials per GPU" if use_gpu else "")
+            + ")",
             flush=True,
         )
-        settings = {
-            "name": sweep.name,
-            "train": dataclasses.asdict(train_cfg),
-            "runs_dir": str(sweep_dir / "runs"),
-            "ray_storage": sweep.ray_storage,
-            "use_gpu": use_gpu,
-            "gpus_per_trial": sweep.gpus_per_trial,
-            "cpus_per_trial": sweep.cpus_per_trial,
-            "max_worker_restarts": sweep.max_worker_restarts,
-            "trial_overrides": sweep.trial_overrides,
-            # Trials started ahead wait with their workers up, on a board of GPU slots (on CPUs
-            # there are no GPU slots: Ray holds a trial back until a CPU is free)
-            "standby": sweep.name if concurrent > capacity else None,
-            # Each GPU fits its K training trials and its share of those started ahead
-            "gpu_shares": _gpu_shares(sweep, resources, concurrent - capacity) if use_gpu else None,
-        }
-        if settings["standby"]:
-            board = start_board(sweep.name, sweep.trials_per_gpu)  # noqa: F841 (lives with us)
-        # The trial function holds no CPU or GPU: the TorchTrainer's workers hold the real
-        # resources, and max_concurrent_trials keeps Tune from queueing more than fit. Tune
-        # refuses an empty request, so it asks for a little memory instead; even 0.01 CPU
-        # would leave N trials of N CPUs one CPU short, and the last trial's worker would wait
-        # for another trial to finish (or for Train's 60 s start timeout, then a retry).
-        trainable = tune.with_resources(
-            tune.with_parameters(trial_function, sweep_settings=settings),
-            {"CPU": 0, "memory": 64 * 2**20},
+        settings = TrialSettings(
+            sweep_name=sweep.name,
+            train=dataclasses.replace(sweep.train, data=dataset.path),
+            vocab_size=dataset.vocab_size,
+            train_tokens=dataset.train_tokens or 0,
+            runs_dir=str(sweep.sweep_dir / "runs"),
+            ray_storage=sweep.ray_storage,
+            use_gpu=use_gpu,
+            gpus_per_trial=sweep.gpus_per_trial,
+            gpu_per_worker=gpu_share(sweep.trials_per_gpu),
+            cpus_per_trial=sweep.cpus_per_trial,
+            max_worker_restarts=sweep.max_worker_restarts,
+            trial_overrides=dict(sweep.trial_overrides),
         )
-        rows = {r["trial_key"]: r for r in read_results(sweep_dir) if r.get("trial_key")}
-        callback = _make_callback(sweep, rows)
-        experiment = Path(sweep.ray_storage) / f"{sweep.name}-tune"
-        if sweep.resume and tune.Tuner.can_restore(str(experiment)):
-            print(f"resuming the sweep from {experiment}", flush=True)
-            tuner = tune.Tuner.restore(
-                str(experiment), trainable, resume_unfinished=True, resume_errored=True
+        started = time.time()
+        if todo:
+            progress, stopper = _tune_hooks(watch)
+            # The trial function holds no CPU or GPU: the TorchTrainer's workers hold the real
+            # resources, and max_concurrent_trials keeps Tune from starting more than fit. Tune
+            # refuses an empty request, so it asks for a little memory instead.
+            trainable = tune.with_resources(
+                tune.with_parameters(trial_function, settings=settings),
+                {"CPU": 0, "memory": 64 * 2**20},
             )
-            # restore() keeps the original run config; attach this driver's callback
-            tuner._local_tuner._run_config.callbacks = [callback]  # noqa: SLF001
-        else:
-            if experiment.exists() and not sweep.resume and "://" not in sweep.ray_storage:
-                raise FileExistsError(
-                    f"{experiment} already holds a sweep named {sweep.name!r}; pass --resume to "
-                    "continue it, or --name to start another"
-                )
+            points = [
+                {"depth": s["depth"], "flops_budget": s["flops_budget"], "seed": s["seed"]}
+                for s in todo
+            ]
             tuner = tune.Tuner(
                 trainable,
-                param_space={
-                    "depth": tune.grid_search(sweep.depths),
-                    "flops_budget": tune.grid_search(sweep.flops),
-                    "seed": tune.grid_search(sweep.seeds),
-                },
-                # Reusing the trial processes: the next trial starts ~0.1 s after one completes
-                # instead of after a new process has started and imported Ray Train and torch
-                # (3.7 s on the 2-core CPU, ~10 s on an H200 host).
-                tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=True),
+                param_space={"point": tune.grid_search(points)},
+                # reuse_actors stays at Ray's default (off for function trials): a fresh trial
+                # process per trial costs ~4 s, under 1% of a GPU trial (docs/README_SWEEPS.md).
+                tune_config=tune.TuneConfig(max_concurrent_trials=concurrent),
                 run_config=tune.RunConfig(
-                    name=f"{sweep.name}-tune",
+                    name=f"{sweep.name}-tune-{time.strftime('%Y%m%d-%H%M%S')}",
                     storage_path=sweep.ray_storage,
                     failure_config=tune.FailureConfig(max_failures=sweep.max_trial_retries),
-                    callbacks=[callback],
+                    callbacks=[progress],
+                    stop=stopper,
                     verbose=0,
                 ),
             )
-        started = time.time()
-        results = tuner.fit()
-        for result in results:
-            if result.metrics and result.metrics.get("trial_key"):
-                key = result.metrics["trial_key"]
-                row = {
-                    k: v for k, v in result.metrics.items() if k in RESULT_COLUMNS + EXTRA_COLUMNS
-                }
-                rows[key] = {**rows.get(key, {}), **row}
-        table_path = write_results(list(rows.values()), sweep_dir)
+            results = tuner.fit()
+            # How many results Tune recorded per trial: one each (the returned row), by design.
+            for result in results:
+                key = result.metrics.get("trial_key") if result.metrics else None
+                if key is not None and result.metrics_dataframe is not None:
+                    tune_reports[key] = len(result.metrics_dataframe)
         wall = time.time() - started
     finally:
         shutdown_started = time.time()
         if started_here:
             ray.shutdown()
         ray_shutdown_s = time.time() - shutdown_started
-    statuses = {}
-    for row in rows.values():
+    watch.poll()
+    for key in watch.keys:
+        if key not in watch.rows:  # Tune never ran or reported it (e.g. the driver was stopped)
+            print(f"warning: trial {key} has no row; run the sweep again with --resume", flush=True)
+    table_path = watch.write_table()
+    rows = list(watch.rows.values())
+    statuses: dict[str, int] = {}
+    for row in rows:
         statuses[row.get("status")] = statuses.get(row.get("status"), 0) + 1
     print(
         f"sweep done in {wall:.0f}s: {statuses}; results: {table_path} (+ results.csv)", flush=True
     )
     outputs: dict[str, Any] = {
         "results": str(table_path),
-        "rows": list(rows.values()),
+        "rows": rows,
         "wall_s": wall,
-        "slots": capacity,
-        "prefetch": concurrent - capacity,
+        "concurrent": concurrent,
+        "tune_reports": tune_reports,
         "ray_init_s": ray_init_s,
         "ray_shutdown_s": ray_shutdown_s,
     }
     if sweep.analyze:
-        outputs.update(analyze(sweep_dir))
+        outputs.update(analyze(sweep.sweep_dir))
     return outputs
 
 
@@ -344,7 +415,7 @@ def analyze(sweep_dir: Path, n_bootstrap: int = 200) -> dict[str, Any]:
 
 
 def clean_sweep(sweep: SweepConfig) -> None:
-    """Remove a sweep's directory and Ray experiment (for --fresh)."""
+    """Remove a sweep's directory and its Ray experiments (for --fresh)."""
     shutil.rmtree(sweep.sweep_dir, ignore_errors=True)
     if "://" not in sweep.ray_storage:
         for child in Path(sweep.ray_storage).glob(f"{sweep.name}-*"):
