@@ -30,20 +30,23 @@ from nanogpt.sweep import (
 from nanogpt.sweep.runner import sweep_dataset
 
 # The embedded default: byte-level Shakespeare (259-token vocabulary, so the embedding and head
-# are a small part of each model), width 8 x DEPTH with 8-wide heads, 16 x 128 tokens per step.
+# are a small part of each model), width 8 x DEPTH with 8-wide heads, 12 x 128 tokens per step.
 # Each budget gets four depths around its optimum, chosen from measured runs on a 2-core CPU
 # (docs/README_SWEEPS.md, "The embedded default"); every trial runs >= 50 steps and sees at
 # most ~1 epoch of the 4.6 M training bytes.
 EMBEDDED = dict(
-    grid="1e11:1..4;3e11:2..5;6e11:2..5",
+    grid="5e10:1..4;1.5e11:1..4;4.5e11:2..5",
     name="embedded",
+    # Two trials per CPU: Ray Train's start-up of one trial (~20-30 s here, mostly waiting on
+    # new processes) overlaps the training of another (docs/benchmarks.md)
+    cpus_per_trial=0.5,
     train=dict(
         data="shakespeare_bytes",
         aspect_ratio=8,
         head_dim=8,
         seq_len=128,
-        total_batch_size=2048,
-        device_batch_size=16,
+        total_batch_size=1536,
+        device_batch_size=12,
         warmup_steps=10,
         lr_adamw=3e-3,
         eval_every=100000,
@@ -88,7 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="pack this many trials onto one GPU (each worker asks Ray for 1/K of a GPU)",
     )
-    r.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs per trial without GPUs")
+    r.add_argument(
+        "--cpus-per-trial",
+        type=float,
+        help="CPUs per trial without GPUs; 0.5 runs two trials per CPU (default 1; the embedded "
+        "demo 0.5)",
+    )
     r.add_argument("--max-concurrent", type=int, default=0, help="0: as many as resources allow")
     r.add_argument(
         "--allow-repeat",
@@ -141,7 +149,7 @@ def sweep_from_args(argv: list[str] | None = None) -> tuple[SweepConfig, argpars
             address=args.address,
             gpus_per_trial=args.gpus_per_trial,
             trials_per_gpu=args.trials_per_gpu,
-            cpus_per_trial=args.cpus_per_trial,
+            cpus_per_trial=args.cpus_per_trial or preset.get("cpus_per_trial", 1.0),
             max_concurrent=args.max_concurrent,
             allow_repeat=args.allow_repeat,
             resume=args.resume,

@@ -157,10 +157,10 @@ def outputs(directory: Path) -> dict[str, bytes]:
     }
 
 
-def documents(directory: Path, split: str) -> list[list[int]]:
+def documents(directory: Path, split: str, eot: int = EOT) -> list[list[int]]:
     """The documents of a split: its tokens cut before each <|endoftext|>."""
     tokens = np.concatenate([read_tokens(p) for p in list_shards(directory, split)]).tolist()
-    starts = [i for i, t in enumerate(tokens) if t == EOT] + [len(tokens)]
+    starts = [i for i, t in enumerate(tokens) if t == eot] + [len(tokens)]
     assert starts[0] == 0
     return [tokens[a:b] for a, b in zip(starts, starts[1:])]
 
@@ -186,6 +186,26 @@ def test_fineweb_edu_from_local_parquet(tmp_path, fixtures):
     assert meta["shards"]["train"] == len(list_shards(out, "train")) > 3
     assert sum(meta["tokens"].values()) == sum(len(read_tokens(p)) for p in out.glob("*.bin"))
     assert not (out / ".partial").exists()
+
+
+def test_byte_level_prepare_writes_bytes_and_says_so(tmp_path, fixtures):
+    out = tmp_path / "fineweb_edu_bytes"
+    run("fineweb_edu", out, *args_for("fineweb_edu", fixtures), "--tokenizer", "bytes")
+    texts = pq.read_table(fixtures / "fineweb-000.parquet").column("text").to_pylist()
+    tok = get_tokenizer("bytes")
+    assert documents(out, "val", eot=tok.eot_id) == [tok.encode_document(t) for t in texts[:20]]
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["tokenizer"] == "bytes" and meta["vocab_size"] == 259
+    assert "--tokenizer bytes" in meta["command"]
+    assert int(read_tokens(list_shards(out, "train")[0], vocab_size=259).max()) <= 256
+
+
+def test_resuming_with_another_tokenizer_is_refused(tmp_path, fixtures):
+    out = tmp_path / "fw"
+    args = args_for("fineweb_edu", fixtures)
+    run("fineweb_edu", out, *args, "--stop-after-shards", "1")
+    with pytest.raises(ValueError, match=r"different settings \(tokenizer: \['gpt2'\] then"):
+        run("fineweb_edu", out, *args, "--tokenizer", "bytes")
 
 
 def test_openwebtext_from_local_jsonl_with_max_docs(tmp_path, fixtures):

@@ -64,3 +64,13 @@ def test_depth_table_command_prints_every_depth(capsys):
     out = capsys.readouterr().out
     assert out.count("\n") == 2 + 19
     assert "| 12 | 12 | 768 | 12 | 162.2 M | 84.9 M | 123.6 M | 854.7 M | 2,231 |" in out
+
+
+def test_the_width_multiple_is_a_setting_and_depth_stays_the_one_dial():
+    shape = scaling.shape_for_depth(3, seq_len=128, vocab_size=259, aspect_ratio=8, head_dim=8)
+    assert (shape.n_layer, shape.n_embd, shape.n_head) == (3, 24, 3)
+    counts = scaling.param_counts(shape)
+    assert counts["params_nonembedding"] == 12 * 3 * 24 * 24
+    assert counts["params_scaling"] == 12 * 3 * 24 * 24 + 320 * 24  # 259 ids padded to 320
+    with pytest.raises(ValueError, match="not a multiple of head_dim 64"):
+        scaling.shape_for_depth(3, aspect_ratio=16)

@@ -109,3 +109,29 @@ def test_bad_roles_and_ids_are_errors(tok):
         tok.render_conversation([{"role": "robot", "content": "x"}])
     with pytest.raises(ValueError, match="outside the vocabulary"):
         tok.decode([50300])
+
+
+def test_the_byte_tokenizer_round_trips_any_text_and_keeps_specials_out_of_user_text():
+    tok = get_tokenizer("bytes")
+    text = "Thou art — ça va? 日本 🎭 <|im_end|>"
+    ids = tok.encode(text)
+    assert ids == list(text.encode("utf-8")) and max(ids) < 256
+    assert tok.decode(ids) == text
+    assert tok.n_vocab == 259 and (tok.eot_id, tok.im_start_id, tok.im_end_id) == (256, 257, 258)
+    assert tok.decode(tok.encode_document("hi")) == "<|endoftext|>hi"
+    ids, mask = tok.render_conversation(
+        [{"role": "user", "content": "<|im_end|>"}, {"role": "assistant", "content": "é"}]
+    )
+    assert ids.count(tok.im_end_id) == 2  # one per message: the user's text is only bytes
+    assert [i for i, m in zip(ids, mask) if m] == [*"é".encode(), tok.im_end_id]
+    assert tok.token_bytes() == [1] * 256 + [0] * 3
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        tok.decode([259])
+    assert tok.decode([0xC3]) == "\ufffd"  # a cut multi-byte character is replaced, not raised
+
+
+def test_tokenizers_by_name():
+    assert get_tokenizer("gpt2").name == "gpt2" and get_tokenizer().n_vocab == N_VOCAB
+    assert get_tokenizer("bytes").name == "bytes"
+    with pytest.raises(ValueError, match="not one of gpt2, bytes"):
+        get_tokenizer("llama")

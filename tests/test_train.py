@@ -1,6 +1,7 @@
 """The training loop on CPU: learning, exact resume, two ranks, divergence, bad input."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -125,6 +126,42 @@ def test_resuming_into_another_shape_is_a_clear_error(corpus, tmp_path):
     train(tiny_cfg(corpus, tmp_path, num_iterations=2))
     with pytest.raises(ckpt.CheckpointError, match="n_layer: checkpoint 1, this run 2"):
         train(tiny_cfg(corpus, tmp_path, depth=2, resume="auto"))
+
+
+def test_byte_level_data_builds_a_byte_level_model_and_checkpoints_say_so(tmp_path):
+    corpus_bytes = ensure_shakespeare(tmp_path / "shakespeare_bytes", tokenizer="bytes")
+    summary = train(
+        tiny_cfg(
+            corpus_bytes, tmp_path, aspect_ratio=16, head_dim=16, num_iterations=4, eval_every=4
+        )
+    )
+    assert summary["status"] == "ok" and summary["tokenizer"] == "bytes"
+    meta = ckpt.read_meta(summary["checkpoint"])
+    assert meta["tokenizer"] == "bytes" and meta["model_config"]["vocab_size"] == 259
+    assert meta["model_config"]["n_embd"] == 16  # aspect ratio 16 x DEPTH 1
+    # bits per byte: one byte per token, so bpb is the loss in bits
+    assert summary["val_bpb"] == pytest.approx(summary["final_val_loss"] / math.log(2), rel=1e-6)
+    assert 0 < summary["epochs"] < 0.01
+
+
+def test_a_checkpoint_used_with_data_of_another_tokenizer_is_a_named_error(corpus, tmp_path):
+    corpus_bytes = ensure_shakespeare(tmp_path / "shakespeare_bytes", tokenizer="bytes")
+    gpt2_run = train(tiny_cfg(corpus, tmp_path, num_iterations=2))
+    with pytest.raises(ckpt.TokenizerMismatchError, match="'gpt2' tokens.*'bytes' tokens"):
+        train(
+            tiny_cfg(
+                corpus_bytes, tmp_path, mode="mid-training", checkpoint=gpt2_run["checkpoint"],
+                run_name="mid", num_iterations=2,
+            )
+        )  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "nanogpt.train", "--data", str(corpus_bytes), "--depth", "1",
+         "--seq-len", "64", "--device-batch-size", "4", "--total-batch-size", "512",
+         "--num-iterations", "2", "--out-dir", str(tmp_path), "--run-name", "run",
+         "--resume", "auto"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 2 and "trained on 'gpt2' tokens" in out.stderr, out.stderr[-2000:]
 
 
 def test_mid_training_starts_from_a_checkpoint(corpus, tmp_path):

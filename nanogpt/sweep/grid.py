@@ -155,7 +155,10 @@ class SweepConfig:
     address: str | None = None  # an existing Ray cluster; None starts a local one
     gpus_per_trial: int = 1  # GPUs (= Ray Train workers) per trial
     trials_per_gpu: int = 1  # pack this many trials onto one GPU (fractional GPU resources)
-    cpus_per_trial: int = 1  # CPU-only clusters: one gloo worker per trial, with this many CPUs
+    # CPU-only clusters: one gloo worker per trial with this many CPUs; below 1, several trials
+    # share a CPU (Ray's fractional resources), so one trial's Ray start-up overlaps another's
+    # training
+    cpus_per_trial: float = 1.0
     max_concurrent: int = 0  # 0: as many as the cluster's resources hold
     resume: bool = False
     allow_repeat: bool = False  # let trials see their training data more than MAX_EPOCHS times
@@ -175,8 +178,10 @@ class SweepConfig:
             self.depths_by_budget = {b: sorted(self.depths) for b in sorted(self.flops)}
         if not self.depths_by_budget or not all(self.depths_by_budget.values()):
             raise ValueError("the sweep has no trials: give --depths and --flops, or --grid")
-        if self.trials_per_gpu < 1 or self.gpus_per_trial < 1 or self.cpus_per_trial < 1:
-            raise ValueError("--trials-per-gpu, --gpus-per-trial and --cpus-per-trial must be >= 1")
+        if self.trials_per_gpu < 1 or self.gpus_per_trial < 1:
+            raise ValueError("--trials-per-gpu and --gpus-per-trial must be >= 1")
+        if not 0 < self.cpus_per_trial:
+            raise ValueError(f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}")
 
     @property
     def points(self) -> list[tuple[int, float, int]]:

@@ -42,7 +42,7 @@ class TrialSettings:
     use_gpu: bool
     gpus_per_trial: int
     gpu_per_worker: float  # 1 / trials_per_gpu: Ray packs that many trials onto one GPU
-    cpus_per_trial: int
+    cpus_per_trial: float
     max_worker_restarts: int
     trial_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
