@@ -401,3 +401,44 @@ def test_a_sweep_on_an_existing_two_node_cluster_uses_both_nodes(tmp_path, corpu
     assert len(table) == 2 and (table["status"] == "ok").all()
     assert table["node_id"].nunique() == 2, table["node_id"]
     assert out["concurrent"] == 2
+
+
+def test_a_trial_gets_its_config_from_the_frozen_settings():
+    import dataclasses
+
+    from nanogpt.sweep import TrialSettings
+
+    settings = TrialSettings(
+        sweep_name="s", train=TrainConfig(data="/d"), vocab_size=259, train_tokens=10**6,
+        runs_dir="/runs", ray_storage="/ray", use_gpu=False, gpus_per_trial=1,
+        gpu_per_worker=1.0, cpus_per_trial=0.5, max_worker_restarts=2,
+        trial_overrides={"d02_c1e10_s0": {"debug_nan_at_step": 3, "debug_crash_at_step": 5}},
+    )  # fmt: skip
+    cfg = settings.trial_config(2, 1e10, 0)
+    assert (cfg.depth, cfg.target_flops, cfg.seed, cfg.num_iterations) == (2, 1e10, 0, 0)
+    assert (cfg.run_name, cfg.out_dir, cfg.resume, cfg.wandb_group) == (
+        "d02_c1e10_s0",
+        "/runs",
+        "auto",
+        "s",
+    )
+    assert cfg.debug_nan_at_step == 3  # the crash override goes to the worker, not the config
+    assert settings.trial_config(3, 1e10, 0).debug_nan_at_step == -1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.sweep_name = "other"  # type: ignore[misc]
+
+
+def test_tunes_hooks_pickle_without_the_drivers_watch(tmp_path):
+    """Tune saves its callbacks and stopper in its experiment state (cloudpickle); the watch
+    (which holds print, a clock and the table) stays with the driver."""
+    from ray import cloudpickle
+
+    from nanogpt.sweep.runner import _tune_hooks
+
+    sweep = SweepConfig(depths=[1], flops=[1e10], storage=str(tmp_path), train=TrainConfig())
+    watch = SweepWatch(sweep, plan(sweep, GPT2_DATA), 60, say=print)
+    progress, stopper = _tune_hooks(watch)
+    assert progress.watch is watch and stopper.watch is watch
+    restored = cloudpickle.loads(cloudpickle.dumps(stopper))
+    assert restored.watch is None and restored.stop_all() is False
+    assert cloudpickle.loads(cloudpickle.dumps(progress)).watch is None

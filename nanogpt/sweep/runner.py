@@ -156,44 +156,61 @@ def _point_key(trial) -> str:
 
 
 def _tune_hooks(watch: SweepWatch):
-    """Tune's callback (progress, rows, the table) and a stopper for the last-defence end."""
+    """Tune's callback (progress, rows, the table) and a stopper for the last-defence end.
+
+    Tune pickles both into its experiment state; the driver's watch stays out of the pickle
+    (``__getstate__``), since the sweep never restores Tune's state (``--resume`` reruns the
+    trials without a finished row instead).
+    """
     from ray.tune import Callback
     from ray.tune.stopper import Stopper
 
-    class SweepProgress(Callback):
-        def __init__(self) -> None:
-            self.last_print = 0.0
-            self.period_s = 2.0 if sys.stdout.isatty() else 15.0
+    class _HoldsWatch:
+        def __init__(self, watch: SweepWatch | None) -> None:
+            self.watch = watch
+
+        def __getstate__(self) -> dict:
+            return {}
+
+        def __setstate__(self, state: dict) -> None:
+            self.watch = None
+
+    class SweepProgress(_HoldsWatch, Callback):
+        last_print = 0.0
+        period_s = 2.0 if sys.stdout.isatty() else 15.0
 
         def on_trial_start(self, iteration, trials, trial, **info):
-            watch.state[_point_key(trial)] = "starting"  # Ray Train's start-up, then "running"
+            if self.watch is not None:  # Ray Train's start-up, then "running"
+                self.watch.state[_point_key(trial)] = "starting"
 
         def on_step_end(self, iteration, trials, **info):
             now = time.time()
-            if now - self.last_print >= self.period_s:
+            if self.watch is not None and now - self.last_print >= self.period_s:
                 self.last_print = now
-                watch.poll()
-                watch.stuck()
-                print(watch.table(), flush=True)
+                self.watch.poll()
+                self.watch.stuck()
+                print(self.watch.table(), flush=True)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            watch.completed(_point_key(trial))
-            print(watch.table(), flush=True)
+            if self.watch is not None:
+                self.watch.completed(_point_key(trial))
+                print(self.watch.table(), flush=True)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            where = getattr(trial, "path", None)
-            error = f"the trial raised on every try; its traceback: {where}/error.txt"
-            watch.failed(_point_key(trial), error, trial.trial_id)
-            print(watch.table(), flush=True)
+            if self.watch is not None:
+                where = getattr(trial, "path", None)
+                error = f"the trial raised on every try; its traceback: {where}/error.txt"
+                self.watch.failed(_point_key(trial), error, trial.trial_id)
+                print(self.watch.table(), flush=True)
 
-    class EndWhenEveryRowIsIn(Stopper):
+    class EndWhenEveryRowIsIn(_HoldsWatch, Stopper):
         def __call__(self, trial_id, result):
             return False
 
         def stop_all(self):
-            return watch.all_done_but_stuck()
+            return self.watch is not None and self.watch.all_done_but_stuck()
 
-    return SweepProgress(), EndWhenEveryRowIsIn()
+    return SweepProgress(watch), EndWhenEveryRowIsIn(watch)
 
 
 # --- run a sweep ------------------------------------------------------------------------------------
@@ -310,9 +327,11 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
                 tune.with_parameters(trial_function, settings=settings),
                 {"CPU": 0, "memory": 64 * 2**20},
             )
+            # Largest budgets first: Tune starts trials in this order, so the longest runs do
+            # not end up alone at the end of the sweep while the other slots sit idle.
             points = [
                 {"depth": s["depth"], "flops_budget": s["flops_budget"], "seed": s["seed"]}
-                for s in todo
+                for s in sorted(todo, key=lambda s: -s["flops_budget"])
             ]
             tuner = tune.Tuner(
                 trainable,
