@@ -442,3 +442,20 @@ def test_tunes_hooks_pickle_without_the_drivers_watch(tmp_path):
     restored = cloudpickle.loads(cloudpickle.dumps(stopper))
     assert restored.watch is None and restored.stop_all() is False
     assert cloudpickle.loads(cloudpickle.dumps(progress)).watch is None
+
+
+def test_concurrency_follows_the_resources_ray_reports():
+    from nanogpt.sweep.runner import _capacity
+
+    assert _capacity(SweepConfig(depths=[2], flops=[1e15]), {"GPU": 8, "CPU": 64}, True) == 8
+    packed = SweepConfig(depths=[2], flops=[1e15], trials_per_gpu=3)
+    assert _capacity(packed, {"GPU": 2, "CPU": 32}, True) == 6
+    wide = SweepConfig(depths=[2], flops=[1e15], gpus_per_trial=2)
+    assert _capacity(wide, {"GPU": 4}, True) == 2
+    halves = SweepConfig(depths=[2], flops=[1e15], cpus_per_trial=0.5)
+    assert _capacity(halves, {"CPU": 2}, False) == 4
+    capped = SweepConfig(depths=[2], flops=[1e15], max_concurrent=1)
+    assert _capacity(capped, {"CPU": 2}, False) == 1
+    from nanogpt.sweep.ray_trial import gpu_share
+
+    assert gpu_share(3) == 0.3333 and 3 * gpu_share(3) <= 1 and gpu_share(1) == 1.0
