@@ -37,7 +37,7 @@ class InsufficientDataError(ScalingLawError):
 
 @dataclass(frozen=True)
 class Estimate:
-    """A fitted number with its bootstrap standard error and 95% percentile interval.
+    """A fitted number with its bootstrap standard error and 95% interval.
 
     `se`, `low` and `high` are NaN when no bootstrap was run.
     """
@@ -49,33 +49,70 @@ class Estimate:
 
     @classmethod
     def from_samples(cls, value: float, samples: np.ndarray | None) -> Estimate:
-        """Point estimate plus the spread of its bootstrap replicates (NaN replicates left out)."""
+        """Point estimate plus the spread of its bootstrap replicates (NaN replicates left out;
+        the fits count them).
+
+        The interval is the replicates' 2.5-97.5 percentile range moved so that their median
+        sits on the estimate: it keeps the replicates' asymmetry, and always contains the
+        estimate, which a plain percentile interval of a skewed statistic need not (estimates
+        at the very edge of their own interval were the symptom).
+        """
         if samples is None:
             return cls(float(value))
         samples = np.asarray(samples, dtype=float)
         samples = samples[~np.isnan(samples)]
         if samples.size < 2:
             return cls(float(value))
-        # Infinite replicates (a flat bootstrap parabola) stay in: they belong in the tails.
-        low, high = np.percentile(samples, [2.5, 97.5])
-        with np.errstate(over="ignore"):  # replicates near 1e200 square to inf: so is the SE
+        # Infinite replicates (a flat parabola, a failed resample) stay in: they are tails.
+        low, median, high = np.percentile(samples, [2.5, 50.0, 97.5])
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(median):
+                low, high = value - (median - low), value + (high - median)
+            else:
+                low, high = -math.inf, math.inf
+            # Replicates near 1e200 square to inf: so is the SE.
             se = float(np.std(samples, ddof=1)) if np.isfinite(samples).all() else math.inf
         return cls(float(value), se, float(low), float(high))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Estimate:
+        """Inverse of to_dict (None, JSON's stand-in for NaN and inf, becomes NaN)."""
+
+        def number(x: float | str | None) -> float:
+            return math.nan if x is None else float(x)
+
+        return cls(*(number(d[k]) for k in ("value", "se", "ci_low", "ci_high")))
 
     def contains(self, x: float) -> bool:
         """Whether x lies inside the 95% interval."""
         return bool(self.low <= x <= self.high)
 
-    def to_dict(self) -> dict[str, float | None]:
-        def clean(x: float) -> float | None:  # JSON has no NaN
-            return None if not math.isfinite(x) else x
-
+    def to_dict(self) -> dict[str, float | str | None]:
         return {
-            "value": clean(self.value),
-            "se": clean(self.se),
-            "ci_low": clean(self.low),
-            "ci_high": clean(self.high),
+            "value": json_number(self.value),
+            "se": json_number(self.se),
+            "ci_low": json_number(self.low),
+            "ci_high": json_number(self.high),
         }
+
+
+def json_number(x: float) -> float | str | None:
+    """A float for JSON, which has no NaN or inf: NaN becomes None, inf the string "inf"."""
+    x = float(x)
+    if math.isnan(x):
+        return None
+    return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")
+
+
+def encode_array(array: np.ndarray) -> list:
+    """A 2-D array as nested JSON-ready lists (see json_number)."""
+    return [[json_number(v) for v in row] for row in np.asarray(array, dtype=float)]
+
+
+def decode_array(rows: list, width: int) -> np.ndarray:
+    """Inverse of encode_array."""
+    values = [[math.nan if v is None else float(v) for v in row] for row in rows]
+    return np.array(values, dtype=float).reshape(-1, width)
 
 
 def read_table(source: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
