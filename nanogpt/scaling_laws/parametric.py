@@ -430,7 +430,7 @@ def _diagnose(
 def fit_parametric(
     data: str | os.PathLike | pd.DataFrame,
     *,
-    n_bootstrap: int = 200,
+    n_bootstrap: int = 1000,
     seed: int = 0,
     init: dict[str, float] | None = None,
     n_starts: int = 5,
