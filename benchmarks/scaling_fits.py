@@ -187,6 +187,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", type=int, default=1000, help="resamples per sweep")
     parser.add_argument("--workers", type=int, default=1, help="processes for the sweeps")
     parser.add_argument("--repeats", type=int, default=3, help="speed: timed repeats")
+    parser.add_argument(
+        "--approach", choices=("2", "3"), action="append", help="coverage: which (default both)"
+    )
+    parser.add_argument(
+        "--spans", type=float, nargs="+", default=list(SPANS), help="grid half-widths, decades"
+    )
+    parser.add_argument(
+        "--placements",
+        type=int,
+        nargs="+",
+        default=list(range(len(PLACEMENTS))),
+        help=f"indices into {PLACEMENTS}",
+    )
     parser.add_argument("--scipy-sample", type=int, default=50, help="speed: scipy resamples")
     args = parser.parse_args(argv)
     parts = args.only or ["bias", "coverage", "speed"]
@@ -194,21 +207,18 @@ def main(argv: list[str] | None = None) -> int:
     if "bias" in parts:
         print(bias_table(args.sweeps, args.workers), "\n", flush=True)
     if "coverage" in parts:
-        print(
-            coverage_table(
-                "approach2", args.sweeps, args.bootstrap, args.workers, SPANS, PLACEMENTS
-            ),
-            "\n",
-            flush=True,
-        )
-        # Approach 3 does not depend on where the grid sits: one placement per span.
-        print(
-            coverage_table(
-                "approach3", args.sweeps, args.bootstrap, args.workers, SPANS, PLACEMENTS[:1]
-            ),
-            "\n",
-            flush=True,
-        )
+        placements = [PLACEMENTS[i] for i in args.placements]
+        for approach in args.approach or ["2", "3"]:
+            table = coverage_table(
+                f"approach{approach}",
+                args.sweeps,
+                args.bootstrap,
+                args.workers,
+                args.spans,
+                # Approach 3 does not depend on where the grid sits: one placement is enough.
+                placements if approach == "2" else placements[:1],
+            )
+            print(table, "\n", flush=True)
     if "speed" in parts:
         print(speed_table(args.repeats, args.scipy_sample), flush=True)
     return 0

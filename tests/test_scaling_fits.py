@@ -156,13 +156,17 @@ def test_the_sweep_the_command_line_and_the_plots_give_the_same_numbers(sweep_di
 def test_figures_draw_the_fits_object_and_never_refit(sweep_dir, tmp_path, capsys):
     """A fits.json whose exponent was edited: the figure shows the edited number, so it drew
     the object rather than fitting the table."""
-    assert cli_main([str(sweep_dir), "--bootstrap", "50", "--seed", "7", "--out", str(tmp_path)]) == 0
+    assert (
+        cli_main([str(sweep_dir), "--bootstrap", "50", "--seed", "7", "--out", str(tmp_path)]) == 0
+    )
     capsys.readouterr()
     fits = read_fits(tmp_path / "fits.json")
     fits["approach2"]["params_law"]["exponent"]["value"] = 0.123
     edited = tmp_path / "edited.json"
     edited.write_text(json.dumps(fits))
-    assert plot_main("isoflop", [str(sweep_dir), "--fits", str(edited), "--out", str(tmp_path)]) == 0
+    assert (
+        plot_main("isoflop", [str(sweep_dir), "--fits", str(edited), "--out", str(tmp_path)]) == 0
+    )
     assert "Approach 2 a = 0.1230" in capsys.readouterr().out
     data = load_results(sweep_dir)[0]
     iso, par = fitted_objects(fits)
@@ -179,7 +183,9 @@ def test_fits_json_round_trips_what_the_figures_draw(sweep_dir, tmp_path):
     grid = np.logspace(6, 8, 5)
     for m, d in zip(iso.minima, direct.minima):
         np.testing.assert_allclose(m.curve_band(grid), d.curve_band(grid))
-    np.testing.assert_allclose(iso.params_law.band(grid * 1e10), direct.params_law.band(grid * 1e10))
+    np.testing.assert_allclose(
+        iso.params_law.band(grid * 1e10), direct.params_law.band(grid * 1e10)
+    )
     assert par.a == fit_parametric(data, n_bootstrap=40).a
 
 
@@ -245,7 +251,9 @@ def test_budget_groups_never_span_more_than_the_tolerance():
 
 def test_an_explicit_budget_column_is_used_as_written():
     table = synthetic_isoflop_grid(noise=0.0)
-    table["C_run"] = table["flops_budget"] * np.exp(np.random.default_rng(0).uniform(-0.2, 0.2, len(table)))
+    table["C_run"] = table["flops_budget"] * np.exp(
+        np.random.default_rng(0).uniform(-0.2, 0.2, len(table))
+    )
     data = load_results(table, flops_col="C_run", budget_col="flops_budget")[0]
     assert sorted(data["budget"].unique()) == sorted(table["flops_budget"].unique())
 
@@ -359,4 +367,8 @@ def test_batched_refits_reach_scipys_optimum():
 
 def test_make_all_plots_without_fits_fits_once(tmp_path):
     paths = make_all_plots(synthetic_results(seed=0), tmp_path, formats=("png",), n_bootstrap=20)
-    assert sorted(p.name for p in paths) == ["isoflop.png", "optimal_scaling.png", "training_time.png"]
+    assert sorted(p.name for p in paths) == [
+        "isoflop.png",
+        "optimal_scaling.png",
+        "training_time.png",
+    ]

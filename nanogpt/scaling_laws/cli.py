@@ -377,10 +377,17 @@ def main(argv: list[str] | None = None) -> int:
         message=message,
     )
     if args.out:
+        import warnings
+
         from nanogpt.plotting import make_all_plots
 
         write_fits(fits, f"{args.out}/fits.json")
-        make_all_plots(df, f"{args.out}/plots", fits=fits, budget=(args.budget or [None])[0])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            make_all_plots(df, f"{args.out}/plots", fits=fits, budget=(args.budget or [None])[0])
+        for warning in caught:
+            if issubclass(warning.category, UserWarning):  # ours, not numpy's
+                print(f"plots: {warning.message}", file=sys.stderr)
     if args.json:
         report = summary(fits)
         report["predictions"] = predictions(fits, args.budget)

@@ -335,10 +335,11 @@ def _loss_unit(table: pd.DataFrame, warnings_: list[str]) -> str:
 
 
 def _setting_key(table: pd.DataFrame) -> list[pd.Series]:
-    """Runs of one size trained on the same tokens (to a relative 1e-6): repeats of one point
+    """Runs of one budget and size trained on the same tokens (to a relative 1e-6): repeats of one point
     of the grid with other learning rates or seeds. Matching D as well as N keeps distinct runs
     whose budgets merely fall in one group (digitised tables) apart."""
     return [
+        table["budget"],
         np.log10(table["N"]).round(6).rename("size"),
         np.log10(table["D"]).round(6).rename("data"),
     ]
