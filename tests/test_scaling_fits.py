@@ -372,3 +372,16 @@ def test_make_all_plots_without_fits_fits_once(tmp_path):
         "optimal_scaling.png",
         "training_time.png",
     ]
+
+
+def test_the_benchmark_prints_its_tables(capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "scaling_fits.py"
+    spec = importlib.util.spec_from_file_location("scaling_fits_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = ["--only", "coverage", "--sweeps", "2", "--bootstrap", "20", "--spans", "1.0"]
+    assert bench.main([*args, "--placements", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "| grid ± decades |" in out and out.count("| ±1.0 |") == 6

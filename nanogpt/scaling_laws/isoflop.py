@@ -85,7 +85,7 @@ class PowerLaw:
         if self.samples is None:
             return Estimate(value)
         return Estimate.from_samples(
-            value, 10.0 ** (self.samples[:, 0] + self.samples[:, 1] * np.log10(flops))
+            value, 10.0 ** (self.samples[:, 0] + self.samples[:, 1] * np.log10(flops)), True
         )
 
     def band(self, flops: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -385,7 +385,9 @@ def _fit_line(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -
 def _power_law(log_c: np.ndarray, log_y: np.ndarray, samples: np.ndarray | None) -> PowerLaw:
     intercept, slope = _fit_line(log_c, log_y)
     return PowerLaw(
-        Estimate.from_samples(10.0**intercept, None if samples is None else 10.0 ** samples[:, 0]),
+        Estimate.from_samples(
+            10.0**intercept, None if samples is None else 10.0 ** samples[:, 0], positive=True
+        ),
         Estimate.from_samples(slope, None if samples is None else samples[:, 1]),
         samples,
     )
@@ -586,8 +588,12 @@ def _fit_isoflop(
                 flops=float(10**log_c),
                 n_points=int(b.used.sum()),
                 # Replicates with no minimum (NaN) are counted in n_bootstrap_outside.
-                params=Estimate.from_samples(10**log_n, 10 ** boot[:, 0] if n_bootstrap else None),
-                tokens=Estimate.from_samples(10**log_d, 10 ** boot[:, 1] if n_bootstrap else None),
+                params=Estimate.from_samples(
+                    10**log_n, 10 ** boot[:, 0] if n_bootstrap else None, positive=True
+                ),
+                tokens=Estimate.from_samples(
+                    10**log_d, 10 ** boot[:, 1] if n_bootstrap else None, positive=True
+                ),
                 loss=Estimate.from_samples(loss, boot[:, 3] if n_bootstrap else None),
                 position=position,
                 parabola=tuple(float(c) for c in b.coeffs),

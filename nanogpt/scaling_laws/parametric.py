@@ -324,7 +324,7 @@ class ParametricFit:
         out = {"approach": 3, "budget": float(budget), "flops_convention": "6N"}
         for name, value, samples in zip(("params", "tokens", "loss"), point, boot):
             column = None if samples is None else samples[:, 0]
-            out[name] = Estimate.from_samples(value, column).to_dict()
+            out[name] = Estimate.from_samples(value, column, positive=True).to_dict()
         return out
 
     def to_dict(self, samples: bool = False) -> dict:
@@ -491,7 +491,10 @@ def fit_parametric(
 
     natural = _natural(theta)[0]
     estimates = {
-        name: Estimate.from_samples(natural[i], None if samples is None else samples[:, i])
+        # A and B are scale factors: their intervals are moved by factors (Estimate).
+        name: Estimate.from_samples(
+            natural[i], None if samples is None else samples[:, i], positive=name in ("A", "B")
+        )
         for i, name in enumerate(PARAMETER_NAMES)
     }
     alpha, beta = natural[3], natural[4]

@@ -48,14 +48,18 @@ class Estimate:
     high: float = math.nan
 
     @classmethod
-    def from_samples(cls, value: float, samples: np.ndarray | None) -> Estimate:
+    def from_samples(
+        cls, value: float, samples: np.ndarray | None, positive: bool = False
+    ) -> Estimate:
         """Point estimate plus the spread of its bootstrap replicates (NaN replicates left out;
         the fits count them).
 
         The interval is the replicates' 2.5-97.5 percentile range moved so that their median
         sits on the estimate: it keeps the replicates' asymmetry, and always contains the
         estimate, which a plain percentile interval of a skewed statistic need not (estimates
-        at the very edge of their own interval were the symptom).
+        at the very edge of their own interval were the symptom). For a `positive` quantity (a
+        size, a token count, a scale factor) the move is a factor, not a difference, so the
+        interval stays positive.
         """
         if samples is None:
             return cls(float(value))
@@ -65,8 +69,10 @@ class Estimate:
             return cls(float(value))
         # Infinite replicates (a flat parabola, a failed resample) stay in: they are tails.
         low, median, high = np.percentile(samples, [2.5, 50.0, 97.5])
-        with np.errstate(over="ignore", invalid="ignore"):
-            if np.isfinite(median):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            if positive and value > 0 and median > 0 and np.isfinite(median):
+                low, high = value * (low / median), value * (high / median)
+            elif np.isfinite(median):
                 low, high = value - (median - low), value + (high - median)
             else:
                 low, high = -math.inf, math.inf
