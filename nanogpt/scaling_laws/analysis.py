@@ -193,6 +193,15 @@ def fit_all(
             else:
                 fitted[approach] = fit_parametric(data, n_bootstrap=n_bootstrap, seed=seed)
             fits[f"approach{approach}"] = fitted[approach].to_dict(samples=True)
+            # The convention this approach's numbers are in: Approach 3's optimum takes C = 6ND
+            # whatever the table's FLOP column counts.
+            convention = fits["convention"]
+            fits[f"approach{approach}"]["convention"] = {
+                "flops": convention["flops"] if approach == "2" else "6N",
+                "flops_label": convention["flops_label"] if approach == "2" else "6ND",
+                "params": convention["columns"].get("params") or "C / (6 D)",
+                "loss_unit": convention["loss_unit"],
+            }
         except ScalingLawError as error:
             fits[f"approach{approach}"] = {"approach": int(approach), "error": str(error)}
     if "2" in fitted:
