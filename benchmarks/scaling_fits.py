@@ -126,7 +126,8 @@ def coverage_table(
         f"Approach {number}: 95% intervals of a over {sweeps} sweeps per row, {n_bootstrap} "
         "resamples each",
         "",
-        "| grid ± decades | centre vs optimum | noise | covers true a | estimate inside | mean width | failed resamples (mean) |",
+        "| grid ± decades | centre vs optimum | noise | covers true a | estimate inside "
+        "| mean width | failed resamples (mean) |",
         "|---|---|---|---|---|---|---|",
     ]
     for (span, placement, noise), group in rows.groupby(["span", "placement", "noise"], sort=False):
@@ -171,7 +172,8 @@ def speed_table(repeats: int, scipy_sample: int) -> str:
         "| method | seconds |",
         "|---|---|",
         f"| batched refits (default), whole fit, median of {repeats} | {np.median(timings):.2f} |",
-        f"| scipy L-BFGS-B per resample (timed on {scipy_sample}, scaled to 1000) | {scipy_s:.1f} |",
+        f"| scipy L-BFGS-B per resample (timed on {scipy_sample}, scaled to 1000) "
+        f"| {scipy_s:.1f} |",
         f"| full-data fit alone (grid + 5 L-BFGS starts) | {full_fit_s:.2f} |",
         "",
         f"a = {fit.a.value:.4f} [{fit.a.low:.4f}, {fit.a.high:.4f}], failed refits "

@@ -2,8 +2,8 @@
 
     df, message = load_results("sweeps_out/isoflop")     # or a .parquet/.csv file, or a DataFrame
     fits = fit_all(df)                                   # both, flags, the fits object (JSON-ready)
-    analyze_results("sweeps_out/isoflop", "out")         # fit once, out/fits.json, out/plots, report
-    iso = fit_isoflop(df)                                # Approach 2: isoFLOP parabolas + power laws
+    analyze_results("sweeps_out/isoflop", "out")         # fit once; out/fits.json, out/plots
+    iso = fit_isoflop(df)                                # Approach 2: isoFLOP parabolas, power laws
     par = fit_parametric(df)                             # Approach 3: L = E + A/N^alpha + B/D^beta
     predict(iso, 1e21), predict(par, 1e21)               # compute-optimal N, D, loss with intervals
 

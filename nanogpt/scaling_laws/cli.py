@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         default=None,
         metavar="DIR",
-        help="also write DIR/fits.json (with the bootstrap replicates) and the figures in DIR/plots",
+        help="also write DIR/fits.json (with the bootstrap replicates) and DIR/plots/",
     )
     add_fit_options(parser)
     add_table_options(parser)

@@ -1,6 +1,6 @@
 """Reading a results table into the (N, D, C, L) frame the fits use; errors; interval estimates.
 
-The sweep writes one row per trial (columns fixed in ../shared/DESIGN.md). The fits need four
+The sweep writes one row per trial (columns in docs/README_SWEEPS.md). The fits need four
 numbers per healthy run: parameters N, training tokens D, compute C and final loss L, plus the
 isoFLOP budget the run belongs to. `load_results` adds those as the columns `N`, `D`, `C`, `L`
 and `budget` and keeps every original column (the training-time plot needs `wall_s`).
@@ -341,9 +341,9 @@ def _loss_unit(table: pd.DataFrame, warnings_: list[str]) -> str:
 
 
 def _setting_key(table: pd.DataFrame) -> list[pd.Series]:
-    """Runs of one budget and size trained on the same tokens (to a relative 1e-6): repeats of one point
-    of the grid with other learning rates or seeds. Matching D as well as N keeps distinct runs
-    whose budgets merely fall in one group (digitised tables) apart."""
+    """Runs of one budget and size trained on the same tokens (to a relative 1e-6): repeats of
+    one point of the grid with other learning rates or seeds. Matching D as well as N keeps
+    distinct runs whose budgets merely fall in one group (digitised tables) apart."""
     return [
         table["budget"],
         np.log10(table["N"]).round(6).rename("size"),
@@ -358,7 +358,8 @@ def _repeats(table: pd.DataFrame) -> int:
 
 
 def _best_per_size(table: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """The lowest-loss run of each (size, tokens), and how many runs were in groups of two or more."""
+    """The lowest-loss run of each (budget, size, tokens), and how many runs were in groups of
+    two or more."""
     repeats = _repeats(table)
     if not repeats:
         return table, 0

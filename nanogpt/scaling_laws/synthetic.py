@@ -1,6 +1,6 @@
 """A results table drawn from a known scaling law, for tests, demos and plots before a sweep.
 
-The rows have the columns of a real sweep's table (../shared/DESIGN.md). Model shapes follow the
+The rows have the columns of a real sweep's table (docs/README_SWEEPS.md). Model shapes follow the
 project's rule (width 64 * DEPTH, one head per 64 channels), the FLOPs per token are the sweep's
 (6 N plus the attention term), and the loss is L(N, D) = E + A/N^alpha + B/D^beta times
 log-normal noise.
@@ -49,7 +49,7 @@ def synthetic_results(
             tokens = steps * tokens_per_step
             loss = law["E"] + law["A"] / params**alpha + law["B"] / max(tokens, 1) ** beta
             loss *= np.exp(noise * rng.standard_normal())
-            # Utilisation grows with model size, as measured on an H200 (DESIGN.md).
+            # Utilisation grows with model size, as measured on an H200 (docs/benchmarks.md).
             mfu = float(np.clip(0.16 + 0.29 * (np.log10(params) - 6.8) / 1.3, 0.05, 0.5))
             tokens_per_s = mfu * 989e12 / flops_per_token * np.exp(0.03 * rng.standard_normal())
             rows.append(
