@@ -67,15 +67,20 @@ class Estimate:
         samples = samples[~np.isnan(samples)]
         if samples.size < 2:
             return cls(float(value))
-        # Infinite replicates (a flat parabola, a failed resample) stay in: they are tails.
-        low, median, high = np.percentile(samples, [2.5, 50.0, 97.5])
+        # Infinite replicates (a flat parabola, a failed resample) stay in: they are tails. The
+        # percentiles are taken with them as huge finite numbers, since interpolating between
+        # inf and a number gives NaN, and the ends that are huge become infinite again.
+        huge = np.finfo(float).max / 8
+        low, median, high = np.percentile(np.clip(samples, -huge, huge), [2.5, 50.0, 97.5])
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            if positive and value > 0 and median > 0 and np.isfinite(median):
+            if positive and value > 0 and 0 < median < huge / 2:
                 low, high = value * (low / median), value * (high / median)
-            elif np.isfinite(median):
+            elif abs(median) < huge / 2:
                 low, high = value - (median - low), value + (high - median)
             else:
                 low, high = -math.inf, math.inf
+            low = -math.inf if low <= -huge / 2 else low
+            high = math.inf if high >= huge / 2 else high
             # Replicates near 1e200 square to inf: so is the SE.
             se = float(np.std(samples, ddof=1)) if np.isfinite(samples).all() else math.inf
         return cls(float(value), se, float(low), float(high))
