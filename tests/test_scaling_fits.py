@@ -385,3 +385,24 @@ def test_the_benchmark_prints_its_tables(capsys):
     assert bench.main([*args, "--placements", "0"]) == 0
     out = capsys.readouterr().out
     assert "| grid ± decades |" in out and out.count("| ±1.0 |") == 6
+
+
+def test_an_estimate_is_always_inside_its_interval():
+    """Skewed replicates, replicates in the tails (failed resamples), positive quantities: the
+    median-centred interval holds the estimate, and infinite tails never give NaN ends."""
+    from nanogpt.scaling_laws.results import Estimate
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        samples = rng.lognormal(0.0, rng.uniform(0.1, 2.0), 500) * rng.choice([-1, 1])
+        samples[: rng.integers(0, 40)] = np.inf * rng.choice([-1, 1])
+        value = float(samples[np.isfinite(samples)][0]) + rng.normal()
+        for positive in (False, True):
+            estimate = Estimate.from_samples(value, samples, positive=positive)
+            assert estimate.low <= estimate.value <= estimate.high, (estimate, positive)
+    spread = np.r_[rng.normal(0.5, 0.01, 970), [-np.inf] * 15, [np.inf] * 15]
+    widened = Estimate.from_samples(0.5, spread)
+    assert np.isfinite(widened.low) and np.isfinite(widened.high) and widened.contains(0.5)
+    # A wide spread of a size: moved by a factor, the interval stays above 0.
+    sizes = rng.lognormal(np.log(5e7), 1.5, 1000)
+    assert Estimate.from_samples(1e7, sizes).low < 0 < Estimate.from_samples(1e7, sizes, True).low
