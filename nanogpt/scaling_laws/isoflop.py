@@ -52,9 +52,10 @@ MIN_POINTS_PER_BUDGET = 3  # a parabola has three coefficients
 MIN_BUDGETS_FOR_LAW = 2  # a straight line in log-log needs two interior minima
 # The default half-width of each parabola's window, in ln N (a factor e^1.5 = 4.5 either side
 # of the vertex, 0.65 decades), and the fewest sizes a window holds. Chosen by the bias
-# measurement of benchmarks/scaling_fits.py (docs/benchmarks.md): within this window the
-# isoFLOP curve of the Chinchilla law departs from a parabola by under 1% of its curvature
-# term, and five sizes leave two residual degrees of freedom per budget for the noise estimate.
+# measurement of benchmarks/scaling_fits.py (docs/benchmarks.md: within 0.01 of the true
+# exponent on every grid measured): over +-1.5 in ln N the Chinchilla isoFLOP curve stays within
+# a few per cent of its parabola, and five sizes leave two residual degrees of freedom per
+# budget for the noise estimate.
 DEFAULT_WINDOW_LN = 1.5
 MIN_WINDOW_SIZES = 5
 WINDOW_ITERATIONS = 4  # re-centre the window on the vertex this many times
