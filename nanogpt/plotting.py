@@ -24,19 +24,43 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from nanogpt.scaling_laws import (
-    FLOPS_CONVENTIONS,
-    IsoFlopFit,
-    ParametricFit,
-    ScalingLawError,
-    fit_isoflop,
-    fit_parametric,
-    load_results,
+from nanogpt.scaling_laws import IsoFlopFit, ParametricFit, ScalingLawError, load_results
+from nanogpt.scaling_laws.analysis import (
+    DEFAULT_BOOTSTRAP,
+    fit_all,
+    fitted_objects,
+    read_fits,
+    table_fingerprint,
 )
+from nanogpt.scaling_laws.isoflop import DEFAULT_WINDOW_LN
 
 FIGURES = ("isoflop", "optimal_scaling", "training_time")
 LOSS_LABEL = "Final validation loss (nats/token)"
-CONVENTION_LABEL = {"table": "6N + attention", "actual": "6N + attention, as run", "6N": "6ND"}
+
+
+def loss_label(fits: dict | None) -> str:
+    """The loss axis' label in the unit the fits object says the table uses."""
+    unit = (fits or {}).get("convention", {}).get("loss_unit", "nats/token")
+    return f"Final validation loss ({unit})"
+
+
+def flops_label(fits: dict | None, convention: str) -> str:
+    """How the compute axis counts FLOPs: the convention, in the table's own terms."""
+    table_label = (fits or {}).get("convention", {}).get("flops_label", "6N + attention")
+    return {"table": table_label, "actual": f"{table_label}, as run", "6N": "6ND"}.get(
+        convention, convention
+    )
+
+
+def _flag_lines(flags: Sequence[dict], approach: int | None = None) -> str:
+    """Flags for a title: one short line each (the text report and fits.json have them whole)."""
+    chosen = [f for f in flags if approach is None or f.get("approach") in (None, approach)]
+    if not chosen:
+        return ""
+    codes = sorted({f["code"] for f in chosen})
+    return "\nFLAGS: " + ", ".join(c.replace("_", " ") for c in codes) + " (see fits.json)"
+
+
 STYLE = {
     "font.size": 9,
     "axes.titlesize": 10,
@@ -121,7 +145,13 @@ CURVE_OVERHANG_DECADES = 0.05
 EDGE_MARKER = {"below": "<", "above": ">"}  # points to the side where an extrapolated N* lies
 
 
-def plot_isoflop(data: pd.DataFrame, fit: IsoFlopFit, *, loss_label: str = LOSS_LABEL) -> Figure:
+def plot_isoflop(
+    data: pd.DataFrame,
+    fit: IsoFlopFit,
+    *,
+    loss_label: str = LOSS_LABEL,
+    flags: Sequence[dict] = (),
+) -> Figure:
     """Loss against parameters, one colour per budget: the runs, each budget's fitted parabola
     (over the sizes run) with its 95% bootstrap band, and its minimum N* with the interval of
     N*. A budget whose minimum lies outside its sizes gets no star: a triangle at the end of its
@@ -208,7 +238,7 @@ def plot_isoflop(data: pd.DataFrame, fit: IsoFlopFit, *, loss_label: str = LOSS_
         ax.set_xlabel("Parameters N")
         ax.set_ylabel(loss_label)
         _clip_loss_axis(ax, data, curve_losses)
-        ax.set_title(_isoflop_title(fit), loc="left")
+        ax.set_title(_isoflop_title(fit) + _flag_lines(flags, 2), loc="left")
         extra = []
         if interior:
             star = Line2D(
@@ -223,8 +253,8 @@ def plot_isoflop(data: pd.DataFrame, fit: IsoFlopFit, *, loss_label: str = LOSS_
         hollow = Line2D([], [], marker="o", ls="", mfc="none", mec="0.4")
         if set(data["budget"]) - set(fitted):
             extra.append((hollow, "budget or run not fitted"))
-        elif fit.window_decades is not None:
-            extra.append((hollow, f"outside fit window (±{fit.window_decades:g} dec.)"))
+        elif fit.window is not None:
+            extra.append((hollow, f"outside fit window (±{fit.window:g} in ln N)"))
         _budget_key(fig, ax, data["budget"].unique(), extra)
     return fig
 
@@ -281,6 +311,8 @@ def plot_optimal_scaling(
     parametric: ParametricFit | None = None,
     *,
     budget: float | None = None,
+    flops_label: str | None = None,
+    flags: Sequence[dict] = (),
 ) -> Figure:
     """N*(C) and D*(C): the interior per-budget minima with their intervals, the Approach 2
     power laws with 95% bootstrap bands, and (if given) Approach 3's compute-optimal curves.
@@ -296,7 +328,9 @@ def plot_optimal_scaling(
         c_max = max(flops.max(), budget if budget and fit.params_law is not None else 0)
         grid = np.logspace(np.log10(flops.min()) - 0.3, np.log10(c_max) + 0.3, 200)
         colours = budget_colours([m.budget for m in fit.minima] + list(fit.left_out))
-        convention = CONVENTION_LABEL.get(fit.flops_convention, fit.flops_convention)
+        convention = flops_label or {"table": "6N + attention", "6N": "6ND"}.get(
+            fit.flops_convention, fit.flops_convention
+        )
         panels = [
             (
                 axes[0],
@@ -409,7 +443,8 @@ def plot_optimal_scaling(
             # Below the panel: inside, a legend would cover a line or a point at some budgets.
             ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
         fig.suptitle(
-            "Compute-optimal scaling (points: interior isoFLOP minima with 95% CI; bands: 95% CI)",
+            "Compute-optimal scaling (points: interior isoFLOP minima with 95% CI; bands: 95% CI)"
+            + _flag_lines(flags),
             fontsize=10,
         )
     return fig
@@ -491,17 +526,20 @@ def make_all_plots(
     results: str | os.PathLike | pd.DataFrame,
     out_dir: str | os.PathLike,
     *,
+    fits: dict | None = None,
     figures: Sequence[str] = FIGURES,
     formats: Sequence[str] = ("png", "pdf"),
     budget: float | None = None,
-    n_bootstrap: int = 200,
+    n_bootstrap: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
-    window_decades: float | None = None,
+    window: float | None = DEFAULT_WINDOW_LN,
     **load_options,
 ) -> list[Path]:
-    """Fit and draw `figures` from a results table (see load_results for `load_options`) into
-    out_dir; returns the files written.
+    """Draw `figures` from a results table (see load_results for `load_options`) and its fits
+    object into out_dir; returns the files written.
 
+    The figures draw `fits` (what fit_all returned, or fits.json read back) and fit nothing;
+    without it, fit_all runs once with the same defaults as the command line and the sweep.
     A figure the data cannot support (one budget only, no wall_s, ...) is skipped with a
     warning rather than an error, so a sweep that calls this at its end still finishes; an
     empty or all-diverged table raises, since there is nothing to draw.
@@ -509,26 +547,33 @@ def make_all_plots(
     unknown = set(figures) - set(FIGURES)
     if unknown:
         raise ValueError(f"unknown figure(s) {sorted(unknown)}; choose from {FIGURES}")
-    data, _ = load_results(results, **load_options)
-    isoflop = parametric = None
-    if {"isoflop", "optimal_scaling"} & set(figures):
-        try:
-            isoflop = fit_isoflop(
-                data, window_decades=window_decades, n_bootstrap=n_bootstrap, seed=seed
-            )
-        except ScalingLawError as error:
-            warnings.warn(f"isoFLOP figures skipped: {error}", stacklevel=2)
-    if "optimal_scaling" in figures and isoflop is not None:
-        try:
-            parametric = fit_parametric(data, n_bootstrap=n_bootstrap, seed=seed)
-        except ScalingLawError as error:
-            warnings.warn(f"Approach 3 left out of the scaling figure: {error}", stacklevel=2)
+    if isinstance(results, pd.DataFrame) and "budget" in results.columns:
+        data = results
+    else:
+        data, _ = load_results(results, **load_options)
+    if fits is None and {"isoflop", "optimal_scaling"} & set(figures):
+        fits = fit_all(data, window=window, n_bootstrap=n_bootstrap, seed=seed)
+    isoflop, parametric = fitted_objects(fits) if fits is not None else (None, None)
+    flags = (fits or {}).get("flags", [])
+    if {"isoflop", "optimal_scaling"} & set(figures) and isoflop is None:
+        error = (fits.get("approach2") or {}).get("error", "Approach 2 was not fitted")
+        warnings.warn(f"isoFLOP figures skipped: {error}", stacklevel=2)
+    if "optimal_scaling" in figures and isoflop is not None and parametric is None:
+        error = (fits.get("approach3") or {}).get("error", "not fitted")
+        warnings.warn(f"Approach 3 left out of the scaling figure: {error}", stacklevel=2)
 
     paths: list[Path] = []
     if "isoflop" in figures and isoflop is not None:
-        paths += save_figure(plot_isoflop(data, isoflop), out_dir, "isoflop", formats)
+        fig = plot_isoflop(data, isoflop, loss_label=loss_label(fits), flags=flags)
+        paths += save_figure(fig, out_dir, "isoflop", formats)
     if "optimal_scaling" in figures and isoflop is not None:
-        fig = plot_optimal_scaling(isoflop, parametric, budget=budget)
+        fig = plot_optimal_scaling(
+            isoflop,
+            parametric,
+            budget=budget,
+            flops_label=flops_label(fits, isoflop.flops_convention),
+            flags=flags,
+        )
         paths += save_figure(fig, out_dir, "optimal_scaling", formats)
     if "training_time" in figures:
         try:
@@ -539,8 +584,26 @@ def make_all_plots(
     return paths
 
 
+def matching_fits(path: Path, data: pd.DataFrame, options: dict) -> dict | None:
+    """The fits object at `path` if it was made from this table with these options, else None."""
+    if not path.is_file():
+        return None
+    fits = read_fits(path)
+    same_table = fits["table"]["sha256"] == table_fingerprint(data)
+    same_options = all(fits["options"].get(k) == v for k, v in options.items())
+    same_convention = fits["convention"]["flops"] == data.attrs.get("flops_convention")
+    return fits if same_table and same_options and same_convention else None
+
+
 def plot_main(figure: str, argv: Sequence[str] | None = None) -> int:
-    """The command line shared by plots/*.py: draw one figure from a results table."""
+    """The command line shared by plots/*.py: draw one figure from a results table.
+
+    The figure draws a fits object: the one given with --fits, else RESULTS/fits.json when it
+    was made from this table with these options (the sweep writes it), else the one fit_all
+    makes now with the command line's defaults: the numbers are the same either way.
+    """
+    from nanogpt.scaling_laws.cli import add_fit_options, add_table_options, load_options
+
     parser = argparse.ArgumentParser(
         prog=f"python plots/{figure}.py",
         description=f"Draw the {figure.replace('_', ' ')} figure from a sweep's results table "
@@ -553,38 +616,49 @@ def plot_main(figure: str, argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--format", nargs="+", default=["png", "pdf"], help="image formats (default: png pdf)"
     )
-    parser.add_argument("--flops-convention", choices=FLOPS_CONVENTIONS, default="table")
-    parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--window", type=float, default=None, metavar="DECADES", help="Approach 2 fit window"
+        "--fits",
+        default=None,
+        help="draw this fits.json (default: RESULTS/fits.json if it "
+        "matches the table and options, else fit now)",
     )
     if figure == "optimal_scaling":
         parser.add_argument("--budget", type=float, default=None, help="mark a prediction at C")
-    parser.add_argument("--params-col", default="params_scaling")
-    parser.add_argument("--tokens-col", default="tokens", help="or 'none' for D = C / (6N)")
-    parser.add_argument("--flops-col", default="flops_budget")
-    parser.add_argument("--loss-col", default="final_val_loss")
+    add_fit_options(parser)
+    add_table_options(parser)
     args = parser.parse_args(argv)
     results = Path(args.results)
     out = args.out or (results if results.is_dir() else results.parent) / "plots"
+    options = {"window_ln": args.window, "n_bootstrap": args.bootstrap, "seed": args.seed}
     try:
+        data, message = load_results(results, **load_options(args))
+        fits = None
+        if figure != "training_time":
+            folder = results if results.is_dir() else results.parent
+            drawn_from = args.fits or folder / "fits.json"
+            if args.fits:
+                fits = read_fits(args.fits)
+            else:
+                fits = matching_fits(folder / "fits.json", data, options)
+            if fits is None:
+                drawn_from = "a fit made now (no matching fits.json)"
+                fits = fit_all(
+                    data,
+                    window=args.window,
+                    n_bootstrap=args.bootstrap,
+                    seed=args.seed,
+                    source=str(results),
+                    message=message,
+                )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             paths = make_all_plots(
-                results,
+                data,
                 out,
+                fits=fits,
                 figures=(figure,),
                 formats=args.format,
                 budget=getattr(args, "budget", None),
-                n_bootstrap=args.bootstrap,
-                seed=args.seed,
-                window_decades=args.window,
-                params_col=args.params_col,
-                tokens_col=None if args.tokens_col.lower() == "none" else args.tokens_col,
-                flops_col=args.flops_col,
-                loss_col=args.loss_col,
-                flops_convention=args.flops_convention,
             )
     except ScalingLawError as error:
         print(f"error: {error}")
@@ -594,4 +668,17 @@ def plot_main(figure: str, argv: Sequence[str] | None = None) -> int:
             print(f"error: {warning.message}")
     for path in paths:
         print(path)
+    if fits is not None and paths:
+        print(f"drawn from {drawn_from}: {headline(fits)}")
     return 0 if paths else 1
+
+
+def headline(fits: dict) -> str:
+    """The exponents a figure shows, as text: what a reader checks against the report."""
+    parts = []
+    iso, par = fitted_objects(fits)
+    if iso is not None and iso.params_law is not None:
+        parts.append(f"Approach 2 a = {_interval(iso.params_law.exponent, 4)}")
+    if par is not None:
+        parts.append(f"Approach 3 a = {_interval(par.a, 4)}")
+    return "; ".join(parts) or "no exponent fitted"

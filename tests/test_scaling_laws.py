@@ -185,11 +185,13 @@ def test_isoflop_bootstrap_is_seeded(exact_6n_table):
 
 
 def test_isoflop_window_keeps_runs_near_each_minimum(exact_6n_table):
-    narrow = fit_isoflop(exact_6n_table, window_decades=0.8, n_bootstrap=0)
-    full = fit_isoflop(exact_6n_table, n_bootstrap=0)
+    narrow = fit_isoflop(exact_6n_table, window=0.5, n_bootstrap=0)
+    full = fit_isoflop(exact_6n_table, window=None, n_bootstrap=0)
     assert sum(m.n_points for m in narrow.minima) < sum(m.n_points for m in full.minima)
-    with pytest.raises(InsufficientDataError, match="within 0.01 decades"):
-        fit_isoflop(exact_6n_table, window_decades=0.01, n_bootstrap=0)
+    # However narrow, a window holds at least five sizes (when the budget ran them).
+    assert all(m.n_points == 5 for m in narrow.minima)
+    with pytest.raises(InsufficientDataError, match="positive half-width in ln N"):
+        fit_isoflop(exact_6n_table, window=0.0, n_bootstrap=0)
 
 
 def test_isoflop_leaves_out_a_budget_without_a_minimum(exact_6n_table):

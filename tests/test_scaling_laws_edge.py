@@ -73,7 +73,7 @@ def test_no_power_law_through_minima_the_runs_do_not_bracket(smallest_wins):
     assert [m.position for m in fit.minima] == ["below"] * 3
     assert not any(m.interior for m in fit.minima) and fit.law_minima == []
     assert fit.params_law is fit.tokens_law is fit.loss_law is None
-    assert fit.n_bootstrap_used == 0
+    assert fit.n_bootstrap_failed == 0  # no law, so no resample's law to fail
     assert "0 of 3 budgets have a minimum inside" in fit.law_error
     assert "smallest model" in fit.law_error  # and says what to do
     with pytest.raises(InsufficientDataError, match="power laws not fitted"):
@@ -236,20 +236,22 @@ def test_cli_and_figures_say_which_budget_was_left_out(two_interior_one_above, t
     assert all(len(ax.containers) == 2 for ax in fig.axes)  # the two interior minima
 
 
-def test_bootstrap_leaves_out_resamples_whose_minimum_is_extrapolated():
-    """A budget whose minimum sits near the end of its sizes: noisy resamples push it outside,
-    and those resamples are left out of the power laws' intervals and counted."""
+def test_bootstrap_keeps_resamples_whose_minimum_is_extrapolated():
+    """A budget whose minimum sits near the end of its sizes: noisy resamples push it outside.
+    Such a resample's power laws go without that budget, as the point estimate would; the
+    resample is kept, and the notes count, per budget, how often it happened."""
     best = {1e17: 1e7, 1e18: 3e7, 1e19: 9e7}
     sizes = {b: n * np.logspace(-1, 1, 7) for b, n in best.items()}
     sizes[1e19] = 9e7 * np.logspace(-1.2, 0.05, 6)  # minimum just inside the largest size
     table = _parabola_table(best, sizes, noise=0.01)
     fit = fit_isoflop(table, n_bootstrap=300, seed=0)
     assert fit.law_error is None and len(fit.law_minima) == 3
-    left = fit.n_bootstrap - fit.n_bootstrap_used
-    assert 0 < left < fit.n_bootstrap
-    assert len(fit.params_law.samples) == fit.n_bootstrap_used
-    note = next(n for n in fit.notes if "bootstrap resamples" in n)
-    assert note.startswith(f"{left} of 300 bootstrap resamples") and "C=1e+19" in note
+    edge = next(m for m in fit.minima if m.budget == 1e19)
+    assert 0 < edge.n_bootstrap_outside < fit.n_bootstrap
+    assert fit.n_bootstrap_failed == 0  # the other two budgets always give a line
+    assert len(fit.params_law.samples) == fit.n_bootstrap == 300  # none dropped
+    note = next(n for n in fit.notes if n.startswith("bootstrap: in some resamples"))
+    assert f"C=1e+19: {edge.n_bootstrap_outside}" in note
     assert fit.params_law.exponent.contains(math.log10(3))
 
 

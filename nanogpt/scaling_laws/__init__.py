@@ -1,7 +1,9 @@
 """Scaling-law analysis of a sweep's results table (no Ray import).
 
     df, message = load_results("sweeps_out/isoflop")     # or a .parquet/.csv file, or a DataFrame
-    iso = fit_isoflop(df)                                # Approach 2: isoFLOP parabolas + power laws
+    fits = fit_all(df)                                   # both, flags, the fits object (JSON-ready)
+    analyze_results("sweeps_out/isoflop", "out")         # fit once; out/fits.json, out/plots
+    iso = fit_isoflop(df)                                # Approach 2: isoFLOP parabolas, power laws
     par = fit_parametric(df)                             # Approach 3: L = E + A/N^alpha + B/D^beta
     predict(iso, 1e21), predict(par, 1e21)               # compute-optimal N, D, loss with intervals
 
@@ -14,6 +16,7 @@ conventions. Command line: `python -m nanogpt.scaling_laws RESULTS [--approach 2
 
 from __future__ import annotations
 
+from nanogpt.scaling_laws.analysis import analyze_results, fit_all, read_fits, write_fits
 from nanogpt.scaling_laws.isoflop import BudgetMinimum, IsoFlopFit, PowerLaw, fit_isoflop
 from nanogpt.scaling_laws.parametric import ParametricFit, fit_parametric
 from nanogpt.scaling_laws.results import (
@@ -24,7 +27,7 @@ from nanogpt.scaling_laws.results import (
     ScalingLawError,
     load_results,
 )
-from nanogpt.scaling_laws.synthetic import synthetic_results
+from nanogpt.scaling_laws.synthetic import synthetic_isoflop_grid, synthetic_results
 
 __all__ = [
     "FLOPS_CONVENTIONS",
@@ -36,11 +39,16 @@ __all__ = [
     "ParametricFit",
     "PowerLaw",
     "ScalingLawError",
+    "analyze_results",
+    "fit_all",
     "fit_isoflop",
     "fit_parametric",
     "load_results",
     "predict",
+    "read_fits",
+    "synthetic_isoflop_grid",
     "synthetic_results",
+    "write_fits",
 ]
 
 

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import textwrap
-import time
 
-from nanogpt.scaling_laws.isoflop import POSITION_TEXT, BudgetMinimum, IsoFlopFit, fit_isoflop
-from nanogpt.scaling_laws.parametric import PARAMETER_NAMES, ParametricFit, fit_parametric
+from nanogpt.scaling_laws.analysis import (
+    DEFAULT_BOOTSTRAP,
+    fit_all,
+    fitted_objects,
+    summary,
+    write_fits,
+)
+from nanogpt.scaling_laws.isoflop import (
+    DEFAULT_WINDOW_LN,
+    MIN_WINDOW_SIZES,
+    POSITION_TEXT,
+    BudgetMinimum,
+    IsoFlopFit,
+)
+from nanogpt.scaling_laws.parametric import PARAMETER_NAMES, ParametricFit
 from nanogpt.scaling_laws.results import FLOPS_CONVENTIONS, Estimate, ScalingLawError, load_results
 
 CONVENTION_HELP = {
@@ -17,6 +30,121 @@ CONVENTION_HELP = {
     "actual": "flops_per_token * tokens (what each run really did; whole steps)",
     "6N": "6 * N * D (Kaplan et al.; Hoffmann et al.)",
 }
+
+
+def _window(text: str) -> float | None:
+    if text.lower() in ("none", "all"):
+        return None
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text}: a positive half-width in ln N, or 'none'")
+    return value
+
+
+def _column_or_none(text: str) -> str | None:
+    return None if text.lower() == "none" else text
+
+
+def add_table_options(parser: argparse.ArgumentParser) -> None:
+    """The options that say how to read a table: shared by this command and plots/*.py."""
+    table = parser.add_argument_group("reading the table (docs/README_SCALING_LAWS.md, 'Input')")
+    table.add_argument(
+        "--params-col",
+        type=_column_or_none,
+        default="params_scaling",
+        help="column of N, or 'none' to derive N = C / (6 D) (default params_scaling)",
+    )
+    table.add_argument(
+        "--tokens-col",
+        type=_column_or_none,
+        default="tokens",
+        help="column of D, or 'none' to derive D = C / (6 N) (default tokens)",
+    )
+    table.add_argument(
+        "--flops-col", default="flops_budget", help="column of C (default flops_budget)"
+    )
+    table.add_argument(
+        "--loss-col", default="final_val_loss", help="column of the loss (default final_val_loss)"
+    )
+    table.add_argument(
+        "--budget-col",
+        default=None,
+        help="column naming each run's isoFLOP budget (default: group the FLOP column within "
+        "--budget-tolerance)",
+    )
+    table.add_argument(
+        "--budget-tolerance",
+        type=float,
+        default=0.05,
+        metavar="DECADES",
+        help="runs whose FLOPs lie within this many decades of a group's smallest are one "
+        "budget; no group spans more (default 0.05, a factor 1.12)",
+    )
+    table.add_argument(
+        "--all-runs",
+        action="store_true",
+        help="fit every run; by default only the lowest-loss run of each (size, budget) is kept "
+        "(tables with several learning rates or seeds per size)",
+    )
+    table.add_argument(
+        "--flops-convention",
+        choices=FLOPS_CONVENTIONS,
+        default="table",
+        help="how to count each run's compute: "
+        + "; ".join(f"{k}: {v}" for k, v in CONVENTION_HELP.items()),
+    )
+    table.add_argument(
+        "--flops-label",
+        default=None,
+        help="how the table's FLOP column counts, for labels (default '6N + attention' for a "
+        "sweep's table, else 'as tabled'; e.g. '6ND')",
+    )
+    table.add_argument(
+        "--loss-unit",
+        default=None,
+        help="unit of the loss column, for labels (default: nats/byte when the tokenizer column "
+        "says bytes, else nats/token)",
+    )
+
+
+def add_fit_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the fits: shared by this command and plots/*.py (same defaults)."""
+    fit = parser.add_argument_group("the fits")
+    fit.add_argument(
+        "--bootstrap",
+        type=int,
+        default=DEFAULT_BOOTSTRAP,
+        help=f"bootstrap resamples for the intervals, both approaches (default "
+        f"{DEFAULT_BOOTSTRAP}; Approach 3 on 240 runs takes a few seconds)",
+    )
+    fit.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    fit.add_argument(
+        "--window",
+        type=_window,
+        default=DEFAULT_WINDOW_LN,
+        metavar="LN_N",
+        help="Approach 2: fit each parabola to the runs within this half-width of its vertex, "
+        f"in ln N (natural log of parameters), and to at least {MIN_WINDOW_SIZES} sizes; "
+        f"'none' fits every run (default {DEFAULT_WINDOW_LN}: a factor "
+        f"{math.exp(DEFAULT_WINDOW_LN):.1f} either side, {DEFAULT_WINDOW_LN / math.log(10):.2f} "
+        "decades)",
+    )
+
+
+def load_options(args: argparse.Namespace) -> dict:
+    """load_results keyword arguments from parsed table options."""
+    return {
+        "params_col": args.params_col,
+        "tokens_col": args.tokens_col,
+        "flops_col": args.flops_col,
+        "loss_col": args.loss_col,
+        "budget_col": args.budget_col,
+        "budget_tolerance_decades": args.budget_tolerance,
+        "best_per_size": not args.all_runs,
+        "flops_convention": args.flops_convention,
+        "flops_label": args.flops_label,
+        "loss_unit": args.loss_unit,
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,34 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument(
-        "--flops-convention",
-        choices=FLOPS_CONVENTIONS,
-        default="table",
-        help="how to count each run's compute: "
-        + "; ".join(f"{k}: {v}" for k, v in CONVENTION_HELP.items()),
-    )
-    parser.add_argument(
-        "--bootstrap",
-        type=int,
-        default=1000,
-        help="bootstrap resamples for the intervals, both approaches (default 1000; Approach 3 "
-        "refits every resample, about 10 s per 1000 on 240 runs)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
-    parser.add_argument(
-        "--window",
-        type=float,
+        "--out",
         default=None,
-        metavar="DECADES",
-        help="Approach 2: fit each parabola only to runs within this many decades of N around "
-        "the budget's lowest-loss run (default: all runs)",
+        metavar="DIR",
+        help="also write DIR/fits.json (with the bootstrap replicates) and DIR/plots/",
     )
-    parser.add_argument("--params-col", default="params_scaling", help="column of N")
-    parser.add_argument(
-        "--tokens-col", default="tokens", help="column of D, or 'none' to derive D = C / (6N)"
-    )
-    parser.add_argument("--flops-col", default="flops_budget", help="column of the FLOP budget")
-    parser.add_argument("--loss-col", default="final_val_loss", help="column of the loss")
+    add_fit_options(parser)
+    add_table_options(parser)
     return parser
 
 
@@ -96,14 +203,19 @@ def _minimum_row(m: BudgetMinimum) -> list[str]:
 def format_isoflop(fit: IsoFlopFit) -> str:
     """Approach 2 as text tables."""
     rows = [[f"{m.budget:.3g}", str(m.n_points), *_minimum_row(m)] for m in fit.minima]
-    head = f"Approach 2: isoFLOP parabolas (FLOP convention {fit.flops_convention}"
+    window = "every run" if fit.window is None else f"window ±{fit.window:g} in ln N"
+    head = f"Approach 2: isoFLOP parabolas ({window}; FLOP convention {fit.flops_convention}"
     if fit.law_error is None:
         n_budgets, n_law = len(fit.minima) + len(fit.left_out), len(fit.law_minima)
         if n_law < n_budgets:
             head += (
                 f"; power laws through the {n_law} of {n_budgets} budgets with an interior minimum"
             )
-        head += f"; {fit.n_bootstrap_used} of {fit.n_bootstrap} bootstrap resamples used"
+    if fit.n_bootstrap:
+        head += (
+            f"; {fit.n_bootstrap} bootstrap resamples, {fit.n_bootstrap_failed} without a power "
+            f"law; noise of log L {fit.noise_sigma:.2g} ({fit.noise_dof} dof)"
+        )
     out = [head + ")"]
     if rows:
         header = ["budget C", "runs", "N* [95% CI]", "D* [95% CI]", "L* [95% CI]", "inside"]
@@ -140,7 +252,8 @@ def format_parametric(fit: ParametricFit) -> str:
     ]
     out = [
         f"Approach 3: L(N, D) = E + A/N^alpha + B/D^beta ({fit.n_points} runs, "
-        f"{fit.n_bootstrap} bootstrap resamples; Huber objective {fit.objective:.6g}; "
+        f"{fit.n_bootstrap} bootstrap resamples, {fit.n_bootstrap_failed} refits unconverged; "
+        f"Huber objective {fit.objective:.6g}; "
         f"L-BFGS: {fit.optimizer_message})",
         _table(["parameter", "estimate", "SE", "95% CI"], rows),
     ]
@@ -167,83 +280,121 @@ def format_prediction(prediction: dict) -> str:
     )
 
 
+def format_flags(fits: dict) -> str:
+    """The fits object's flags, one per line (empty when there are none)."""
+    lines = []
+    for flag in fits.get("flags", []):
+        where = f"Approach {flag['approach']}: " if flag.get("approach") else ""
+        lines.extend(
+            textwrap.wrap(
+                f"FLAG {flag['code']}: {where}{flag['message']}",
+                98,
+                initial_indent="  ",
+                subsequent_indent="    ",
+            )
+        )
+    return "\n".join(lines)
+
+
+def predictions(fits: dict, budgets: list[float]) -> list[dict]:
+    """Predictions of each fitted approach at each budget (errors as entries)."""
+    out = []
+    iso, par = fitted_objects(fits)
+    for budget in budgets:
+        for approach, fit in (("2", iso), ("3", par)):
+            if f"approach{approach}" not in fits:
+                continue
+            try:
+                if fit is None:
+                    raise ScalingLawError(fits[f"approach{approach}"].get("error", "not fitted"))
+                out.append(fit.predict(budget))
+            except ScalingLawError as error:
+                out.append({"approach": int(approach), "budget": budget, "error": str(error)})
+    return out
+
+
+def format_report(fits: dict, budgets: list[float] = ()) -> str:
+    """The fits object as text: what the command line and the sweep's analysis print."""
+    convention = fits["convention"]
+    label = CONVENTION_HELP.get(convention["flops"], convention["flops"])
+    if convention["flops"] == "table":
+        label = f"the FLOP column as written ({convention['flops_label']})"
+    out = [
+        f"{fits['table']['source']}: {fits['table']['message']}",
+        f"FLOP convention: {convention['flops']} = {label}; loss in {convention['loss_unit']}",
+    ]
+    iso, par = fitted_objects(fits)
+    for key, fit, formatter in (
+        ("approach2", iso, format_isoflop),
+        ("approach3", par, format_parametric),
+    ):
+        if key not in fits:
+            continue
+        out.append("")
+        if fit is None:
+            out.append(f"Approach {key[-1]}: error: {fits[key]['error']}")
+        else:
+            out.append(formatter(fit))
+    flags = format_flags(fits)
+    if flags:
+        out += ["", "Flags (weak fits; docs/README_SCALING_LAWS.md, 'Flags'):", flags]
+    found = predictions(fits, list(budgets))
+    if found:
+        out.append("\nCompute-optimal predictions (95% CI):")
+        out.extend(format_prediction(p) for p in found)
+    return "\n".join(out)
+
+
+def errors_of(fits: dict) -> dict[str, str]:
+    """Approaches that have no answer, and why: the exit status says so."""
+    errors = {}
+    for approach in ("2", "3"):
+        entry = fits.get(f"approach{approach}")
+        if entry is None:
+            continue
+        # Minima that the runs do not bracket give no power law: Approach 2 has no answer,
+        # though its per-budget table is still printed.
+        if entry.get("error"):
+            errors[approach] = entry["error"]
+    return errors
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    tokens_col = None if args.tokens_col.lower() == "none" else args.tokens_col
     try:
-        df, message = load_results(
-            args.results,
-            params_col=args.params_col,
-            tokens_col=tokens_col,
-            flops_col=args.flops_col,
-            loss_col=args.loss_col,
-            flops_convention=args.flops_convention,
-        )
+        df, message = load_results(args.results, **load_options(args))
     except ScalingLawError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-
-    report: dict = {
-        "results": str(args.results),
-        "message": message,
-        "flops_convention": args.flops_convention,
-        "columns": {
-            "params": args.params_col,
-            "tokens": tokens_col,
-            "flops": args.flops_col,
-            "loss": args.loss_col,
-        },
-    }
-    fits = {}
-    errors = {}
     approaches = ("2", "3") if args.approach == "both" else (args.approach,)
-    for approach in approaches:
-        started = time.perf_counter()
-        try:
-            if approach == "2":
-                fits[approach] = fit_isoflop(
-                    df, window_decades=args.window, n_bootstrap=args.bootstrap, seed=args.seed
-                )
-            else:
-                fits[approach] = fit_parametric(df, n_bootstrap=args.bootstrap, seed=args.seed)
-        except ScalingLawError as error:
-            errors[approach] = str(error)
-        report[f"approach{approach}"] = (
-            fits[approach].to_dict() if approach in fits else {"error": errors[approach]}
-        )
-        report[f"approach{approach}"]["fit_s"] = round(time.perf_counter() - started, 3)
-        # Minima that the runs do not bracket give no power law: Approach 2 has no answer, and
-        # the exit status says so, though its per-budget table is still printed.
-        if approach == "2" and approach in fits and fits[approach].law_error is not None:
-            errors[approach] = fits[approach].law_error
-    predictions = []
-    for budget in args.budget:
-        for approach, fit in fits.items():
-            try:
-                predictions.append(fit.predict(budget))
-            except ScalingLawError as error:
-                predictions.append(
-                    {"approach": int(approach), "budget": budget, "error": str(error)}
-                )
-    report["predictions"] = predictions
+    fits = fit_all(
+        df,
+        approaches=approaches,
+        window=args.window,
+        n_bootstrap=args.bootstrap,
+        seed=args.seed,
+        source=str(args.results),
+        message=message,
+    )
+    if args.out:
+        import warnings
 
+        from nanogpt.plotting import make_all_plots
+
+        write_fits(fits, f"{args.out}/fits.json")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            make_all_plots(df, f"{args.out}/plots", fits=fits, budget=(args.budget or [None])[0])
+        for warning in caught:
+            if issubclass(warning.category, UserWarning):  # ours, not numpy's
+                print(f"plots: {warning.message}", file=sys.stderr)
     if args.json:
+        report = summary(fits)
+        report["predictions"] = predictions(fits, args.budget)
         print(json.dumps(report, indent=2))
     else:
-        print(f"{args.results}: {message}")
-        print(
-            f"FLOP convention: {args.flops_convention} = {CONVENTION_HELP[args.flops_convention]}"
-        )
-        for approach in approaches:
-            print()
-            if approach in fits:
-                fit = fits[approach]
-                print(format_isoflop(fit) if approach == "2" else format_parametric(fit))
-            else:
-                print(f"Approach {approach}: error: {errors[approach]}")
-        if predictions:
-            print("\nCompute-optimal predictions (95% CI):")
-            print("\n".join(format_prediction(p) for p in predictions))
+        print(format_report(fits, args.budget))
+    errors = errors_of(fits)
     for approach, error in errors.items():
         print(f"error (Approach {approach}): {error}", file=sys.stderr)
     return 1 if errors else 0

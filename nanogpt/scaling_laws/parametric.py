@@ -21,7 +21,13 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
-from nanogpt.scaling_laws.results import Estimate, InsufficientDataError, ensure_loaded
+from nanogpt.scaling_laws.results import (
+    Estimate,
+    InsufficientDataError,
+    decode_array,
+    encode_array,
+    ensure_loaded,
+)
 
 HUBER_DELTA = 1e-3  # Hoffmann et al. 2022, section 3.3
 # Hoffmann et al. 2022, appendix D.2: the grid of initialisations, in (a, b, e, alpha, beta).
@@ -80,6 +86,133 @@ def _grid_objective(
     log_pred = top + np.log(np.exp(t0 - top) + np.exp(t1 - top) + np.exp(e - top))
     residual = np.abs(log_pred - log_loss)
     return np.where(residual <= delta, 0.5 * residual**2, delta * (residual - 0.5 * delta)).sum(1)
+
+
+def _batch_objective(
+    theta: np.ndarray,
+    log_n: np.ndarray,
+    log_d: np.ndarray,
+    log_loss: np.ndarray,
+    weights: np.ndarray,
+    delta: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`_objective` for many problems at once: rows of theta (R, 5), each with its own weights
+    of the runs (R, n) (a bootstrap resample is the runs weighted by how often it drew them)."""
+    a, b, e, alpha, beta = (theta[:, i : i + 1] for i in range(5))
+    t0 = a - alpha * log_n
+    t1 = b - beta * log_d
+    top = np.maximum(np.maximum(t0, t1), e)
+    w0, w1, w2 = np.exp(t0 - top), np.exp(t1 - top), np.exp(e - top)
+    total = w0 + w1 + w2
+    residual = top + np.log(total) - log_loss
+    abs_residual = np.abs(residual)
+    huber = np.where(abs_residual <= delta, 0.5 * residual**2, delta * (abs_residual - 0.5 * delta))
+    value = (weights * huber).sum(1)
+    slope = weights * np.clip(residual, -delta, delta) / total
+    g0, g1, g2 = slope * w0, slope * w1, slope * w2
+    grad = np.stack([g0.sum(1), g1.sum(1), g2.sum(1), -(g0 @ log_n), -(g1 @ log_d)], axis=1)
+    return value, grad
+
+
+# The batched optimiser's memory, iteration cap and stopping rule. A row stops when an
+# iteration lowers its objective by less than BATCH_FTOL of itself, or when no step along its
+# direction lowers it at all (the kinks of a Huber loss with a small delta end L-BFGS this way).
+BATCH_MEMORY = 10
+BATCH_MAX_ITERATIONS = 3000
+BATCH_FTOL = 1e-13
+BATCH_MAX_HALVINGS = 40
+
+
+def _minimise_batch(
+    theta0: np.ndarray, args: tuple, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """L-BFGS (two-loop recursion, backtracking Armijo line search) on many weighted problems
+    at once, all started at theta0: one array operation per step for all of them, where
+    scipy's minimize costs Python overhead per problem and per step (a 1000-resample
+    bootstrap went from 44 s to a few seconds; docs/benchmarks.md).
+
+    Returns the end points (R, 5), their objectives (R,) and whether each converged (R,).
+    """
+    log_n, log_d, log_loss, delta = args
+    rows = weights.shape[0]
+    theta = np.repeat(theta0[None, :].astype(float), rows, axis=0)
+    value, grad = _batch_objective(theta, log_n, log_d, log_loss, weights, delta)
+    s_hist = np.zeros((BATCH_MEMORY, rows, 5))
+    y_hist = np.zeros((BATCH_MEMORY, rows, 5))
+    rho_hist = np.zeros((BATCH_MEMORY, rows))
+    gamma = np.full(rows, 1e-2) / np.maximum(np.abs(grad).max(1), 1e-300)
+    active = np.ones(rows, dtype=bool)
+    converged = np.zeros(rows, dtype=bool)
+    for iteration in range(BATCH_MAX_ITERATIONS):
+        if not active.any():
+            break
+        idx = np.flatnonzero(active)
+        g = grad[idx]
+        # Two-loop recursion, newest pair first; empty slots have rho 0 and drop out.
+        q = g.copy()
+        alphas = []
+        for k in range(BATCH_MEMORY):
+            slot = (iteration - 1 - k) % BATCH_MEMORY
+            a_k = rho_hist[slot, idx] * np.einsum("ri,ri->r", s_hist[slot, idx], q)
+            q -= a_k[:, None] * y_hist[slot, idx]
+            alphas.append((slot, a_k))
+        r = gamma[idx, None] * q
+        for slot, a_k in reversed(alphas):
+            b_k = rho_hist[slot, idx] * np.einsum("ri,ri->r", y_hist[slot, idx], r)
+            r += (a_k - b_k)[:, None] * s_hist[slot, idx]
+        direction = -r
+        slope = np.einsum("ri,ri->r", g, direction)
+        # Not a descent direction (stale curvature pairs): fall back to steepest descent.
+        bad = ~(slope < 0)
+        direction[bad] = -gamma[idx][bad, None] * g[bad]
+        slope[bad] = np.einsum("ri,ri->r", g[bad], direction[bad])
+        step = np.ones(len(idx))
+        new_value = np.full(len(idx), np.inf)
+        new_theta = theta[idx].copy()
+        new_grad = g.copy()
+        pending = np.ones(len(idx), dtype=bool)
+        for _ in range(BATCH_MAX_HALVINGS):
+            p = np.flatnonzero(pending)
+            trial = theta[idx[p]] + step[p, None] * direction[p]
+            v, gr = _batch_objective(trial, log_n, log_d, log_loss, weights[idx[p]], delta)
+            ok = v <= value[idx[p]] + 1e-4 * step[p] * slope[p]
+            accepted = p[ok]
+            new_value[accepted], new_theta[accepted], new_grad[accepted] = v[ok], trial[ok], gr[ok]
+            pending[accepted] = False
+            step[p[~ok]] *= 0.5
+            if not pending.any():
+                break
+        moved = ~pending
+        # Rows whose line search found no lower point have stopped where they are.
+        stuck = idx[pending]
+        active[stuck] = False
+        converged[stuck] = True
+        m_idx = idx[moved]
+        s = new_theta[moved] - theta[m_idx]
+        y = new_grad[moved] - grad[m_idx]
+        sy = np.einsum("ri,ri->r", s, y)
+        slot = iteration % BATCH_MEMORY
+        good = sy > 1e-300
+        rho_hist[slot, idx] = 0.0
+        rho_hist[slot, m_idx[good]] = 1.0 / sy[good]
+        s_hist[slot, m_idx], y_hist[slot, m_idx] = s, y
+        yy = np.einsum("ri,ri->r", y, y)
+        gamma[m_idx[good]] = sy[good] / yy[good]
+        decrease = value[m_idx] - new_value[moved]
+        theta[m_idx], value[m_idx], grad[m_idx] = (
+            new_theta[moved],
+            new_value[moved],
+            new_grad[moved],
+        )
+        done = decrease <= BATCH_FTOL * np.abs(new_value[moved])
+        active[m_idx[done]] = False
+        converged[m_idx[done]] = True
+    return theta, value, converged & np.isfinite(theta).all(1)
+
+
+def _tails(rows: int) -> np.ndarray:
+    """-inf, +inf, -inf, ...: where a resample with no answer goes, half to each tail."""
+    return np.where(np.arange(rows) % 2 == 0, -np.inf, np.inf)
 
 
 def _minimise(theta0: np.ndarray, args: tuple) -> tuple[np.ndarray, float, str]:
@@ -149,6 +282,7 @@ class ParametricFit:
     optimizer_message: str
     n_bootstrap: int
     samples: np.ndarray | None = field(default=None, repr=False)  # rows of (E, A, B, alpha, beta)
+    n_bootstrap_failed: int = 0  # resamples whose refit did not converge (in the tails)
     # Why the fit should not be trusted (a parameter at a bound, a term that vanished, an
     # optimiser that did not converge); empty for a healthy fit.
     notes: list[str] = field(default_factory=list)
@@ -190,11 +324,12 @@ class ParametricFit:
         out = {"approach": 3, "budget": float(budget), "flops_convention": "6N"}
         for name, value, samples in zip(("params", "tokens", "loss"), point, boot):
             column = None if samples is None else samples[:, 0]
-            out[name] = Estimate.from_samples(value, column).to_dict()
+            out[name] = Estimate.from_samples(value, column, positive=True).to_dict()
         return out
 
-    def to_dict(self) -> dict:
-        out = {"approach": 3}
+    def to_dict(self, samples: bool = False) -> dict:
+        """JSON-ready; with `samples`, also the bootstrap replicates the figures' bands need."""
+        out: dict = {"approach": 3, "flops_convention": "6N"}
         for name in (*PARAMETER_NAMES, "a", "b"):
             out[name] = getattr(self, name).to_dict()
         out.update(
@@ -202,10 +337,28 @@ class ParametricFit:
             n_points=self.n_points,
             optimizer_message=self.optimizer_message,
             n_bootstrap=self.n_bootstrap,
+            n_bootstrap_failed=self.n_bootstrap_failed,
             degenerate=self.degenerate,
             notes=self.notes,
         )
+        if samples and self.samples is not None:
+            out["samples"] = encode_array(self.samples)
         return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ParametricFit:
+        """The fit as to_dict(samples=True) wrote it (what the figures draw from fits.json)."""
+        samples = d.get("samples")
+        return cls(
+            **{name: Estimate.from_dict(d[name]) for name in (*PARAMETER_NAMES, "a", "b")},
+            objective=d["objective"],
+            n_points=d["n_points"],
+            optimizer_message=d["optimizer_message"],
+            n_bootstrap=d["n_bootstrap"],
+            samples=None if samples is None else decode_array(samples, 5),
+            n_bootstrap_failed=d.get("n_bootstrap_failed", 0),
+            notes=list(d["notes"]),
+        )
 
 
 def _diagnose(
@@ -277,7 +430,7 @@ def _diagnose(
 def fit_parametric(
     data: str | os.PathLike | pd.DataFrame,
     *,
-    n_bootstrap: int = 200,
+    n_bootstrap: int = 1000,
     seed: int = 0,
     init: dict[str, float] | None = None,
     n_starts: int = 5,
@@ -317,36 +470,58 @@ def fit_parametric(
     theta, objective, message = best
 
     samples = None
+    n_failed = 0
     if n_bootstrap > 0:
+        # A resample is the runs weighted by how often it drew each; all are refitted at once,
+        # from the full-data optimum (the resample's optimum is close to it).
         rng = np.random.default_rng(seed)
-        rows = []
-        for _ in range(n_bootstrap):
-            pick = rng.integers(0, n_points, n_points)
-            resampled = (log_n[pick], log_d[pick], log_loss[pick], delta)
-            rows.append(_minimise(theta, resampled)[0])
-        samples = _natural(np.array(rows))
+        picks = rng.integers(0, n_points, (n_bootstrap, n_points))
+        counts = np.zeros((n_bootstrap, n_points))
+        np.add.at(counts, (np.arange(n_bootstrap)[:, None], picks), 1.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            rows, _, converged = _minimise_batch(theta, args, counts)
+            samples = _natural(rows)
+        # A refit the optimiser did not finish is counted and kept at its last point; one that
+        # ran off to infinity is put in the tails (alternately low and high), so that it widens
+        # the intervals instead of vanishing from them.
+        failed = ~converged
+        n_failed = int(failed.sum())
+        lost = ~np.isfinite(samples).all(axis=1)
+        samples[lost] = _tails(n_bootstrap)[lost, None]
 
     natural = _natural(theta)[0]
     estimates = {
-        name: Estimate.from_samples(natural[i], None if samples is None else samples[:, i])
+        # A and B are scale factors: their intervals are moved by factors (Estimate).
+        name: Estimate.from_samples(
+            natural[i], None if samples is None else samples[:, i], positive=name in ("A", "B")
+        )
         for i, name in enumerate(PARAMETER_NAMES)
     }
     alpha, beta = natural[3], natural[4]
-    boot_alpha = None if samples is None else samples[:, 3]
-    boot_beta = None if samples is None else samples[:, 4]
+    share = {"a": None, "b": None}
+    if samples is not None:
+        with np.errstate(invalid="ignore"):
+            share["a"] = samples[:, 4] / (samples[:, 3] + samples[:, 4])
+            share["b"] = samples[:, 3] / (samples[:, 3] + samples[:, 4])
+        for column in share.values():
+            column[lost] = _tails(n_bootstrap)[lost]
     return ParametricFit(
         **estimates,
-        a=Estimate.from_samples(
-            beta / (alpha + beta), None if samples is None else boot_beta / (boot_alpha + boot_beta)
-        ),
-        b=Estimate.from_samples(
-            alpha / (alpha + beta),
-            None if samples is None else boot_alpha / (boot_alpha + boot_beta),
-        ),
+        a=Estimate.from_samples(beta / (alpha + beta), share["a"]),
+        b=Estimate.from_samples(alpha / (alpha + beta), share["b"]),
         objective=objective,
         n_points=n_points,
         optimizer_message=message,
         n_bootstrap=n_bootstrap,
         samples=samples,
-        notes=_diagnose(natural, samples, log_n, log_d, log_loss, message),
+        n_bootstrap_failed=n_failed,
+        notes=_diagnose(natural, samples, log_n, log_d, log_loss, message)
+        + (
+            [
+                f"{n_failed} of {n_bootstrap} bootstrap refits did not converge; they are kept "
+                "at their last point (never dropped), and the intervals are less sure"
+            ]
+            if n_failed
+            else []
+        ),
     )

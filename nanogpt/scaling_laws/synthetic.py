@@ -1,6 +1,6 @@
 """A results table drawn from a known scaling law, for tests, demos and plots before a sweep.
 
-The rows have the columns of a real sweep's table (../shared/DESIGN.md). Model shapes follow the
+The rows have the columns of a real sweep's table (docs/README_SWEEPS.md). Model shapes follow the
 project's rule (width 64 * DEPTH, one head per 64 channels), the FLOPs per token are the sweep's
 (6 N plus the attention term), and the loss is L(N, D) = E + A/N^alpha + B/D^beta times
 log-normal noise.
@@ -49,7 +49,7 @@ def synthetic_results(
             tokens = steps * tokens_per_step
             loss = law["E"] + law["A"] / params**alpha + law["B"] / max(tokens, 1) ** beta
             loss *= np.exp(noise * rng.standard_normal())
-            # Utilisation grows with model size, as measured on an H200 (DESIGN.md).
+            # Utilisation grows with model size, as measured on an H200 (docs/benchmarks.md).
             mfu = float(np.clip(0.16 + 0.29 * (np.log10(params) - 6.8) / 1.3, 0.05, 0.5))
             tokens_per_s = mfu * 989e12 / flops_per_token * np.exp(0.03 * rng.standard_normal())
             rows.append(
@@ -88,4 +88,54 @@ def synthetic_results(
             trial_id=row["trial_id"] + "_diverged",
         )
         rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def optimal_params(budget: float | np.ndarray, law: dict[str, float] | None = None) -> np.ndarray:
+    """The law's compute-optimal N at `budget` FLOPs with C = 6 N D (Hoffmann et al. 2022,
+    appendix D.3): N* = G (C/6)^(beta/(alpha+beta)), G = (alpha A / (beta B))^(1/(alpha+beta))."""
+    law = BESIROGLU_LAW if law is None else law
+    alpha, beta = law["alpha"], law["beta"]
+    g = (alpha * law["A"] / (beta * law["B"])) ** (1 / (alpha + beta))
+    return g * (np.asarray(budget, dtype=float) / 6) ** (beta / (alpha + beta))
+
+
+def synthetic_isoflop_grid(
+    budgets: tuple[float, ...] = (1e18, 3e18, 1e19, 3e19, 1e20),
+    *,
+    law: dict[str, float] | None = None,
+    span_decades: float = 1.0,
+    n_sizes: int = 9,
+    shift: tuple[float, float] = (0.0, 0.0),
+    noise: float = 0.003,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """An isoFLOP grid with C = 6 N D exactly, for measuring the fits against a known answer.
+
+    At each budget, `n_sizes` model sizes evenly spaced in log N from span_decades below to
+    span_decades above a centre; the centre sits `shift` (a fraction of span_decades) above the
+    law's optimum, moving linearly from shift[0] at the smallest budget to shift[1] at the
+    largest. A fixed set of sizes run at every budget does this: its optimum moves from the
+    large end towards the small end as the budget grows. The loss is the law times log-normal
+    noise of standard deviation `noise`; the true exponent of N* is beta / (alpha + beta).
+    """
+    law = dict(BESIROGLU_LAW if law is None else law)
+    rng = np.random.default_rng(seed)
+    rows = []
+    fractions = np.linspace(shift[0], shift[1], len(budgets)) if len(budgets) > 1 else [shift[0]]
+    for budget, fraction in zip(budgets, fractions):
+        centre = np.log10(optimal_params(budget, law)) + fraction * span_decades
+        for log_n in np.linspace(centre - span_decades, centre + span_decades, n_sizes):
+            params = 10.0**log_n
+            tokens = budget / (6 * params)
+            loss = law["E"] + law["A"] / params ** law["alpha"] + law["B"] / tokens ** law["beta"]
+            rows.append(
+                {
+                    "params_scaling": params,
+                    "tokens": tokens,
+                    "flops_budget": budget,
+                    "final_val_loss": loss * np.exp(noise * rng.standard_normal()),
+                    "status": "ok",
+                }
+            )
     return pd.DataFrame(rows)

@@ -386,57 +386,19 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
     return outputs
 
 
-def analyze(sweep_dir: Path, n_bootstrap: int = 200) -> dict[str, Any]:
+def analyze(sweep_dir: Path, n_bootstrap: int = 1000) -> dict[str, Any]:
     """Scaling-law fits (printed, and saved as fits.json) and plots from the sweep's results.
 
-    A sweep too small to fit (one budget, too few healthy points) still finishes: the reason
-    is printed and the rest of what can be drawn is drawn.
+    One call into nanogpt.scaling_laws.analyze_results: it fits once, writes fits.json, draws
+    the plots from that fits object and prints the report, with the same defaults as
+    `python -m nanogpt.scaling_laws`, so both give the same numbers. A sweep too small to fit
+    (one budget, too few healthy points) still finishes: the reason is printed and the rest of
+    what can be drawn is drawn.
     """
-    import warnings
+    from nanogpt.scaling_laws import analyze_results
 
-    from nanogpt import plotting
-    from nanogpt.scaling_laws import fit_isoflop, fit_parametric, load_results
-    from nanogpt.scaling_laws.cli import format_isoflop, format_parametric
-    from nanogpt.scaling_laws.results import ScalingLawError
-
-    out: dict[str, Any] = {}
-    try:
-        data, message = load_results(sweep_dir)
-    except ScalingLawError as e:
-        print(f"analysis skipped: {e}", flush=True)
-        return {"analysis_error": str(e)}
-    print(f"analysis of {sweep_dir / 'results.parquet'}: {message}", flush=True)
-    fits: dict[str, Any] = {"message": message}
-    for name, fit_fn, fmt in (
-        ("approach2", lambda: fit_isoflop(data, n_bootstrap=n_bootstrap), format_isoflop),
-        ("approach3", lambda: fit_parametric(data, n_bootstrap=n_bootstrap), format_parametric),
-    ):
-        try:
-            fit = fit_fn()
-        except ScalingLawError as e:
-            print(f"{name}: not fitted: {e}", flush=True)
-            fits[name] = {"error": str(e)}
-            continue
-        print(fmt(fit), flush=True)
-        fits[name] = fit.to_dict()
-    fits_path = sweep_dir / "fits.json"
-    tmp = fits_path.with_name("fits.json.partial")
-    tmp.write_text(dump_json(fits))
-    os.replace(tmp, fits_path)
-    out["fits"] = str(fits_path)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            written = plotting.make_all_plots(
-                sweep_dir, sweep_dir / "plots", n_bootstrap=n_bootstrap
-            )
-        except ScalingLawError as e:
-            written = []
-            print(f"plots skipped: {e}", flush=True)
-    for w in caught:
-        print(f"plots: {w.message}", flush=True)
-    out["plots"] = [str(p) for p in written]
-    print(f"fits: {fits_path}; plots: {', '.join(out['plots']) or 'none'}", flush=True)
+    out = analyze_results(Path(sweep_dir), Path(sweep_dir), n_bootstrap=n_bootstrap)
+    out.pop("fits_object", None)
     return out
 
 
