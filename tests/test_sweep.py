@@ -265,8 +265,8 @@ import json, sys
 from nanogpt.config import TrainConfig
 from nanogpt.sweep import SweepConfig, run_sweep
 train = TrainConfig(**json.loads(sys.argv[1]))
-sweep = SweepConfig(depths=[1, 2], flops=[4e8, 6e8, 8e8, 1e9], name="many",
-                    storage=sys.argv[2], train=train, analyze=False)
+sweep = SweepConfig(depths=[1, 2], flops=[1e8, 1.5e8, 2e8, 2.5e8], name="many",
+                    storage=sys.argv[2], train=train, analyze=False, cpus_per_trial=0.5)
 out = run_sweep(sweep)
 print("REPORTS", json.dumps(out["tune_reports"]))
 """
@@ -289,8 +289,8 @@ print("REPORTS", json.dumps(out["tune_reports"]))
 def test_a_grid_with_a_diverging_and_a_crashing_trial(tmp_path, corpus):
     """2 x 2 grid: one trial gets a NaN (ends early as diverged, not retried); one trial's
     worker is killed mid-run (Ray Train restarts it and it resumes from its checkpoint)."""
-    budgets = [2e9, 4e9]
-    diverging, crashing = trial_key(1, 4e9, 0), trial_key(2, 4e9, 0)
+    budgets = [1.5e8, 3e8]  # DEPTH 1: 51 and 102 steps; DEPTH 2: 15 and 30
+    diverging, crashing = trial_key(1, 3e8, 0), trial_key(2, 3e8, 0)
     sweep = SweepConfig(
         depths=[1, 2],
         flops=budgets,
@@ -332,7 +332,7 @@ def test_a_grid_with_a_diverging_and_a_crashing_trial(tmp_path, corpus):
 def test_a_killed_driver_resumes_without_repeating_finished_trials(tmp_path, corpus):
     storage = tmp_path / "store"
     cmd = [
-        sys.executable, "sweeps/isoflop.py", "--depths", "1,2", "--flops", "3e9",
+        sys.executable, "sweeps/isoflop.py", "--depths", "1,2", "--flops", "2e8",
         "--name", "resumable", "--storage", str(storage), "--max-concurrent", "1",
         "--no-analyze", "--data", str(corpus), "--aspect-ratio", "8", "--head-dim", "8",
         "--seq-len", "32", "--total-batch-size", "128", "--device-batch-size", "4",
@@ -367,7 +367,7 @@ def test_a_killed_driver_resumes_without_repeating_finished_trials(tmp_path, cor
     assert finish.returncode == 0, finish.stdout[-3000:] + finish.stderr[-3000:]
     assert "1 already finished" in finish.stdout
     table = pd.read_csv(storage / "resumable" / "results.csv")
-    assert sorted(table["trial_key"]) == sorted([trial_key(1, 3e9, 0), trial_key(2, 3e9, 0)])
+    assert sorted(table["trial_key"]) == sorted([trial_key(1, 2e8, 0), trial_key(2, 2e8, 0)])
     assert (table["status"] == "ok").all()
     assert (table["steps"] == table["steps_planned"]).all()
     # the finished trial was not run again: its metrics are exactly as they were
@@ -387,7 +387,7 @@ def test_a_sweep_on_an_existing_two_node_cluster_uses_both_nodes(tmp_path, corpu
     try:
         sweep = SweepConfig(
             depths=[1, 2],
-            flops=[2e9],
+            flops=[2e8],
             name="two-nodes",
             storage=str(tmp_path / "store"),
             address=cluster.address,
