@@ -21,7 +21,6 @@ import torch
 
 from nanogpt import triton_loss
 
-
 CPU_CHUNK_LOGITS = 128 * 50304  # fp32 logits per chunk of the torch kernel on a CPU
 
 
