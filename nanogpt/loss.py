@@ -21,8 +21,6 @@ import torch
 
 from nanogpt import triton_loss
 
-CPU_CHUNK_LOGITS = 128 * 50304  # fp32 logits per chunk of the torch kernel on a CPU
-
 
 def _mm_dtype(device: torch.device) -> torch.dtype:
     if torch.is_autocast_enabled(device.type):
@@ -192,16 +190,12 @@ def fused_head_loss(
         raise ValueError(f"kernel must be 'triton' or 'torch', not {kernel!r}")
     if chunk_rows is None:
         # Triton: 8,192 rows of bf16 logits (0.8 GB at GPT-2's vocabulary) keep the matmuls at
-        # full speed. torch: chunks of ~64 M fp32 logits on a GPU; on a CPU ~6.4 M (128 rows of
-        # GPT-2's 50,304), as many rows as that budget holds: a byte-level head (320 ids) takes
-        # a whole batch in one chunk, where 128-row chunks made the loop's overhead 60% of a
-        # tiny model's step.
+        # full speed. torch: chunks of ~64 M fp32 logits on a GPU; small ones on a CPU stay in
+        # cache.
         if kernel == "triton":
             chunk_rows = 8192
-        elif h.device.type == "cuda":
-            chunk_rows = 1024
         else:
-            chunk_rows = max(128, CPU_CHUNK_LOGITS // weight.shape[0])
+            chunk_rows = 1024 if h.device.type == "cuda" else 128
     return _FusedHeadLoss.apply(
         h, weight, targets, vocab_size, softcap, z_loss, chunk_rows, _mm_dtype(h.device), kernel
     )

@@ -35,7 +35,7 @@ from nanogpt.sweep.runner import sweep_dataset
 # (docs/README_SWEEPS.md, "The embedded default"); every trial runs >= 50 steps and sees at
 # most ~1 epoch of the 4.6 M training bytes.
 EMBEDDED = dict(
-    grid="5e10:1..4;1.2e11:1..5;3e11:2..6",
+    grid="5e10:1..4;1.5e11:1..5;4.5e11:2..6",
     name="embedded",
     # Two trials per CPU: Ray Train's start-up of one trial (~20-30 s here, mostly waiting on
     # new processes) overlaps the training of another (docs/benchmarks.md)
