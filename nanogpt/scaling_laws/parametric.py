@@ -55,25 +55,11 @@ NEGLIGIBLE_EXPONENT = 1e-2
 def _objective(
     theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_loss: np.ndarray, delta: float
 ) -> tuple[float, np.ndarray]:
-    """Summed Huber loss of log L and its gradient in theta = (a, b, e, alpha, beta)."""
-    a, b, e, alpha, beta = theta
-    # log L = LSE(t0, t1, t2), written out: scipy's logsumexp/softmax cost more than the maths
-    # at a few hundred points, and the bootstrap calls this tens of thousands of times.
-    t0 = a - alpha * log_n
-    t1 = b - beta * log_d
-    top = np.maximum(np.maximum(t0, t1), e)
-    w0, w1, w2 = np.exp(t0 - top), np.exp(t1 - top), np.exp(e - top)
-    total = w0 + w1 + w2
-    residual = top + np.log(total) - log_loss
-    abs_residual = np.abs(residual)
-    huber = np.where(
-        abs_residual <= delta, 0.5 * residual**2, delta * (abs_residual - 0.5 * delta)
-    ).sum()
-    # d huber / d residual, times d LSE / d t_i (the softmax weights).
-    slope = np.clip(residual, -delta, delta) / total
-    g0, g1, g2 = slope * w0, slope * w1, slope * w2
-    grad = np.array([g0.sum(), g1.sum(), g2.sum(), -(g0 @ log_n), -(g1 @ log_d)])
-    return float(huber), grad
+    """Summed Huber loss of log L and its gradient in theta = (a, b, e, alpha, beta): the
+    batched objective (below) for one problem with every run weighted 1."""
+    weights = np.ones((1, len(log_loss)))
+    value, grad = _batch_objective(theta[None, :], log_n, log_d, log_loss, weights, delta)
+    return float(value[0]), grad[0]
 
 
 def _grid_objective(
@@ -96,8 +82,10 @@ def _batch_objective(
     weights: np.ndarray,
     delta: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`_objective` for many problems at once: rows of theta (R, 5), each with its own weights
-    of the runs (R, n) (a bootstrap resample is the runs weighted by how often it drew them)."""
+    """Weighted summed Huber loss of log L and its gradient for many problems at once: rows of
+    theta (R, 5) = (a, b, e, alpha, beta), each with its own weights of the runs (R, n) (a
+    bootstrap resample is the runs weighted by how often it drew them). log L = LSE(t0, t1, e)
+    is written out: scipy's logsumexp costs more than the maths at a few hundred points."""
     a, b, e, alpha, beta = (theta[:, i : i + 1] for i in range(5))
     t0 = a - alpha * log_n
     t1 = b - beta * log_d
