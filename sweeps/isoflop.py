@@ -2,7 +2,7 @@
 
 With no grid given it runs the embedded default: byte-level models on the Shakespeare plays,
 each budget with its own depths around its optimum, small enough for a 2-core CPU (about
-fifteen minutes) and big enough to show a scaling law: interior isoFLOP minima, Approach 2 and 3
+nine minutes on an idle machine) and big enough to show a scaling law: interior isoFLOP minima, Approach 2 and 3
 fits that agree. It leaves the results table, ``fits.json`` and the plots in ``sweeps_out/embedded/``.
 Any other grid trains on ``--data`` (default FineWeb-Edu, which must be prepared first).
 ``--dry-run`` prints the grid, its data and epochs, whether each budget's depths bracket its
