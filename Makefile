@@ -18,7 +18,7 @@ CORE_EVALS ?= 0
 CHATCORE_EVALS ?= 0
 ARGS ?=
 
-.PHONY: help environment test lint format demo depth-table prepare-shakespeare prepare-fineweb \
+.PHONY: help environment test test-fast lint format demo depth-table prepare-shakespeare prepare-fineweb \
 	prepare-task-mixture ddp-train run-scaling-law sweep-dry-run gpu-status kill-gpu benchmark
 
 help: ## list the targets, one line each
@@ -41,6 +41,9 @@ environment: ## install nanogpt and everything it needs (CUDA torch on GPU machi
 
 test: ## run the test suite (CPU; GPU tests skip themselves without a GPU)
 	$(PYTHON) -m pytest -q
+
+test-fast: ## the test suite without the slow tests (real Ray, torchrun, process spawns, compile): the edit-test loop
+	$(PYTHON) -m pytest -q -m "not slow"
 
 lint: ## ruff check and format check
 	$(PYTHON) -m ruff check .
@@ -85,5 +88,5 @@ gpu-status: ## show the GPUs and what runs on them
 	@if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi; else echo "no NVIDIA GPU here (nvidia-smi not found)"; fi
 
 kill-gpu: ## stop this project's training, sweep and benchmark processes (by pid; nothing else)
-	@pids=$$(pgrep -f -- '-m nanogpt\.train|sweeps/isoflop\.py|benchmarks/(train_throughput|optimizer|sweep_overhead)\.py' || true); \
+	@pids=$$(pgrep -f -- '-m nanogpt\.train|sweeps/isoflop\.py|nanogpt\.sweep|nanogpt-(sweep|train)|benchmarks/(train_throughput|optimizer|sweep_overhead)\.py' || true); \
 	if [ -n "$$pids" ]; then echo "stopping: $$pids"; kill $$pids; else echo "no nanogpt processes running"; fi

@@ -87,9 +87,6 @@ def gpt2() -> ModelConfig:
     return ModelConfig.from_depth(12)
 
 
-MODEL_PRESETS = {"gpt2": gpt2}
-
-
 # --- command line from dataclass fields -------------------------------------------------------
 
 

@@ -92,12 +92,3 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
 def barrier() -> None:
     if is_initialized():
         torch_dist.barrier()
-
-
-def all_reduce_max(value: float, device: torch.device) -> float:
-    """Largest value over ranks; used so that every rank takes the same stop decision."""
-    if not is_initialized():
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
-    return float(t.item())

@@ -31,7 +31,6 @@ HEAD_DIM = 64  # width per attention head at every DEPTH
 WIDTH_PER_LAYER = 64  # n_embd = 64 * DEPTH
 REFERENCE_WIDTH = 768  # learning rates are tuned at GPT-2 small's width and scaled from there
 VOCAB_PAD_MULTIPLE = 64  # embedding rows padded so matmuls hit tensor-core-friendly sizes
-GPT2_VOCAB = 50257
 CHAT_VOCAB = 50259  # GPT-2's vocabulary plus <|im_start|> and <|im_end|>
 
 

@@ -159,6 +159,19 @@ def test_mask_must_match_its_token_file(tmp_path):
 # Finding datasets
 
 
+def test_the_data_root_is_the_checkouts_data_dir_else_the_users_cache(tmp_path, monkeypatch):
+    checkout = tmp_path / "nanogpt-checkout"
+    (checkout / "nanogpt").mkdir(parents=True)
+    (checkout / "pyproject.toml").write_text("[project]\n")
+    assert data.default_data_root(checkout) == checkout / "data"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    installed = tmp_path / "site-packages"  # a non-editable install has no pyproject beside it
+    (installed / "nanogpt").mkdir(parents=True)
+    assert data.default_data_root(installed) == tmp_path / "cache" / "nanogpt" / "data"
+    monkeypatch.setenv("NANOGPT_DATA_DIR", str(tmp_path / "mine"))
+    assert data.data_root() == tmp_path / "mine"
+
+
 def test_resolve_data_dir_and_list_shards(tmp_path, monkeypatch):
     monkeypatch.setenv("NANOGPT_DATA_DIR", str(tmp_path))
     with pytest.raises(FileNotFoundError, match=r"python data/shakespeare/prepare.py"):

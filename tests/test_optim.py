@@ -258,6 +258,7 @@ def _store(tmp_path: Path) -> str:
     return str(tmp_path / "process_group_store")
 
 
+@pytest.mark.slow  # spawns 2 and 3 processes
 @pytest.mark.parametrize("world", [2, 3])
 def test_sharded_equals_single_rank_and_resumes_exactly(world, tmp_path):
     mp.spawn(_worker, args=(world, _store(tmp_path), str(tmp_path)), nprocs=world, join=True)
@@ -385,6 +386,7 @@ def test_muon_beats_adamw_in_the_same_steps():
     assert muon < 0.9 * best_adamw, (muon, best_adamw)
 
 
+@pytest.mark.slow  # torch.compile on a CPU
 def test_compiled_muon_update_equals_the_eager_one():
     """compile_muon (torch.compile of Muon's per-bucket maths) changes speed, not results."""
 

@@ -223,6 +223,13 @@ def test_the_command_line_dry_runs(tmp_path):
     assert seed.stdout.count("bracket: budget") == 3 and "| epochs |" in seed.stdout
     wrong = subprocess.run([sys.executable, "sweeps/isoflop.py", "--depths", "6"], **run)
     assert wrong.returncode == 2 and "--depths and --flops go together" in wrong.stderr
+    # The package's own form, from another directory, is the same command (PYTHONPATH stands
+    # for an install here, so the test needs none).
+    elsewhere = {**run, "cwd": tmp_path, "env": {**env, "PYTHONPATH": str(REPO)}}
+    module = [sys.executable, "-m", "nanogpt.sweep", "--depths", "6..14", "--flops", "1e18..6e18"]
+    same = subprocess.run([*module, "--dry-run"], **elsewhere)
+    assert same.returncode == 0, same.stderr
+    assert same.stdout == seed.stdout
 
 
 # --- real Ray ---------------------------------------------------------------------------------------

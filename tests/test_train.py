@@ -102,6 +102,7 @@ def test_a_blown_up_loss_ends_the_run_as_diverged(corpus, tmp_path):
     assert summary["status"] == "diverged" and summary["steps"] < 30
 
 
+@pytest.mark.slow  # two torchrun launches
 def test_two_ranks_follow_one_rank_at_the_same_global_batch(corpus, tmp_path):
     args = [
         "--depth", "1", "--seq-len", "64", "--device-batch-size", "4", "--total-batch-size", "512",

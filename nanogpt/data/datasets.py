@@ -17,10 +17,20 @@ DATASETS = ("shakespeare", "fineweb_edu", "openwebtext", "task_mixture", "text")
 REPO_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 
 
+def default_data_root(checkout: Path = REPO_DATA_DIR.parent) -> Path:
+    """``data/`` of the checkout the package runs from (an editable install or ``PYTHONPATH=.``),
+    else the user's cache directory (``$XDG_CACHE_HOME/nanogpt/data``, by default
+    ``~/.cache/nanogpt/data``), where an installed package keeps its data."""
+    if (checkout / "pyproject.toml").is_file() and (checkout / "nanogpt").is_dir():
+        return checkout / "data"
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser() / "nanogpt" / "data"
+
+
 def data_root() -> Path:
-    """Root of named datasets: ``$NANOGPT_DATA_DIR`` if set, else ``data/`` in the repository."""
+    """Root of named datasets: ``$NANOGPT_DATA_DIR`` if set, else ``default_data_root()``."""
     env = os.environ.get("NANOGPT_DATA_DIR")
-    return Path(env).expanduser() if env else REPO_DATA_DIR
+    return Path(env).expanduser() if env else default_data_root()
 
 
 def default_out_dir(name: str, tokenizer: str = "gpt2") -> Path:
@@ -63,8 +73,8 @@ def _redo_hint(path: Path) -> str:
 def resolve_data_dir(name_or_path: str | Path) -> Path:
     """A dataset directory from a name (``"shakespeare"``) or a path.
 
-    A name is looked up under ``$NANOGPT_DATA_DIR`` (default: ``data/`` in the repository). A
-    directory without token files raises FileNotFoundError naming the prepare script to run.
+    A name is looked up under ``data_root()`` (``$NANOGPT_DATA_DIR``; default ``data/`` in the
+    checkout, else ``~/.cache/nanogpt/data``). A directory without token files raises FileNotFoundError naming the prepare script to run.
     """
     text = str(name_or_path)
     path = Path(text).expanduser()
