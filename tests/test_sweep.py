@@ -265,7 +265,8 @@ def test_many_tiny_trials_never_hang_and_each_reports_to_tune_once(tmp_path, cor
     """Regression: in Ray 2.60 a Tune trial that forwarded Train's results through
     TuneReportCallback and also returned a value could deadlock at its end (seen as one trial
     in twelve of the embedded demo). Many short trials, each evaluating and reporting often,
-    through the real trial function: the sweep ends within its time limit, and Tune recorded
+    through the real trial function as TorchTrainers (the path that hung; CPU trials now train
+    in their Tune trial process by default): the sweep ends within its time limit, and Tune recorded
     exactly one result per trial (the returned row), so nothing can race it."""
     script = """
 import json, sys
@@ -273,7 +274,8 @@ from nanogpt.config import TrainConfig
 from nanogpt.sweep import SweepConfig, run_sweep
 train = TrainConfig(**json.loads(sys.argv[1]))
 sweep = SweepConfig(depths=[1, 2], flops=[1e8, 1.5e8, 2e8, 2.5e8], name="many",
-                    storage=sys.argv[2], train=train, analyze=False, cpus_per_trial=0.5)
+                    storage=sys.argv[2], train=train, analyze=False, cpus_per_trial=0.5,
+                    trial_runner="ray-train")
 out = run_sweep(sweep)
 print("REPORTS", json.dumps(out["tune_reports"]))
 """
@@ -295,7 +297,8 @@ print("REPORTS", json.dumps(out["tune_reports"]))
 @pytest.mark.slow
 def test_a_grid_with_a_diverging_and_a_crashing_trial(tmp_path, corpus):
     """2 x 2 grid: one trial gets a NaN (ends early as diverged, not retried); one trial's
-    worker is killed mid-run (Ray Train restarts it and it resumes from its checkpoint)."""
+    worker is killed mid-run (Ray Train restarts it and it resumes from its checkpoint). The
+    trials run as TorchTrainers (``trial_runner="ray-train"``), the path GPU trials take."""
     budgets = [1.5e8, 3e8]  # DEPTH 1: 51 and 102 steps; DEPTH 2: 15 and 30
     diverging, crashing = trial_key(1, 3e8, 0), trial_key(2, 3e8, 0)
     sweep = SweepConfig(
@@ -305,6 +308,7 @@ def test_a_grid_with_a_diverging_and_a_crashing_trial(tmp_path, corpus):
         storage=str(tmp_path / "store"),
         train=tiny_train(corpus),
         analyze=False,
+        trial_runner="ray-train",
         trial_overrides={
             diverging: {"debug_nan_at_step": 5},
             crashing: {"debug_crash_at_step": 8},

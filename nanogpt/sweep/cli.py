@@ -29,6 +29,7 @@ from nanogpt.sweep import (
     parse_grid,
     run_sweep,
 )
+from nanogpt.sweep.grid import TRIAL_RUNNERS
 from nanogpt.sweep.runner import sweep_dataset
 
 # The embedded default: byte-level Shakespeare (259-token vocabulary, so the embedding and head
@@ -99,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="CPUs per trial without GPUs; 0.5 runs two trials per CPU (default 1; the embedded "
         "demo 0.5)",
     )
+    r.add_argument(
+        "--trial-runner",
+        choices=TRIAL_RUNNERS,
+        default="auto",
+        help="auto: a CPU trial trains inside its Tune trial process, a GPU trial in a "
+        "TorchTrainer over its GPUs; ray-train: a TorchTrainer always (default auto)",
+    )
     r.add_argument("--max-concurrent", type=int, default=0, help="0: as many as resources allow")
     r.add_argument(
         "--allow-repeat",
@@ -152,6 +160,7 @@ def sweep_from_args(argv: list[str] | None = None) -> tuple[SweepConfig, argpars
             gpus_per_trial=args.gpus_per_trial,
             trials_per_gpu=args.trials_per_gpu,
             cpus_per_trial=args.cpus_per_trial or preset.get("cpus_per_trial", 1.0),
+            trial_runner=args.trial_runner,
             max_concurrent=args.max_concurrent,
             allow_repeat=args.allow_repeat,
             resume=args.resume,

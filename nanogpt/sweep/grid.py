@@ -143,6 +143,9 @@ def describe_dataset(name_or_path: str) -> Dataset:
 # --- the sweep's settings ---------------------------------------------------------------------------
 
 
+TRIAL_RUNNERS = ("auto", "ray-train")
+
+
 @dataclass
 class SweepConfig:
     depths: list[int] = field(default_factory=list)  # with flops: every depth at every budget
@@ -159,6 +162,10 @@ class SweepConfig:
     # share a CPU (Ray's fractional resources), so one trial's Ray start-up overlaps another's
     # training
     cpus_per_trial: float = 1.0
+    # "auto": a CPU trial (one worker) runs train() in its Tune trial process, a GPU trial runs
+    # a TorchTrainer over its GPUs; "ray-train": a TorchTrainer always (Ray Train's worker
+    # restarts and checkpoint storage also on CPU clusters)
+    trial_runner: str = "auto"
     max_concurrent: int = 0  # 0: as many as the cluster's resources hold
     resume: bool = False
     allow_repeat: bool = False  # let trials see their training data more than MAX_EPOCHS times
@@ -180,6 +187,10 @@ class SweepConfig:
             raise ValueError("the sweep has no trials: give --depths and --flops, or --grid")
         if self.trials_per_gpu < 1 or self.gpus_per_trial < 1:
             raise ValueError("--trials-per-gpu and --gpus-per-trial must be >= 1")
+        if self.trial_runner not in TRIAL_RUNNERS:
+            raise ValueError(
+                f"--trial-runner must be one of {TRIAL_RUNNERS}, got {self.trial_runner!r}"
+            )
         if not 0 < self.cpus_per_trial:
             raise ValueError(f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}")
 

@@ -44,6 +44,10 @@ class TrialSettings:
     gpu_per_worker: float  # 1 / trials_per_gpu: Ray packs that many trials onto one GPU
     cpus_per_trial: float
     max_worker_restarts: int
+    # True: the Tune trial process runs train() itself (one CPU worker: no process group to
+    # form, so Ray Train's controller and worker actors would only add start-up); False: a
+    # TorchTrainer runs it over Ray Train workers (GPUs, or a forced ``--trial-runner ray-train``)
+    in_process: bool = False
     trial_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def trial_config(self, depth: int, budget: float, seed: int) -> TrainConfig:
@@ -129,49 +133,53 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def train_in_process(cfg: TrainConfig, crash_at: int | None, cpus: float) -> dict[str, Any]:
+    """Run ``train()`` in the Tune trial's own process (a one-worker CPU trial).
+
+    A killed process fails the trial; Tune's FailureConfig retries it and ``resume="auto"``
+    continues from the run directory's newest checkpoint."""
+    entered_at = time.time()
+    import ray
+    import torch
+
+    from nanogpt.train import train
+
+    torch.set_num_threads(max(1, int(cpus)))
+    cfg = dataclasses.replace(cfg, device="cpu")
+    run_dir = Path(cfg.out_dir) / (cfg.run_name or "run")
+
+    def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        if crash_at is not None and metrics.get("step", 0) >= crash_at:
+            _crash_once(run_dir, crash_at)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / "train.log").open("a") as log, contextlib.redirect_stdout(log):
+        summary = train(cfg, report)
+    summary["worker_entered_at"] = entered_at
+    summary["worker_finished_at"] = time.time()
+    summary["node_id"] = ray.get_runtime_context().get_node_id()
+    return summary
+
+
 # --- one Tune trial = one TorchTrainer ------------------------------------------------------------
 
 
 def trial_function(params: dict[str, Any], settings: TrialSettings) -> dict[str, Any]:
-    """Fit the trial's TorchTrainer, write its row file, and return the row (Tune's one result)."""
+    """Run the trial (in this process, or as a TorchTrainer), write its row file, and return
+    the row (Tune's one result)."""
     entered = time.time()
     import ray.tune
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
 
     point = params["point"]  # the swept values: {"depth", "flops_budget", "seed"}
     depth, budget, seed = int(point["depth"]), float(point["flops_budget"]), int(point["seed"])
     key = trial_key(depth, budget, seed)
     cfg = settings.trial_config(depth, budget, seed)
-    if settings.use_gpu:
-        workers = settings.gpus_per_trial
-        per_worker = {"GPU": settings.gpu_per_worker, "CPU": 1}
-    else:
-        workers = 1
-        per_worker = {"CPU": settings.cpus_per_trial}
-    trainer = TorchTrainer(
-        train_worker,
-        train_loop_config={
-            "cfg": dataclasses.asdict(cfg),
-            "crash_at": settings.trial_overrides.get(key, {}).get(DEBUG_CRASH),
-            "cpus_per_worker": per_worker["CPU"],
-        },
-        torch_config=TorchConfig(backend="nccl" if settings.use_gpu else "gloo"),
-        scaling_config=ScalingConfig(
-            num_workers=workers, use_gpu=settings.use_gpu, resources_per_worker=per_worker
-        ),
-        run_config=RunConfig(
-            name=f"{settings.sweep_name}-{key}",
-            storage_path=settings.ray_storage,
-            failure_config=FailureConfig(max_failures=settings.max_worker_restarts),
-            checkpoint_config=CheckpointConfig(num_to_keep=1),
-        ),
-    )
+    crash_at = settings.trial_overrides.get(key, {}).get(DEBUG_CRASH)
     started = time.time()
-    result = trainer.fit()
-    if result.error is not None:
-        raise result.error  # Tune retries the trial (its FailureConfig); it resumes from disk
-    summary = dict(result.return_value or {})
+    if settings.in_process:
+        summary = train_in_process(cfg, crash_at, settings.cpus_per_trial)
+    else:
+        summary = _fit_torch_trainer(cfg, key, crash_at, settings)
     finished = time.time()
     outcome = {
         **summary,
@@ -189,6 +197,43 @@ def trial_function(params: dict[str, Any], settings: TrialSettings) -> dict[str,
     row = trial_row(spec, outcome)
     write_row(Path(settings.runs_dir) / key, row)
     return {k: v for k, v in row.items() if v is None or isinstance(v, int | float | str)}
+
+
+def _fit_torch_trainer(
+    cfg: TrainConfig, key: str, crash_at: int | None, settings: TrialSettings
+) -> dict[str, Any]:
+    """Fit a TorchTrainer over the trial's Ray Train workers; return rank 0's summary."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    if settings.use_gpu:
+        workers = settings.gpus_per_trial
+        per_worker = {"GPU": settings.gpu_per_worker, "CPU": 1}
+    else:
+        workers = 1
+        per_worker = {"CPU": settings.cpus_per_trial}
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={
+            "cfg": dataclasses.asdict(cfg),
+            "crash_at": crash_at,
+            "cpus_per_worker": per_worker["CPU"],
+        },
+        torch_config=TorchConfig(backend="nccl" if settings.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=workers, use_gpu=settings.use_gpu, resources_per_worker=per_worker
+        ),
+        run_config=RunConfig(
+            name=f"{settings.sweep_name}-{key}",
+            storage_path=settings.ray_storage,
+            failure_config=FailureConfig(max_failures=settings.max_worker_restarts),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error  # Tune retries the trial (its FailureConfig); it resumes from disk
+    return dict(result.return_value or {})
 
 
 def gpu_share(trials_per_gpu: int) -> float:

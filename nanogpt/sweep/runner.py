@@ -315,17 +315,23 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
             gpu_per_worker=gpu_share(sweep.trials_per_gpu),
             cpus_per_trial=sweep.cpus_per_trial,
             max_worker_restarts=sweep.max_worker_restarts,
+            in_process=not use_gpu and sweep.trial_runner == "auto",
             trial_overrides=dict(sweep.trial_overrides),
         )
         started = time.time()
         if todo:
             progress, stopper = _tune_hooks(watch)
-            # The trial function holds no CPU or GPU: the TorchTrainer's workers hold the real
-            # resources, and max_concurrent_trials keeps Tune from starting more than fit. Tune
-            # refuses an empty request, so it asks for a little memory instead.
+            # An in-process trial holds its CPUs itself. Otherwise the trial function holds no
+            # CPU or GPU: the TorchTrainer's workers hold the real resources, and
+            # max_concurrent_trials keeps Tune from starting more than fit (Tune refuses an
+            # empty request, so it asks for a little memory instead).
+            request = (
+                {"CPU": sweep.cpus_per_trial}
+                if settings.in_process
+                else {"CPU": 0, "memory": 64 * 2**20}
+            )
             trainable = tune.with_resources(
-                tune.with_parameters(trial_function, settings=settings),
-                {"CPU": 0, "memory": 64 * 2**20},
+                tune.with_parameters(trial_function, settings=settings), request
             )
             # Largest budgets first: Tune starts trials in this order, so the longest runs do
             # not end up alone at the end of the sweep while the other slots sit idle.
