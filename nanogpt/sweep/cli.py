@@ -34,14 +34,15 @@ from nanogpt.sweep.runner import sweep_dataset
 
 # The embedded default: byte-level Shakespeare (259-token vocabulary, so the embedding and head
 # are a small part of each model), width 8 x DEPTH with 8-wide heads, 12 x 128 tokens per step.
-# Each budget gets four depths around its optimum, chosen from measured runs on a 2-core CPU
-# (docs/README_SWEEPS.md, "The embedded default"); every trial runs >= 50 steps and sees at
-# most ~1 epoch of the 4.6 M training bytes.
+# Each budget gets four to six depths around its optimum, chosen from measured runs on a 2-core
+# CPU (docs/README_SWEEPS.md, "The embedded default"); every trial runs >= 50 steps and sees at
+# most ~1 epoch of the 4.6 M training bytes. The two largest models of the two larger budgets
+# are there for Approach 3: without them its bootstrap leaves E, A and B unconstrained.
 EMBEDDED = dict(
-    grid="5e10:1..4;1.5e11:1..5;4.5e11:2..6",
+    grid="5e10:1..4;1.5e11:1..6;4.5e11:2..7",
     name="embedded",
-    # Two trials per CPU: Ray Train's start-up of one trial (~20-30 s here, mostly waiting on
-    # new processes) overlaps the training of another (docs/benchmarks.md)
+    # Two trials per CPU: one trial's start-up (new process, imports, data) overlaps another's
+    # training (docs/benchmarks.md)
     cpus_per_trial=0.5,
     train=dict(
         data="shakespeare_bytes",
