@@ -15,6 +15,8 @@ mixed precision are applied from outside (nanogpt.optim, nanogpt.dist.autocast).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -38,50 +40,16 @@ def rotary_tables(seq_len: int, head_dim: int, base: float) -> tuple[torch.Tenso
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate pairs (x[..., i], x[..., i + D/2]) by position-dependent angles.
 
-    x: (B, T, n_head, head_dim); cos, sin: (T, head_dim // 2).
+    x: (B, T, n_head, head_dim); cos, sin: (T, head_dim // 2), or (B, T, head_dim // 2) when
+    each row has its own positions (batched generation, nanogpt/engine.py).
     """
     half = x.size(-1) // 2
     x1, x2 = x[..., :half], x[..., half:]
-    cos = cos[None, :, None, :].to(x.dtype)
-    sin = sin[None, :, None, :].to(x.dtype)
+    if cos.ndim == 2:
+        cos, sin = cos[None], sin[None]
+    cos = cos[:, :, None, :].to(x.dtype)
+    sin = sin[:, :, None, :].to(x.dtype)
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
-
-
-class KVCache:
-    """Keys and values of past positions for generation, preallocated for ``max_len`` tokens."""
-
-    def __init__(
-        self,
-        n_layer: int,
-        batch_size: int,
-        n_head: int,
-        head_dim: int,
-        max_len: int,
-        device: torch.device | str,
-        dtype: torch.dtype = torch.float32,
-    ) -> None:
-        shape = (n_layer, batch_size, n_head, max_len, head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.max_len = max_len
-        self.pos = 0  # tokens already stored
-
-    def update(
-        self, layer: int, k: torch.Tensor, v: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v (B, n_head, T, head_dim) after the past; return all keys and values so far."""
-        end = self.pos + k.size(2)
-        if end > self.max_len:
-            raise ValueError(f"KV cache holds {self.max_len} tokens; {end} were asked for")
-        self.k[layer, :, :, self.pos : end] = k
-        self.v[layer, :, :, self.pos : end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
-
-    def advance(self, n_tokens: int) -> None:
-        self.pos += n_tokens
-
-    def reset(self) -> None:
-        self.pos = 0
 
 
 class CausalSelfAttention(nn.Module):
@@ -100,7 +68,8 @@ class CausalSelfAttention(nn.Module):
         x: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
-        kv_cache: KVCache | None = None,
+        kv_cache: Any = None,
+        attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         B, T, C = x.shape
         q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
@@ -111,20 +80,14 @@ class CausalSelfAttention(nn.Module):
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, n_head, T, hd)
 
-        past = 0
-        if kv_cache is not None:
-            past = kv_cache.pos
-            k, v = kv_cache.update(self.layer_idx, k, v)
-        if past == 0:
+        if kv_cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        elif T == 1:
-            y = F.scaled_dot_product_attention(q, k, v)  # one new token sees every past one
         else:
-            # A chunk after a prefix: query i sees keys 0 .. past + i.
-            key_pos = torch.arange(past + T, device=x.device)
-            query_pos = torch.arange(past, past + T, device=x.device)
-            mask = key_pos[None, :] <= query_pos[:, None]
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            # The cached branch (nanogpt/engine.py owns the cache): store this chunk's keys and
+            # values, attend over the whole preallocated cache under the engine's mask
+            # (B, 1, T, max_len), which hides padding, unwritten slots and the future.
+            k, v = kv_cache.update(self.layer_idx, k, v)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.c_proj(y)
 
@@ -147,9 +110,14 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv_cache: KVCache | None
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        kv_cache: Any = None,
+        attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(rms_norm(x), cos, sin, kv_cache)
+        x = x + self.attn(rms_norm(x), cos, sin, kv_cache, attn_mask)
         x = x + self.mlp(rms_norm(x))
         return x
 
@@ -240,31 +208,41 @@ class GPT(nn.Module):
         self,
         idx: torch.Tensor,
         targets: torch.Tensor | None = None,
-        kv_cache: KVCache | None = None,
+        kv_cache: Any = None,
         loss_reduction: str = "mean",
+        last_only: bool = False,
     ) -> torch.Tensor:
         """Logits (B, T, vocab_size) without targets; the loss with them.
 
         Targets equal to -1 are ignored (masked chat tokens). ``loss_reduction="none"`` gives
-        the per-token loss (B, T), used for bits per byte.
+        the per-token loss (B, T), used for bits per byte. ``kv_cache`` is the engine's
+        :class:`nanogpt.engine.KVCache`: it gives each row's positions and the attention mask
+        and keeps the keys and values. ``last_only`` computes the head for the last position
+        only (generation needs nothing else).
         """
         cfg = self.config
         B, T = idx.shape
-        start = kv_cache.pos if kv_cache is not None else 0
-        if start + T > cfg.sequence_len:
-            raise ValueError(
-                f"sequence of {start + T} tokens is longer than the model's context "
-                f"({cfg.sequence_len})"
-            )
-        cos = self.rope_cos[start : start + T]
-        sin = self.rope_sin[start : start + T]
+        mask = None
+        if kv_cache is None:
+            if T > cfg.sequence_len:
+                raise ValueError(
+                    f"sequence of {T} tokens is longer than the model's context "
+                    f"({cfg.sequence_len})"
+                )
+            cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+        else:
+            positions = kv_cache.positions(T)  # (B, T), checked against the context by the engine
+            cos, sin = self.rope_cos[positions], self.rope_sin[positions]
+            mask = kv_cache.attn_mask(T)
 
         x = rms_norm(self.transformer.wte(idx))  # (B, T, C)
         for block in self.transformer.h:
-            x = block(x, cos, sin, kv_cache)
+            x = block(x, cos, sin, kv_cache, mask)
         if kv_cache is not None:
             kv_cache.advance(T)
         x = rms_norm(x)
+        if last_only and targets is None:
+            x = x[:, -1:]
 
         fused = self.fused_loss
         if fused is None:
