@@ -32,6 +32,12 @@ BYTES = get_tokenizer("bytes")
 PAD = BYTES.eot_id
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models on a shared CPU run far faster on one thread (conftest restores the count).
+    torch.set_num_threads(1)
+
+
 # --- fixtures -----------------------------------------------------------------------------------
 
 
@@ -101,7 +107,9 @@ class OracleModel(torch.nn.Module):
 
     def __init__(self, tails: dict[str, int], sign: float = 1.0, seq_len: int = 512) -> None:
         super().__init__()
-        self.config = ModelConfig(n_layer=1, n_head=1, n_embd=8, vocab_size=259, sequence_len=seq_len)
+        self.config = ModelConfig(
+            n_layer=1, n_head=1, n_embd=8, vocab_size=259, sequence_len=seq_len
+        )
         self.tails, self.sign = tails, sign
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
@@ -164,7 +172,11 @@ def test_golden_schema_rendering():
     task = spec("schema", 1)
     items = [
         {"context_options": ["Anna gave Bo", "Bo gave Anna"], "continuation": "a gift.", "gold": 1},
-        {"context_options": ["The cup fell", "The cup rose"], "continuation": "and broke.", "gold": 0},
+        {
+            "context_options": ["The cup fell", "The cup rose"],
+            "continuation": "and broke.",
+            "gold": 0,
+        },
     ]
     r = icl.render(task, items, 0)
     assert r.preamble == "The cup fell and broke."
@@ -227,7 +239,9 @@ def test_fewshot_larger_than_the_pool_uses_the_whole_pool():
     for idx in range(3):
         r = icl.render(task, items, idx)
         assert r.preamble.count("Question") == 2  # both others, not 25 and no crash
-    result = icl.evaluate_task(OracleModel(gold_tails("multiple_choice", items)), BYTES, task, items)
+    result = icl.evaluate_task(
+        OracleModel(gold_tails("multiple_choice", items)), BYTES, task, items
+    )
     assert result.accuracy == 1.0
 
 
@@ -394,14 +408,25 @@ def test_subsample_is_seeded_sorted_and_capped():
 # --- the bundle ----------------------------------------------------------------------------------
 
 
-def write_bundle(root: Path, tasks: dict[str, tuple[str, int]], n_items: int = 8) -> Path:
+def write_bundle(
+    root: Path,
+    tasks: dict[str, tuple[str, int]],
+    n_items: int = 8,
+    uris: dict[str, str] | None = None,
+    write_yaml: bool = True,
+) -> Path:
     """A bundle in the Mosaic schema: core.yaml, eval_meta_data.csv, eval_data/<cat>/<task>.jsonl."""
-    entries, csv_lines = [], ["Eval Task,Task Category,Task Type,#shots,#datapoints,Random baseline"]
+    entries, csv_lines = (
+        [],
+        ["Eval Task,Task Category,Task Type,#shots,#datapoints,Random baseline"],
+    )
     for label, (kind, shots) in tasks.items():
-        uri = f"fixture/{label}.jsonl"
+        uri = (uris or {}).get(label, f"fixture/{label}.jsonl")
         path = root / "eval_data" / uri
         path.parent.mkdir(parents=True, exist_ok=True)
         items = MAKERS[kind](n_items)
+        for i, it in enumerate(items):
+            it["category"] = f"sub{i % 2}"
         path.write_text("".join(json.dumps(it) + "\n" for it in items))
         entry = {"label": label, "dataset_uri": uri, "num_fewshot": [shots], "icl_task_type": kind}
         if kind == "multiple_choice":
@@ -409,13 +434,16 @@ def write_bundle(root: Path, tasks: dict[str, tuple[str, int]], n_items: int = 8
         entries.append(entry)
         base = aggregate.CORE_BASELINES_V1.get(label, 0)
         csv_lines.append(f"{label},fixture,{kind},{shots},{n_items},{base}")
-    (root / "core.yaml").write_text(yaml.safe_dump({"icl_tasks": entries}))
+    if write_yaml:
+        (root / "core.yaml").write_text(yaml.safe_dump({"icl_tasks": entries}))
     (root / "eval_meta_data.csv").write_text("\n".join(csv_lines) + "\n")
     return root
 
 
 def test_bundle_reader_and_its_errors(tmp_path):
-    root = write_bundle(tmp_path / "b", {"copa": ("multiple_choice", 0), "squad": ("language_modeling", 2)})
+    root = write_bundle(
+        tmp_path / "b", {"copa": ("multiple_choice", 0), "squad": ("language_modeling", 2)}
+    )
     bundle = open_bundle(root)
     tasks = bundle.tasks("core.yaml")
     assert [t.label for t in tasks] == ["copa", "squad"]
@@ -445,7 +473,9 @@ def test_download_unpacks_atomically_and_rejects_a_bad_archive(tmp_path):
             z.write(f, f.relative_to(src.parent))
     dest = tmp_path / "cache" / "eval_bundle"
     assert download_bundle(dest, url=archive.as_uri()) == dest
-    assert (dest / "core.yaml").is_file() and (dest / "eval_data" / "fixture" / "copa.jsonl").is_file()
+    assert (dest / "core.yaml").is_file() and (
+        dest / "eval_data" / "fixture" / "copa.jsonl"
+    ).is_file()
     assert [p.name for p in dest.parent.iterdir()] == ["eval_bundle"]  # no temporary left
     evil = tmp_path / "evil.zip"
     with zipfile.ZipFile(evil, "w") as z:
@@ -476,7 +506,9 @@ def test_cli_evaluates_core_on_a_checkpoint_and_writes_json(tmp_path, capsys):
     step = run / "step_000001"
     step.mkdir(parents=True)
     torch.save(model.state_dict(), step / ckpt.MODEL_FILE)
-    ckpt.write_json_atomic({"model_config": cfg, "tokenizer": "bytes", "step": 1}, step / ckpt.META_FILE)
+    ckpt.write_json_atomic(
+        {"model_config": cfg, "tokenizer": "bytes", "step": 1}, step / ckpt.META_FILE
+    )
     root = write_bundle(tmp_path / "bundle", aggregate.CORE_TASKS, n_items=4)
     out = tmp_path / "res" / "core.json"
     code = main(["--checkpoint", str(run), "--suite", "core", "--bundle", str(root), "--device",
@@ -492,3 +524,54 @@ def test_cli_evaluates_core_on_a_checkpoint_and_writes_json(tmp_path, capsys):
     assert result["score"] == pytest.approx(mean)
     code = main(["--checkpoint", str(run), "--suite", "core", "--bundle", str(tmp_path / "none")])
     assert code == 1 and "does not exist" in capsys.readouterr().err
+
+
+def test_gauntlet_suite_runs_the_built_in_v03_tasks_on_a_real_gpt(tmp_path):
+    from nanogpt.evals.bundle import GAUNTLET_V03_TASKS
+
+    tasks = {t.label: (t.task_type, t.num_fewshot) for t in GAUNTLET_V03_TASKS}
+    uris = {t.label: t.dataset_uri for t in GAUNTLET_V03_TASKS}
+    root = write_bundle(tmp_path / "b", tasks, n_items=3, uris=uris, write_yaml=False)
+    out = evaluate(tiny_gpt(seq=512), BYTES, "gauntlet", root)
+    assert len(out["tasks"]) == 31 and len(out["categories"]) == 5
+    assert out["score"] == pytest.approx(sum(out["categories"].values()) / 5)
+    assert set(out["tasks"]["mmlu"]["categories"]) == {"sub0", "sub1"}
+    (root / "eval_data" / uris["svamp"]).unlink()
+    with pytest.raises(BundleError, match="symbolic_problem_solving/svamp.jsonl"):
+        evaluate(tiny_gpt(seq=512), BYTES, "gauntlet", root)
+
+
+def test_training_hook_returns_flat_metrics_and_restores_train_mode(tmp_path):
+    from nanogpt.evals.training import TrainingEvals
+
+    root = write_bundle(tmp_path / "b", aggregate.CORE_TASKS, n_items=5)
+    evals = TrainingEvals(root, "core", max_per_task=2)
+    model = tiny_gpt(seq=256).train()
+    metrics = evals(model, BYTES, "cpu")
+    assert model.training
+    assert set(metrics) == {"core", "eval/core_s"} | {f"eval/{t}" for t in aggregate.CORE_TASKS}
+    centred = [metrics[f"eval/{t}"] for t in aggregate.CORE_TASKS]
+    assert metrics["core"] == pytest.approx(sum(centred) / 22)
+    assert evals(model, BYTES, "cpu")["core"] == metrics["core"]  # the same subsample each call
+    with pytest.raises(ValueError, match="training-time suite"):
+        TrainingEvals(root, "chatcore")
+
+
+def test_chat_suites_are_called_lazily_or_named_when_absent(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    calls = {}
+
+    def run_chatcore(model, tokenizer, meta, data_dir, *, limit, device):
+        calls["args"] = (meta, data_dir, limit, device)
+        return {"suite": "chatcore", "tasks": {}, "score": 0.5, "notes": []}
+
+    fake = types.ModuleType("nanogpt.evals.chatcore")
+    fake.run_chatcore = run_chatcore  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "nanogpt.evals.chatcore", fake)
+    out = evaluate(None, BYTES, "chatcore", None, meta={"step": 3}, data_dir=tmp_path, limit=4)  # type: ignore[arg-type]
+    assert out["score"] == 0.5 and calls["args"] == ({"step": 3}, tmp_path, 4, "cpu")
+    monkeypatch.setitem(sys.modules, "nanogpt.evals.ifeval", None)  # an import that fails
+    with pytest.raises(RuntimeError, match="needs nanogpt.evals.ifeval"):
+        evaluate(None, BYTES, "ifeval", None, data_dir=tmp_path)  # type: ignore[arg-type]

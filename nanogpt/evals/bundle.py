@@ -95,7 +95,9 @@ def _one_shot_count(label: str, value: Any) -> int:
 
 
 def task_from_yaml(entry: dict[str, Any], where: str = "") -> TaskSpec:
-    missing = [k for k in ("label", "dataset_uri", "icl_task_type", "num_fewshot") if k not in entry]
+    missing = [
+        k for k in ("label", "dataset_uri", "icl_task_type", "num_fewshot") if k not in entry
+    ]
     if missing:
         raise BundleError(f"{where}: an icl_tasks entry lacks {', '.join(missing)}: {entry}")
     label = str(entry["label"])
@@ -150,7 +152,9 @@ def read_baselines(path: Path) -> dict[str, float]:
             try:
                 out[row["Eval Task"].strip()] = float(row["Random baseline"]) / 100.0
             except (TypeError, ValueError) as e:
-                raise BundleError(f"{path}:{line}: random baseline {row['Random baseline']!r}") from e
+                raise BundleError(
+                    f"{path}:{line}: random baseline {row['Random baseline']!r}"
+                ) from e
     return out
 
 
@@ -185,11 +189,17 @@ def read_jsonl(path: Path, task: TaskSpec) -> list[dict[str, Any]]:
                     f"{path}:{line_no}: a {task.task_type} item needs {', '.join(lacking)}"
                 )
             if task.has_categories and "category" not in item:
-                raise BundleError(f"{path}:{line_no}: has_categories is set but 'category' is absent")
+                raise BundleError(
+                    f"{path}:{line_no}: has_categories is set but 'category' is absent"
+                )
             if "gold" in need:
-                options = item["choices" if task.task_type == "multiple_choice" else "context_options"]
+                options = item[
+                    "choices" if task.task_type == "multiple_choice" else "context_options"
+                ]
                 if not isinstance(item["gold"], int) or not 0 <= item["gold"] < len(options):
-                    raise BundleError(f"{path}:{line_no}: gold {item['gold']!r} is not an option index")
+                    raise BundleError(
+                        f"{path}:{line_no}: gold {item['gold']!r} is not an option index"
+                    )
             items.append(item)
     if not items:
         raise BundleError(f"{path} holds no items")
@@ -241,7 +251,10 @@ def download_bundle(
     with tempfile.TemporaryDirectory(prefix=".eval_bundle.", dir=dest.parent) as tmp:
         zip_path = Path(tmp) / "eval_bundle.zip"
         try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as response, zip_path.open("wb") as f:
+            with (
+                urllib.request.urlopen(url, timeout=timeout_s) as response,
+                zip_path.open("wb") as f,
+            ):
                 shutil.copyfileobj(response, f)
         except (urllib.error.URLError, OSError) as e:
             raise BundleError(

@@ -49,7 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def format_table(result: dict[str, Any]) -> str:
     """A markdown table of one suite's tasks, its categories and its score."""
-    lines = [f"## {result['suite']}", "", "| task | n | accuracy | centred |", "|---|---:|---:|---:|"]
+    lines = [
+        f"## {result['suite']}",
+        "",
+        "| task | n | accuracy | centred |",
+        "|---|---:|---:|---:|",
+    ]
     for name, r in result["tasks"].items():
         lines.append(f"| {name} | {r['n']} | {r['accuracy']:.4f} | {r['centered']:.4f} |")
     for cat, score in result.get("categories", {}).items():
