@@ -575,3 +575,27 @@ def test_chat_suites_are_called_lazily_or_named_when_absent(tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, "nanogpt.evals.ifeval", None)  # an import that fails
     with pytest.raises(RuntimeError, match="needs nanogpt.evals.ifeval"):
         evaluate(None, BYTES, "ifeval", None, data_dir=tmp_path)  # type: ignore[arg-type]
+
+
+def _rank_worker(rank: int, world: int, store: str, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{store}", rank=rank, world_size=world
+    )
+    try:
+        items = mc_items(11)  # not a multiple of the world size
+        result = icl.evaluate_task(tiny_gpt(seed=2), BYTES, spec("multiple_choice", 2), items)
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps([result.accuracy, result.n]))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_items_strided_over_two_ranks_give_the_single_process_result(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_rank_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2)
+    alone = icl.evaluate_task(tiny_gpt(seed=2), BYTES, spec("multiple_choice", 2), mc_items(11))
+    for rank in range(2):
+        accuracy, n = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert (accuracy, n) == (alone.accuracy, alone.n) == (accuracy, 11)

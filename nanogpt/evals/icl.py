@@ -32,6 +32,7 @@ strided over ranks and the per-item results all-reduced.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import string
@@ -238,6 +239,30 @@ def _batches(
     return batches
 
 
+@contextlib.contextmanager
+def _head_only_at(model: torch.nn.Module, b_idx: torch.Tensor, t_idx: torch.Tensor):
+    """Run a GPT's output head only at the positions scored (a few percent of a batch's tokens).
+
+    A forward pre-hook on ``lm_head`` hands it the hidden states at (b_idx, t_idx) as one
+    (1, N, C) row, so the model returns (1, N, V) logits: the head, most of a small model's
+    FLOPs and nearly all of the logits' memory, is spent where the scores are read. Models
+    without an ``lm_head`` (the tests' fakes) give full logits; yields whether it applied.
+    """
+    head = getattr(model, "lm_head", None)
+    if not isinstance(head, torch.nn.Linear):
+        yield False
+        return
+
+    def select(_module: torch.nn.Module, args: tuple[torch.Tensor, ...]):
+        return (args[0][b_idx, t_idx][None],)
+
+    handle = head.register_forward_pre_hook(select)
+    try:
+        yield True
+    finally:
+        handle.remove()
+
+
 @torch.no_grad()
 def score_rows(
     model: torch.nn.Module,
@@ -267,12 +292,13 @@ def score_rows(
             t_idx += positions
             row_of += [b] * len(cont)
         ids = ids.to(device)
-        with dist.autocast(device):
-            logits = model(ids)  # (B, T, V)
         b_t = torch.tensor(b_idx, device=device)
         t_t = torch.tensor(t_idx, device=device)
+        with dist.autocast(device), _head_only_at(model, b_t, t_t) as selected:
+            logits = model(ids)  # (B, T, V), or (1, N, V) at the continuation positions
+        picked = logits[0] if selected else logits[b_t, t_t]
         # Only real ids compete: the head's padding rows (and ids past the tokenizer) are cut.
-        picked = logits[b_t, t_t, :vocab_size].float()  # (N, V)
+        picked = picked[:, :vocab_size].float()  # (N, V)
         targets = ids[b_t, t_t + 1]
         token_loss = F.cross_entropy(picked, targets, reduction="none").double().cpu()
         token_hit = (picked.argmax(dim=-1) == targets).cpu()
