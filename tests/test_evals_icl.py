@@ -348,8 +348,9 @@ def test_batched_scores_equal_one_at_a_time_on_a_real_gpt():
     batched = icl.score_rows(model, rows, groups, batch_tokens=2048, **kw)
     per_item = icl.score_rows(model, rows, groups, batch_tokens=None, **kw)
     alone = icl.score_rows(model, rows, list(range(len(rows))), batch_tokens=None, **kw)
+    full = icl.score_rows(model, rows, groups, batch_tokens=None, full_head=True, **kw)
     assert len(icl._batches([len(a) + len(b) for a, b in rows], groups, 2048)) < len(rows) // 4
-    for other in (per_item, alone):
+    for other in (per_item, alone, full):
         torch.testing.assert_close(batched[0], other[0], atol=1e-5, rtol=1e-5)
         assert torch.equal(batched[1], other[1])
     # and the reference: the model's own cross-entropy on one unpadded row
@@ -368,7 +369,7 @@ def test_task_accuracy_is_the_same_batched_and_per_item_on_a_real_gpt():
         (spec("language_modeling", 1), lm_items(20)),
     ]:
         a = icl.evaluate_task(model, BYTES, task, items, batch_tokens=4096)
-        b = icl.evaluate_task(model, BYTES, task, items, batch_tokens=None)
+        b = icl.evaluate_task(model, BYTES, task, items, per_item=True)
         assert (a.accuracy, a.n) == (b.accuracy, b.n)
 
 
@@ -599,3 +600,20 @@ def test_items_strided_over_two_ranks_give_the_single_process_result(tmp_path):
     for rank in range(2):
         accuracy, n = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert (accuracy, n) == (alone.accuracy, alone.n) == (accuracy, 11)
+
+
+def test_the_benchmark_runs_on_a_cpu_and_both_modes_agree(tmp_path, capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "evals.py"
+    module_spec = importlib.util.spec_from_file_location("bench_evals", path)
+    bench = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    out = tmp_path / "rows.json"
+    args = ["--device", "cpu", "--depth", "1", "--items", "4", "--seq-len", "64", "--threads",
+            "1", "--batch-tokens", "1024", "--json", str(out)]  # fmt: skip
+    assert bench.main(args) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["task_type"] for r in rows] == ["multiple_choice", "schema", "language_modeling"]
+    assert all(r["agreement"] == 1.0 and r["batched_items_per_s"] > 0 for r in rows)
+    assert "| speed-up |" in capsys.readouterr().out

@@ -52,7 +52,7 @@ def run_icl_suite(
     limit: int | None = None,
     device: torch.device | str = "cpu",
     baselines: str = "dclm-v2",
-    batch_tokens: int | None = 8192,
+    batch_tokens: int | None = None,
     distributed: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -137,7 +137,7 @@ def evaluate(
     limit: int | None = None,
     device: torch.device | str = "cpu",
     baselines: str = "dclm-v2",
-    batch_tokens: int | None = 8192,
+    batch_tokens: int | None = None,
     distributed: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:

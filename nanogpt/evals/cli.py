@@ -42,7 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--baselines", choices=("dclm-v2", "v1", "bundle"), default="dclm-v2",
         help="CORE's random baselines: DCLM's fixed ones, the pre-fix v1, or the bundle's CSV",
     )  # fmt: skip
-    p.add_argument("--batch-tokens", type=int, default=None, help="padded tokens per forward pass")
+    p.add_argument(
+        "--batch-tokens",
+        type=int,
+        default=None,
+        help="padded tokens per forward pass (default: 32768 on a GPU, 4096 on a CPU)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     return p
 
@@ -86,10 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         model, tokenizer, meta = load_model(args.checkpoint, info.device)
         start = time.perf_counter()
         log = print if info.is_main else None
-        kwargs = {} if args.batch_tokens is None else {"batch_tokens": args.batch_tokens}
         result = evaluate(
             model, tokenizer, args.suite, bundle_dir, meta=meta, data_dir=args.data_dir,
-            limit=args.limit, device=info.device, baselines=args.baselines, log=log, **kwargs,
+            limit=args.limit, device=info.device, baselines=args.baselines, log=log,
+            batch_tokens=args.batch_tokens,
         )  # fmt: skip
         if not info.is_main:
             return 0

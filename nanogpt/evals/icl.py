@@ -25,8 +25,9 @@ known exactly; a row longer than the model's context loses tokens from the left.
 Speed. Every row of every item (the rank's share) is sorted by length and packed into batches
 up to a token budget, right-padded (causal attention keeps padding out of the real positions),
 and the head's output is read only at continuation positions. nanochat's
-``nanochat/core_eval.py`` runs one item per forward pass; ``per_item=True`` does the same, for
-the benchmark and the test that batching changes nothing. With several ranks, items are
+``nanochat/core_eval.py`` runs one item per forward pass with full logits; ``per_item=True``
+(and ``full_head=True`` in :func:`score_rows`) do the same, for the benchmark and the tests
+that batching changes nothing. With several ranks, items are
 strided over ranks and the per-item results all-reduced.
 """
 
@@ -273,8 +274,13 @@ def score_rows(
     pad_id: int,
     device: torch.device,
     batch_tokens: int | None,
+    full_head: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row: mean loss over the continuation, and whether greedy decoding reproduces it."""
+    """Per row: mean loss over the continuation, and whether greedy decoding reproduces it.
+
+    ``batch_tokens``: padded tokens per forward pass; None: one group (item) per pass.
+    ``full_head``: compute the logits at every position (the reference; slower).
+    """
     lengths = [len(c) + len(x) for c, x in rows]
     mean_loss = torch.empty(len(rows), dtype=torch.float64)
     all_match = torch.empty(len(rows), dtype=torch.bool)
@@ -294,7 +300,8 @@ def score_rows(
         ids = ids.to(device)
         b_t = torch.tensor(b_idx, device=device)
         t_t = torch.tensor(t_idx, device=device)
-        with dist.autocast(device), _head_only_at(model, b_t, t_t) as selected:
+        head = contextlib.nullcontext(False) if full_head else _head_only_at(model, b_t, t_t)
+        with dist.autocast(device), head as selected:
             logits = model(ids)  # (B, T, V), or (1, N, V) at the continuation positions
         picked = logits[0] if selected else logits[b_t, t_t]
         # Only real ids compete: the head's padding rows (and ids past the tokenizer) are cut.
@@ -370,6 +377,7 @@ def _item_outcomes(
     device: torch.device,
     batch_tokens: int | None,
     generate: GenerateFn | None,
+    full_head: bool = False,
 ) -> list[bool]:
     if task.task_type == "generation_task_with_answers":
         generate = generate or greedy_generate(model, tokenizer)
@@ -394,7 +402,7 @@ def _item_outcomes(
     vocab = min(model.config.vocab_size, tokenizer.n_vocab)
     mean_loss, all_match = score_rows(
         model, rows, groups, vocab_size=vocab, pad_id=tokenizer.eot_id, device=device,
-        batch_tokens=batch_tokens,
+        batch_tokens=batch_tokens, full_head=full_head,
     )  # fmt: skip
     outcomes, start = [], 0
     for p in prepared:
@@ -408,6 +416,11 @@ def _item_outcomes(
     return outcomes
 
 
+def default_batch_tokens(device: torch.device) -> int:
+    """Padded tokens per forward pass: 32 rows of 1024 on a GPU, 4096 on a CPU."""
+    return 32768 if device.type == "cuda" else 4096
+
+
 def evaluate_task(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -416,14 +429,16 @@ def evaluate_task(
     *,
     device: torch.device | str = "cpu",
     indices: Sequence[int] | None = None,
-    batch_tokens: int | None = 8192,
+    batch_tokens: int | None = None,
+    per_item: bool = False,
     generate: GenerateFn | None = None,
     distributed: bool = True,
     seed: int = FEWSHOT_SEED,
 ) -> TaskResult:
     """Accuracy of ``model`` on ``task`` over ``indices`` of ``items`` (default all).
 
-    ``batch_tokens``: the padded tokens per forward pass (None: one item per pass). With
+    ``batch_tokens``: padded tokens per forward pass (default by device, see
+    :func:`default_batch_tokens`); ``per_item``: one item per pass instead (nanochat's way). With
     ``distributed`` and a process group, each rank takes every world-size-th item and the
     results are all-reduced, so every rank returns the same numbers; the training loop, which
     evaluates on rank 0 alone, passes ``distributed=False``.
@@ -436,7 +451,8 @@ def evaluate_task(
     mine = indices[rank::world]
     max_len = model.config.sequence_len
     prepared = prepare(task, items, tokenizer, max_len, mine, seed)
-    outcomes = _item_outcomes(task, prepared, model, tokenizer, device, batch_tokens, generate)
+    tokens = None if per_item else (batch_tokens or default_batch_tokens(device))
+    outcomes = _item_outcomes(task, prepared, model, tokenizer, device, tokens, generate)
     flags = torch.zeros(len(indices), dtype=torch.float32)
     flags[rank::world] = torch.tensor(outcomes, dtype=torch.float32)
     if distributed and world > 1:

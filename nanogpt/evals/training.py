@@ -38,7 +38,7 @@ class TrainingEvals:
         suite: str = "core",
         max_per_task: int | None = 200,
         baselines: str = "dclm-v2",
-        batch_tokens: int | None = 8192,
+        batch_tokens: int | None = None,
     ) -> None:
         if suite not in BASE_SUITES:
             raise ValueError(f"training-time suite {suite!r}: use one of {', '.join(BASE_SUITES)}")
