@@ -555,7 +555,26 @@ def test_training_hook_returns_flat_metrics_and_restores_train_mode(tmp_path):
     assert metrics["core"] == pytest.approx(sum(centred) / 22)
     assert evals(model, BYTES, "cpu")["core"] == metrics["core"]  # the same subsample each call
     with pytest.raises(ValueError, match="training-time suite"):
-        TrainingEvals(root, "chatcore")
+        TrainingEvals(root, "ifeval")
+
+
+def test_training_hook_runs_chatcore_through_its_module(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from nanogpt.evals.training import TrainingEvals
+
+    def run_chatcore(model, tokenizer, meta, data_dir, *, limit, device):
+        assert (data_dir, limit, meta) == (tmp_path, 7, {"step": 9}) and not model.training
+        tasks = {"gsm8k": {"accuracy": 0.1, "centered": 0.1, "n": 7}}
+        return {"suite": "chatcore", "tasks": tasks, "score": 0.1, "notes": []}
+
+    fake = types.ModuleType("nanogpt.evals.chatcore")
+    fake.run_chatcore = run_chatcore  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "nanogpt.evals.chatcore", fake)
+    model = tiny_gpt().train()
+    metrics = TrainingEvals(tmp_path, "chatcore", max_per_task=7)(model, BYTES, "cpu", {"step": 9})
+    assert metrics["chatcore"] == 0.1 and metrics["eval/gsm8k"] == 0.1 and model.training
 
 
 def test_chat_suites_are_called_lazily_or_named_when_absent(tmp_path, monkeypatch):

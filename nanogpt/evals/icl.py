@@ -1,7 +1,7 @@
 """The in-context evaluator for the Mosaic ICL task types, batched across examples.
 
 Four task types (llm-foundry's ``llmfoundry/eval/datasets/in_context_learning_evaluation.py``
-defines the format; docs/README_EVALS.md says where this code departs from it and why):
+defines the format; resources/eval_bundle/EVAL_GAUNTLET.md says where this code departs from it and why):
 
 * ``multiple_choice``: one context, N continuations (the choices); the pick is the choice with
   the lowest mean loss over its tokens.

@@ -1,4 +1,4 @@
-"""Evaluation inside the training loop: CORE (or the Gauntlet) on rank 0 every N steps.
+"""Evaluation inside the training loop: CORE, the Gauntlet or ChatCORE on rank 0 every N steps.
 
 The trainer builds one :class:`TrainingEvals` at start-up (it reads the bundle and the task
 files once) and calls it on rank 0 at its evaluation steps; the returned flat dict goes into
@@ -11,6 +11,10 @@ files once) and calls it on rank 0 at its evaluation steps; the returned flat di
         if dist_info.is_main:
             metrics.update(evals(model, tokenizer, device))   # rank 0 alone: no collectives
         dist.barrier()                                       # the other ranks wait
+
+``TrainingEvals(data_dir, suite="chatcore", max_per_task=100)`` does the same for a
+mid-training run through ``nanogpt.evals.chatcore.run_chatcore`` (its ``limit`` is the
+per-task subsample), with the chat suites' JSONL folder in place of the bundle.
 
 The other ranks must not enter it: it never communicates (``distributed=False``), so it cannot
 hang when only rank 0 calls it. The model is put in eval mode and given back in the mode it
@@ -25,8 +29,10 @@ from typing import Any
 
 import torch
 
-from nanogpt.evals import BASE_SUITES, aggregate, icl
+from nanogpt.evals import BASE_SUITES, _chat_suite, aggregate, icl
 from nanogpt.evals.bundle import Bundle, TaskSpec, gauntlet_tasks, open_bundle
+
+TRAINING_SUITES = (*BASE_SUITES, "chatcore")
 
 
 class TrainingEvals:
@@ -40,11 +46,19 @@ class TrainingEvals:
         baselines: str = "dclm-v2",
         batch_tokens: int | None = None,
     ) -> None:
-        if suite not in BASE_SUITES:
-            raise ValueError(f"training-time suite {suite!r}: use one of {', '.join(BASE_SUITES)}")
+        if suite not in TRAINING_SUITES:
+            raise ValueError(
+                f"training-time suite {suite!r}: use one of {', '.join(TRAINING_SUITES)}"
+            )
         self.suite = suite
         self.baselines = baselines
         self.batch_tokens = batch_tokens
+        self.max_per_task = max_per_task
+        self.tasks: list[tuple[TaskSpec, list[dict[str, Any]], list[int]]] = []
+        if suite == "chatcore":
+            self.data_dir = Path(bundle_dir)
+            self._run_chatcore = _chat_suite("chatcore")  # fail at start-up, not at step N
+            return
         self.bundle: Bundle = open_bundle(bundle_dir)
         if suite == "core":
             by_label = {t.label: t for t in self.bundle.tasks("core.yaml")}
@@ -53,20 +67,37 @@ class TrainingEvals:
             by_label = {t.label: t for t in gauntlet_tasks(self.bundle)}
             needed = list(aggregate.GAUNTLET_BASELINES)
         aggregate._require(needed, by_label, f"{suite} (in {self.bundle.root})")
-        self.tasks: list[tuple[TaskSpec, list[dict[str, Any]], list[int]]] = []
         for name in needed:
             task = by_label[name]
             items = self.bundle.load_items(task)
             self.tasks.append((task, items, icl.subsample(len(items), max_per_task)))
 
     def __call__(
-        self, model: torch.nn.Module, tokenizer: Any, device: torch.device | str
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        device: torch.device | str,
+        meta: dict | None = None,
     ) -> dict[str, float]:
-        """``{suite: score, "eval/<task>": centred accuracy, "eval/<suite>_s": seconds}``."""
+        """``{suite: score, "eval/<task>": centred accuracy, "eval/<suite>_s": seconds}``.
+
+        ``meta`` (the run's config and step, as a checkpoint's meta.json holds them) is passed
+        on to ChatCORE; the in-context suites do not read it.
+        """
         start = time.perf_counter()
         was_training = model.training
         model.eval()
         try:
+            if self.suite == "chatcore":
+                with torch.no_grad():
+                    result = self._run_chatcore(
+                        model, tokenizer, meta or {}, self.data_dir, limit=self.max_per_task,
+                        device=device,
+                    )  # fmt: skip
+                out = {"chatcore": float(result["score"])}
+                out.update({f"eval/{t}": float(r["centered"]) for t, r in result["tasks"].items()})
+                out["eval/chatcore_s"] = time.perf_counter() - start
+                return out
             accuracies = {
                 task.label: icl.evaluate_task(
                     model, tokenizer, task, items, device=device, indices=indices,
