@@ -206,10 +206,13 @@ def prepare(
             prep.prompt = prompt[max(0, len(prompt) - (max_len - prep.max_new_tokens)) :]
             prep.answers = r.continuations
         else:
+            encoded: dict[str, list[int]] = {}  # a multiple-choice item shares one context
             for ctx, cont in zip(r.contexts, r.continuations):
-                cont_ids = tokenizer.encode(cont)
-                ctx_ids = crop_left(head + tokenizer.encode(ctx), cont_ids, max_len, where)
-                prep.rows.append((ctx_ids, cont_ids))
+                for text in (ctx, cont):
+                    if text not in encoded:
+                        encoded[text] = tokenizer.encode(text)
+                ctx_ids = crop_left(head + encoded[ctx], encoded[cont], max_len, where)
+                prep.rows.append((ctx_ids, encoded[cont]))
         out.append(prep)
     return out
 
@@ -369,6 +372,23 @@ class TaskResult:
     categories: dict[str, float] = field(default_factory=dict)
 
 
+def _generation_outcomes(
+    task: TaskSpec, prepared: Sequence[Prepared], tokenizer: Any, generate: GenerateFn
+) -> list[bool]:
+    """Greedy generations, grouped by token budget and sorted by prompt length, then scored."""
+    by_budget: dict[int, list[int]] = {}
+    for k, p in enumerate(prepared):
+        by_budget.setdefault(p.max_new_tokens, []).append(k)
+    result: dict[int, bool] = {}
+    for budget, ks in by_budget.items():
+        ks = sorted(ks, key=lambda k: len(prepared[k].prompt or []))
+        outputs = generate([prepared[k].prompt or [] for k in ks], budget)
+        for k, ids in zip(ks, outputs):
+            text = tokenizer.decode([t for t in ids if t != tokenizer.eot_id])
+            result[k] = generation_correct(task, text, prepared[k].answers)
+    return [result[k] for k in range(len(prepared))]
+
+
 def _item_outcomes(
     task: TaskSpec,
     prepared: Sequence[Prepared],
@@ -379,22 +399,10 @@ def _item_outcomes(
     generate: GenerateFn | None,
     full_head: bool = False,
 ) -> list[bool]:
+    """Whether each prepared item is right."""
     if task.task_type == "generation_task_with_answers":
         generate = generate or greedy_generate(model, tokenizer)
-        outcomes = []
-        by_budget: dict[int, list[int]] = {}
-        for k, p in enumerate(prepared):
-            by_budget.setdefault(p.max_new_tokens, []).append(k)
-        result: dict[int, bool] = {}
-        for budget, ks in by_budget.items():
-            ks = sorted(ks, key=lambda k: len(prepared[k].prompt or []))
-            outputs = generate([prepared[k].prompt for k in ks], budget)
-            for k, ids in zip(ks, outputs):
-                ids = [t for t in ids if t != tokenizer.eot_id]
-                text = tokenizer.decode(ids)
-                result[k] = generation_correct(task, text, prepared[k].answers)
-        outcomes = [result[k] for k in range(len(prepared))]
-        return outcomes
+        return _generation_outcomes(task, prepared, tokenizer, generate)
     rows, groups = [], []
     for k, p in enumerate(prepared):
         rows += p.rows
