@@ -1,7 +1,8 @@
 """The in-context evaluator for the Mosaic ICL task types, batched across examples.
 
 Four task types (llm-foundry's ``llmfoundry/eval/datasets/in_context_learning_evaluation.py``
-defines the format; resources/eval_bundle/EVAL_GAUNTLET.md says where this code departs from it and why):
+defines the format; resources/eval_bundle/EVAL_GAUNTLET.md says where this code departs from
+it and why):
 
 * ``multiple_choice``: one context, N continuations (the choices); the pick is the choice with
   the lowest mean loss over its tokens.
@@ -24,11 +25,11 @@ known exactly; a row longer than the model's context loses tokens from the left.
 
 Speed. Every row of every item (the rank's share) is sorted by length and packed into batches
 up to a token budget, right-padded (causal attention keeps padding out of the real positions),
-and the head's output is read only at continuation positions. nanochat's
+and the output head runs only at the continuation positions. nanochat's
 ``nanochat/core_eval.py`` runs one item per forward pass with full logits; ``per_item=True``
 (and ``full_head=True`` in :func:`score_rows`) do the same, for the benchmark and the tests
-that batching changes nothing. With several ranks, items are
-strided over ranks and the per-item results all-reduced.
+that batching changes nothing. With several ranks, items are strided over ranks and the
+per-item results all-reduced.
 """
 
 from __future__ import annotations
