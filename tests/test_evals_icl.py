@@ -452,6 +452,8 @@ def test_bundle_reader_and_its_errors(tmp_path):
     assert bundle.baselines["copa"] == 0.5 and len(bundle.load_items(tasks[0])) == 8
     with pytest.raises(BundleError, match="does not exist"):
         open_bundle(tmp_path / "nowhere")
+    with pytest.raises(BundleError, match="'cloze' is not one of"):
+        spec("cloze")
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"icl_tasks": [{"label": "x", "dataset_uri": "x", "num_fewshot": [0, 5],
                                                    "icl_task_type": "multiple_choice"}]}))  # fmt: skip
@@ -525,6 +527,7 @@ def test_cli_evaluates_core_on_a_checkpoint_and_writes_json(tmp_path, capsys):
     assert result["score"] == pytest.approx(mean)
     code = main(["--checkpoint", str(run), "--suite", "core", "--bundle", str(tmp_path / "none")])
     assert code == 1 and "does not exist" in capsys.readouterr().err
+    assert main(["--checkpoint", str(run), "--limit", "0"]) == 2
 
 
 def test_gauntlet_suite_runs_the_built_in_v03_tasks_on_a_real_gpt(tmp_path):

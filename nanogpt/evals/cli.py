@@ -71,9 +71,10 @@ def format_table(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.limit is not None and args.limit < 1:
-        print("error: --limit must be >= 1", file=sys.stderr)
-        return 2
+    for flag, value in (("--limit", args.limit), ("--batch-tokens", args.batch_tokens)):
+        if value is not None and value < 1:
+            print(f"error: {flag} must be >= 1, got {value}", file=sys.stderr)
+            return 2
     from nanogpt import dist
     from nanogpt.engine import load_model
 
