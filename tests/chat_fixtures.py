@@ -18,8 +18,8 @@ def tiny_chat_model(
 ) -> GPT:
     """2 layers, width 64, random weights far from uniform.
 
-    ``never_stop`` (byte-level only): the stop tokens and every byte but printable ASCII and
-    newline get logits near the soft-cap's floor at every position, so a reply is readable
+    ``never_stop`` (byte-level only): the stop tokens and every byte but printable ASCII
+    get logits near the soft-cap's floor at every position, so a reply is readable
     characters running to its token limit (a long reply for the Ctrl-C and stop-button tests).
     Embedding column 0 is large for every token, so after the final RMSNorm the hidden state
     always has a large positive first component, and the banned head rows are strongly
@@ -37,7 +37,7 @@ def tiny_chat_model(
         if never_stop:
             model.transformer.wte.weight[:, 0] = 100.0
             model.lm_head.weight[:, 0] = 0.0
-            allowed = [*range(32, 127), ord("\n")]
+            allowed = range(32, 127)
             banned = [i for i in range(tok.n_vocab) if i not in allowed]
             model.lm_head.weight[banned, 0] = -20.0
     return model.eval()
