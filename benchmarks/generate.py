@@ -109,7 +109,8 @@ def median_time(
 
 
 def cast_weights(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-    """Parameters to ``dtype``; buffers (the rotary tables) stay fp32."""
+    """Parameters to ``dtype``; buffers (the rotary tables) stay fp32, as load_model does for
+    the chat CLI and server on a GPU."""
     for param in model.parameters():
         param.data = param.data.to(dtype)
     return model

@@ -172,7 +172,9 @@ def banner(meta: dict, engine: Engine, fmt: str, params: SamplingParams) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    model, tokenizer, meta = load_model(args.checkpoint, args.device or default_device())
+    device = torch.device(args.device or default_device())
+    weights = torch.bfloat16 if device.type == "cuda" else None  # bf16 weights on a GPU
+    model, tokenizer, meta = load_model(args.checkpoint, device, weights)
     engine = Engine(model, tokenizer)
     fmt = prompt_format(meta, args.format)
     session = ChatSession(engine, fmt, args.params, args.max_tokens, args.system)

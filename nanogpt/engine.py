@@ -298,8 +298,17 @@ class Engine:
             yield tail
 
 
-def load_model(ckpt_dir: str, device: torch.device | str = "cpu") -> tuple[GPT, AnyTokenizer, dict]:
-    """The model, tokenizer and meta of any nanogpt checkpoint (its meta.json names both)."""
+def load_model(
+    ckpt_dir: str,
+    device: torch.device | str = "cpu",
+    weights_dtype: torch.dtype | None = None,
+) -> tuple[GPT, AnyTokenizer, dict]:
+    """The model, tokenizer and meta of any nanogpt checkpoint (its meta.json names both).
+
+    ``weights_dtype`` (e.g. bf16 for serving on a GPU) casts the parameters after loading; the
+    rotary tables stay fp32. Without it the weights stay fp32 and bf16 autocast casts them at
+    every decode step, which costs memory bandwidth at small batches.
+    """
     from pathlib import Path
 
     from nanogpt import checkpoint as ckpt
@@ -329,7 +338,11 @@ def load_model(ckpt_dir: str, device: torch.device | str = "cpu") -> tuple[GPT, 
         if isinstance(e, ckpt.CheckpointError):
             raise
         raise ckpt.CheckpointError(f"{path / ckpt.MODEL_FILE} does not fit its config: {e}") from e
-    return model.to(device).eval(), tokenizer, {**meta, "path": str(path)}
+    model = model.to(device)
+    if weights_dtype is not None:
+        for param in model.parameters():
+            param.data = param.data.to(weights_dtype)
+    return model.eval(), tokenizer, {**meta, "path": str(path)}
 
 
 def is_chat_model(meta: dict) -> bool:

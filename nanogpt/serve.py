@@ -376,7 +376,8 @@ def build_engines(checkpoint: str, devices: str = "auto") -> tuple[list[Engine],
         names = [d.strip() for d in devices.split(",") if d.strip()]
     engines, meta = [], {}
     for name in names:
-        model, tokenizer, meta = load_model(checkpoint, name)
+        weights = torch.bfloat16 if name.startswith("cuda") else None  # bf16 weights on a GPU
+        model, tokenizer, meta = load_model(checkpoint, name, weights)
         engines.append(Engine(model, tokenizer))
     return engines, meta
 

@@ -145,3 +145,14 @@ def test_cuda_graph_decode_equals_eager_decode():
     assert graphs.generate_batch(prompts, 20, **kwargs) == eager.generate_batch(
         prompts, 20, **kwargs
     )
+
+
+def test_load_model_can_cast_the_weights_for_serving(tmp_path):
+    model = tiny_model()
+    meta = {"model_config": dataclasses.asdict(model.config), "tokenizer": "bytes"}
+    ckpt.save(tmp_path, 1, model, torch.optim.SGD(model.parameters(), lr=0.1), meta)
+    loaded, tok, _ = load_model(str(tmp_path), weights_dtype=torch.bfloat16)
+    assert {p.dtype for p in loaded.parameters()} == {torch.bfloat16}
+    assert loaded.rope_cos.dtype == torch.float32  # the rotary tables keep their precision
+    engine = Engine(loaded, tok, dtype=torch.bfloat16)
+    assert len(engine.generate_batch([[1, 2, 3]], 5, GREEDY, stop_tokens=[])[0]) == 5
