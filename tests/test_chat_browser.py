@@ -105,5 +105,18 @@ def test_the_page_streams_a_reply_and_stop_ends_the_generation(tmp_path):
             assert shot.stat().st_size > 10_000
             if os.environ.get("CHAT_UI_SCREENSHOT"):
                 shutil.copyfile(shot, os.environ["CHAT_UI_SCREENSHOT"])
+
+            # a refused request shows the server's 400, naming the field; Clear empties the page
+            temperature = driver.find_element(By.ID, "temperature")
+            temperature.clear()
+            temperature.send_keys("5")
+            driver.find_element(By.ID, "input").send_keys("too hot")
+            driver.find_element(By.ID, "send").click()
+            wait.until(lambda d: d.find_element(By.ID, "status").text == "request refused")
+            error = driver.find_element(By.CSS_SELECTOR, ".message.error .text").text
+            assert error.startswith("temperature: temperature must be between 0 and 2")
+            assert len(driver.find_elements(By.CSS_SELECTOR, ".message.user")) == 2
+            driver.find_element(By.ID, "clear").click()
+            assert driver.find_elements(By.CSS_SELECTOR, ".message") == []
     finally:
         driver.quit()
