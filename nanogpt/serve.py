@@ -205,6 +205,7 @@ class WorkerPool:
         self.jobs: queue.Queue[Job | None] = queue.Queue()
         self._lock = threading.Lock()
         self.busy = self.served = self.cancelled = 0
+        self._stopping = threading.Event()  # set at shutdown: running generations end
         self.threads = [
             threading.Thread(target=self._work, args=(e,), name=f"nanogpt-worker-{i}", daemon=True)
             for i, e in enumerate(self.engines)
@@ -228,6 +229,7 @@ class WorkerPool:
             }
 
     def close(self) -> None:
+        self._stopping.set()
         for _ in self.threads:
             self.jobs.put(None)
         for t in self.threads:
@@ -262,7 +264,7 @@ class WorkerPool:
         steps = engine.generate([req.prompt], req.max_tokens, req.params)
         try:
             for (token,) in steps:
-                if job.cancel.is_set():
+                if job.cancel.is_set() or self._stopping.is_set():
                     reason = "cancelled"
                     break
                 if token is None or token in stops:
