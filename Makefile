@@ -19,7 +19,8 @@ CHATCORE_EVALS ?= 0
 ARGS ?=
 
 .PHONY: help environment test test-fast lint format demo depth-table prepare-shakespeare prepare-fineweb \
-	prepare-task-mixture ddp-train run-scaling-law sweep-dry-run gpu-status kill-gpu benchmark
+	prepare-task-mixture ddp-train run-scaling-law sweep-dry-run gpu-status kill-gpu benchmark \
+	chat chat-server benchmark-generate
 
 help: ## list the targets, one line each
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-22s %s\n", $$1, $$2}'
@@ -83,6 +84,17 @@ depth-table: ## print the DEPTH table of docs/README_DEPTH_PARAMETERIZATION.md
 
 benchmark: ## training throughput at DEPTH 12 on this machine's GPU(s) (see docs/benchmarks.md)
 	$(if $(filter-out 1,$(NGPUS)),torchrun --standalone --nproc_per_node=$(NGPUS),$(PYTHON)) benchmarks/train_throughput.py $(ARGS)
+
+chat: ## talk to a checkpoint in the terminal: CHECKPOINT=logs/<run> (its latest) or a step_NNNNNN dir; ARGS
+	@if [ -z "$(CHECKPOINT)" ]; then echo "make chat needs CHECKPOINT=<checkpoint or run directory>"; exit 2; fi
+	$(PYTHON) -m nanogpt.chat --checkpoint $(CHECKPOINT) $(ARGS)
+
+chat-server: ## the web chat on http://127.0.0.1:8003: CHECKPOINT=...; ARGS (e.g. "--host 0.0.0.0 --port 8080")
+	@if [ -z "$(CHECKPOINT)" ]; then echo "make chat-server needs CHECKPOINT=<checkpoint or run directory>"; exit 2; fi
+	$(PYTHON) -m nanogpt.serve --checkpoint $(CHECKPOINT) $(ARGS)
+
+benchmark-generate: ## generation speed at DEPTH 12 beside Hugging Face GPT-2 (see docs/benchmarks.md); ARGS
+	$(PYTHON) benchmarks/generate.py $(ARGS)
 
 gpu-status: ## show the GPUs and what runs on them
 	@if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi; else echo "no NVIDIA GPU here (nvidia-smi not found)"; fi

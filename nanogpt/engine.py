@@ -298,8 +298,17 @@ class Engine:
             yield tail
 
 
-def load_model(ckpt_dir: str, device: torch.device | str = "cpu") -> tuple[GPT, AnyTokenizer, dict]:
-    """The model, tokenizer and meta of any nanogpt checkpoint (its meta.json names both)."""
+def load_model(
+    ckpt_dir: str,
+    device: torch.device | str = "cpu",
+    weights_dtype: torch.dtype | None = None,
+) -> tuple[GPT, AnyTokenizer, dict]:
+    """The model, tokenizer and meta of any nanogpt checkpoint (its meta.json names both).
+
+    ``weights_dtype`` (e.g. bf16 for serving on a GPU) casts the parameters after loading; the
+    rotary tables stay fp32. Without it the weights stay fp32 and bf16 autocast casts them at
+    every decode step, which costs memory bandwidth at small batches.
+    """
     from pathlib import Path
 
     from nanogpt import checkpoint as ckpt
@@ -329,9 +338,48 @@ def load_model(ckpt_dir: str, device: torch.device | str = "cpu") -> tuple[GPT, 
         if isinstance(e, ckpt.CheckpointError):
             raise
         raise ckpt.CheckpointError(f"{path / ckpt.MODEL_FILE} does not fit its config: {e}") from e
-    return model.to(device).eval(), tokenizer, {**meta, "path": str(path)}
+    model = model.to(device)
+    if weights_dtype is not None:
+        for param in model.parameters():
+            param.data = param.data.to(weights_dtype)
+    return model.eval(), tokenizer, {**meta, "path": str(path)}
 
 
 def is_chat_model(meta: dict) -> bool:
-    """Mid-trained checkpoints (mode mid-training or all) know the chat format."""
+    """Mid-trained checkpoints (mode mid-training or all) know the chat format.
+
+    This is a guess from how the checkpoint was trained; :func:`prompt_format` lets the user
+    override it (a pretrained model fine-tuned elsewhere, or a chat model used for raw text).
+    """
     return meta.get("config", {}).get("mode", "pretraining") != "pretraining"
+
+
+PROMPT_FORMATS = ("auto", "chat", "raw")
+
+
+def prompt_format(meta: dict, requested: str = "auto") -> str:
+    """``chat`` (``<|im_start|>role ... <|im_end|>`` turns) or ``raw`` (text continuation).
+
+    ``auto`` follows :func:`is_chat_model`; ``chat`` or ``raw`` is the user's explicit choice.
+    """
+    if requested not in PROMPT_FORMATS:
+        raise ValueError(f"format {requested!r} is not one of {', '.join(PROMPT_FORMATS)}")
+    if requested != "auto":
+        return requested
+    return "chat" if is_chat_model(meta) else "raw"
+
+
+def render_prompt(
+    tokenizer: AnyTokenizer, messages: Sequence[dict[str, str]], fmt: str
+) -> list[int]:
+    """The prompt ids of a conversation in format ``chat`` or ``raw``.
+
+    ``chat`` renders the turns and primes ``<|im_start|>assistant\n``; ``raw`` is a document
+    (``<|endoftext|>`` then the contents joined by newlines) for a base model to continue.
+    Either way message text is encoded as ordinary text: it can never produce a special token.
+    """
+    if fmt == "chat":
+        return tokenizer.render_for_completion(messages)
+    if fmt == "raw":
+        return tokenizer.encode_document("\n".join(m["content"] for m in messages))
+    raise ValueError(f"format {fmt!r} is not chat or raw")

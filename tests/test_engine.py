@@ -145,3 +145,28 @@ def test_cuda_graph_decode_equals_eager_decode():
     assert graphs.generate_batch(prompts, 20, **kwargs) == eager.generate_batch(
         prompts, 20, **kwargs
     )
+
+
+def test_load_model_can_cast_the_weights_for_serving(tmp_path):
+    model = tiny_model()
+    meta = {"model_config": dataclasses.asdict(model.config), "tokenizer": "bytes"}
+    ckpt.save(tmp_path, 1, model, torch.optim.SGD(model.parameters(), lr=0.1), meta)
+    loaded, tok, _ = load_model(str(tmp_path), weights_dtype=torch.bfloat16)
+    assert {p.dtype for p in loaded.parameters()} == {torch.bfloat16}
+    assert loaded.rope_cos.dtype == torch.float32  # the rotary tables keep their precision
+    engine = Engine(loaded, tok, dtype=torch.bfloat16)
+    assert len(engine.generate_batch([[1, 2, 3]], 5, GREEDY, stop_tokens=[])[0]) == 5
+
+
+def test_prompt_format_guesses_from_the_training_mode_and_can_be_overridden():
+    from nanogpt.engine import prompt_format, render_prompt
+
+    base, mid = {"config": {"mode": "pretraining"}}, {"config": {"mode": "all"}}
+    assert prompt_format(base) == "raw" and prompt_format(mid) == "chat"
+    assert prompt_format(base, "chat") == "chat" and prompt_format(mid, "raw") == "raw"
+    with pytest.raises(ValueError, match="format 'json'"):
+        prompt_format(mid, "json")
+    tok = get_tokenizer("bytes")
+    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    assert render_prompt(tok, turns, "chat") == tok.render_for_completion(turns)
+    assert render_prompt(tok, turns, "raw") == [tok.eot_id, *tok.encode("hi\nyo")]
