@@ -21,9 +21,9 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 
+from nanogpt import atomic, dist, scaling
 from nanogpt import checkpoint as ckpt
 from nanogpt import data as data_mod
-from nanogpt import dist, scaling
 from nanogpt.config import TrainConfig, parse_train_config
 from nanogpt.model import GPT
 from nanogpt.optim import MuonAdamW
@@ -516,7 +516,7 @@ def _run(cfg: TrainConfig, info: dist.DistInfo, report: Report | None) -> dict[s
     if report is not None and status != "diverged":
         report({**last, **val_metrics, "status": status}, None)
     if info.is_main:
-        ckpt.write_json_atomic(summary, run_dir / "summary.json")
+        atomic.write_json(run_dir / "summary.json", summary, sort_keys=True, default=str)
         print(
             f"done: status={status} steps={summary['steps']}/{steps} "
             f"val_loss={summary['final_val_loss']:.4f} val_bpb={summary['val_bpb']:.4f} "

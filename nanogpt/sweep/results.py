@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
+
+from nanogpt import atomic
 
 ROW_FILE = "row.json"
 
@@ -55,11 +56,7 @@ def trial_row(spec: dict[str, Any], outcome: dict[str, Any]) -> dict[str, Any]:
 def write_row(run_dir: Path, row: dict[str, Any]) -> Path:
     """The row file of one trial, written to a temporary name and renamed."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / ROW_FILE
-    tmp = path.with_name(f".{ROW_FILE}.{os.getpid()}.partial")
-    tmp.write_text(json.dumps(row, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic.write_json(run_dir / ROW_FILE, row, sort_keys=True, default=str)
 
 
 def read_row(run_dir: Path) -> dict[str, Any] | None:
@@ -99,10 +96,10 @@ def write_table(rows: list[dict[str, Any]], sweep_dir: Path) -> Path:
         frame = frame.sort_values(["flops_budget", "depth", "seed"], kind="stable")
     sweep_dir.mkdir(parents=True, exist_ok=True)
     parquet, csv = sweep_dir / "results.parquet", sweep_dir / "results.csv"
-    frame.to_parquet(parquet.with_name("results.parquet.partial"), index=False)
-    os.replace(parquet.with_name("results.parquet.partial"), parquet)
-    frame.to_csv(csv.with_name("results.csv.partial"), index=False)
-    os.replace(csv.with_name("results.csv.partial"), csv)
+    with atomic.atomic_path(parquet) as tmp:
+        frame.to_parquet(tmp, index=False)
+    with atomic.atomic_path(csv) as tmp:
+        frame.to_csv(tmp, index=False)
     return parquet
 
 
