@@ -36,10 +36,11 @@ from typing import Any  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as torch_dist  # noqa: E402
 
-from nanogpt import atomic, dist  # noqa: E402
+from nanogpt import atomic, dist, scaling  # noqa: E402
 from nanogpt.optim import MuonAdamW, newton_schulz  # noqa: E402
+from nanogpt.tokenizer import N_VOCAB  # noqa: E402
 
-PADDED_VOCAB = 50304  # GPT-2's 50,257 tokens (+ chat specials) padded to a multiple of 64
+PADDED_VOCAB = scaling.padded_vocab(N_VOCAB)  # GPT-2's ids + the chat tokens, padded: 50,304
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

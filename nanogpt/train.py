@@ -31,18 +31,12 @@ from nanogpt.tokenizer import get_tokenizer
 
 Report = Callable[[dict[str, Any], "str | None"], None]
 
-# Dense bf16 tensor-core peaks (no sparsity), from NVIDIA's data sheets; MFU divides by these.
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "GH200": 989e12, "A100": 312e12}
-
 
 def peak_flops(device: torch.device) -> float | None:
+    """The device's dense bf16 peak (nanogpt.scaling.PEAK_BF16_FLOPS); None on a CPU."""
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    for key, value in PEAK_BF16_FLOPS.items():
-        if key in name:
-            return value
-    return None
+    return scaling.peak_flops(torch.cuda.get_device_name(device))
 
 
 class BatchSizeError(ValueError):
@@ -483,17 +477,13 @@ def _run(cfg: TrainConfig, info: dist.DistInfo, report: Report | None) -> dict[s
 
     wall_s = time.perf_counter() - t_start
     summary = {
-        **counts,
-        "n_layer": shape.n_layer,
-        "n_embd": shape.n_embd,
-        "n_head": shape.n_head,
+        **scaling.shape_columns(shape),  # n_layer, n_embd, n_head, params_*, flops_per_token
         "depth": cfg.depth,
         "status": status,
         "steps": last.get("step", start_step),
         "steps_planned": steps,
         "tokens": last.get("tokens", 0),
         "flops": last.get("flops", 0),
-        "flops_per_token": flops_per_token,
         "final_train_loss": last.get("train_loss", float("nan")),
         "final_val_loss": val_metrics["val_loss"],
         "val_bpb": val_metrics["val_bpb"],

@@ -46,7 +46,7 @@ from nanogpt.data.format import (
     VERSION,
     write_tokens,
 )
-from nanogpt.tokenizer import TOKENIZERS, get_tokenizer
+from nanogpt.tokenizer import TOKENIZERS, VOCAB_SIZES, get_tokenizer
 
 HUB_SHARD_TOKENS = 100_000_000  # like llm.c's fineweb shards (200 MB each)
 
@@ -444,8 +444,8 @@ def add_common_args(parser: argparse.ArgumentParser, shard_tokens: int = HUB_SHA
         "--tokenizer",
         choices=TOKENIZERS,
         default="gpt2",
-        help="gpt2 (BPE, 50,259 ids) or bytes (UTF-8 bytes, 259 ids); meta.json records it "
-        "(default gpt2)",
+        help=f"gpt2 (BPE, {VOCAB_SIZES['gpt2']:,} ids) or bytes (UTF-8 bytes, "
+        f"{VOCAB_SIZES['bytes']} ids); meta.json records it (default gpt2)",
     )
     parser.add_argument(
         "--out-dir",
