@@ -5,6 +5,7 @@ the dry run that prices them and checks that each budget's depths bracket its op
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,9 +228,8 @@ def trial_spec(
     train_tokens: int | None,
 ) -> dict[str, Any]:
     """One trial as planned: shape, parameter counts, steps, tokens, epochs."""
-    shape = scaling.shape_for_depth(
-        depth, train.seq_len, vocab_size, train.aspect_ratio, train.head_dim
-    )
+    # The trainer's own shape (tied embeddings included), so that plan and run count alike.
+    shape = dataclasses.replace(train, depth=depth).model_config(vocab_size).shape
     return {
         "trial_key": trial_key(depth, budget, seed),
         **planned_row(depth, budget, seed, shape, train.total_batch_size, train_tokens),
