@@ -26,7 +26,6 @@ if sys.path and os.path.abspath(sys.path[0] or os.curdir) == _HERE:
     sys.path[0] = os.path.dirname(_HERE)
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
@@ -37,10 +36,11 @@ from typing import Any  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as torch_dist  # noqa: E402
 
-from nanogpt import dist  # noqa: E402
+from nanogpt import atomic, dist, scaling  # noqa: E402
 from nanogpt.optim import MuonAdamW, newton_schulz  # noqa: E402
+from nanogpt.tokenizer import N_VOCAB  # noqa: E402
 
-PADDED_VOCAB = 50304  # GPT-2's 50,257 tokens (+ chat specials) padded to a multiple of 64
+PADDED_VOCAB = scaling.padded_vocab(N_VOCAB)  # GPT-2's ids + the chat tokens, padded: 50,304
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print_table(results)
         if args.json is not None:
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(results, indent=2) + "\n")
+            atomic.write_json(args.json, results)
     dist.teardown(info)
     return results
 

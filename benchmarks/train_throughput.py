@@ -33,14 +33,13 @@ if sys.path and os.path.abspath(sys.path[0] or os.curdir) == _HERE:
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
 from datetime import date  # noqa: E402
 
 import torch  # noqa: E402
 
-from nanogpt import dist  # noqa: E402
+from nanogpt import atomic, dist  # noqa: E402
 from nanogpt.config import TRAIN_PRESETS, TrainConfig  # noqa: E402
 from nanogpt.model import GPT  # noqa: E402
 from nanogpt.train import build_optimizer, peak_flops  # noqa: E402
@@ -340,10 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(format_row(r))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {"device": device_name, "torch": torch.__version__, "rows": rows}, f, indent=2
-            )
+        atomic.write_json(
+            args.json, {"device": device_name, "torch": torch.__version__, "rows": rows}
+        )
     return 0
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from nanogpt import dist
+from nanogpt import atomic, dist
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 MODEL_FILE = "model.pt"
@@ -61,18 +61,6 @@ def step_dir_name(step: int) -> str:
     return f"step_{step:06d}"
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
-
-
 def save(
     run_dir: str | Path,
     step: int,
@@ -95,13 +83,13 @@ def save(
     per_rank = {"optimizer": optimizer.state_dict(), "rng_cpu": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         per_rank["rng_cuda"] = torch.cuda.get_rng_state()
-    _atomic_torch_save(per_rank, tmp / f"optim_rank{rank}.pt")
+    atomic.torch_save(tmp / f"optim_rank{rank}.pt", per_rank)
     if rank == 0:
-        _atomic_torch_save(model.state_dict(), tmp / MODEL_FILE)
+        atomic.torch_save(tmp / MODEL_FILE, model.state_dict())
     dist.barrier()
     if rank == 0:
         meta = {**meta, "step": step, "world_size": dist.get_world_size(), "versions": versions()}
-        write_json_atomic(meta, tmp / META_FILE)
+        atomic.write_json(tmp / META_FILE, meta, sort_keys=True, default=str)
         if final.exists():
             shutil.rmtree(final)  # the same step saved again (e.g. after a resume)
         os.replace(tmp, final)

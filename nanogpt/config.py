@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nanogpt import scaling
+from nanogpt.tokenizer import N_VOCAB
 
 
 @dataclass
@@ -25,7 +26,7 @@ class ModelConfig:
     n_layer: int = 12  # transformer blocks
     n_head: int = 12  # attention heads; n_embd must divide by it
     n_embd: int = 768  # residual stream width
-    vocab_size: int = scaling.CHAT_VOCAB  # token ids the model sees and emits (embedding is padded)
+    vocab_size: int = N_VOCAB  # token ids the model sees and emits (embedding is padded)
     sequence_len: int = 1024  # longest context in tokens (rotary tables are built for this)
     rope_base: float = 10000.0  # rotary embedding base frequency
     logit_softcap: float = 15.0  # tanh soft-cap on output logits; 0 turns it off
@@ -57,7 +58,12 @@ class ModelConfig:
     @property
     def shape(self) -> scaling.ModelShape:
         return scaling.ModelShape(
-            self.n_layer, self.n_embd, self.n_head, self.vocab_size, self.sequence_len
+            self.n_layer,
+            self.n_embd,
+            self.n_head,
+            self.vocab_size,
+            self.sequence_len,
+            self.tie_embeddings,
         )
 
     @classmethod
@@ -261,7 +267,7 @@ class TrainConfig:
         if problems:
             raise ValueError("; ".join(problems))
 
-    def model_config(self, vocab_size: int = scaling.CHAT_VOCAB) -> ModelConfig:
+    def model_config(self, vocab_size: int = N_VOCAB) -> ModelConfig:
         """The model for this run; ``vocab_size`` comes from the data's tokenizer."""
         return ModelConfig.from_depth(
             self.depth,

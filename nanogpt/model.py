@@ -196,11 +196,8 @@ class GPT(nn.Module):
         }
 
     def flops_per_token(self, seq_len: int | None = None) -> int:
-        """Training FLOPs per token (6N + attention), the formula of nanogpt.scaling."""
-        cfg = self.config
-        n = self.param_counts()["params_scaling"]
-        t = seq_len if seq_len is not None else cfg.sequence_len
-        return 6 * n + 12 * cfg.n_layer * t * cfg.n_embd
+        """Training FLOPs per token (6N + attention) by nanogpt.scaling's formula."""
+        return scaling.flops_per_token(self.config.shape, seq_len)
 
     # --- forward -----------------------------------------------------------------------------
 
@@ -291,11 +288,7 @@ class GPT(nn.Module):
 
 def model_summary(cfg: ModelConfig) -> dict[str, int]:
     """Counts from the config alone (no weights built), for dry runs and tables."""
-    shape = scaling.ModelShape(
-        cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.vocab_size, cfg.sequence_len
-    )
-    counts = scaling.param_counts(shape)
-    if cfg.tie_embeddings:
-        counts["params_total"] -= counts["params_embedding"]
-    counts["flops_per_token"] = scaling.flops_per_token(shape)
-    return counts
+    return {
+        **scaling.param_counts(cfg.shape),
+        "flops_per_token": scaling.flops_per_token(cfg.shape),
+    }

@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from nanogpt import atomic
 from nanogpt.scaling_laws import IsoFlopFit, ParametricFit, ScalingLawError, load_results
 from nanogpt.scaling_laws.analysis import (
     DEFAULT_BOOTSTRAP,
@@ -512,12 +513,8 @@ def save_figure(
     with rc_context(STYLE):
         for fmt in formats:
             path = out_dir / f"{stem}.{fmt}"
-            tmp = out_dir / f".{stem}.{fmt}.tmp-{os.getpid()}"
-            try:
+            with atomic.atomic_path(path) as tmp:
                 fig.savefig(tmp, format=fmt)
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
             paths.append(path)
     return paths
 

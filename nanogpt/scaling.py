@@ -1,5 +1,10 @@
 """The DEPTH knob and the arithmetic around it: pure functions, no torch.
 
+This module is the one source of a model's parameter counts, its FLOPs per token and the peak
+FLOPs of the devices MFU is measured against; the model (``GPT.flops_per_token``), the trainer,
+the sweep's grid and the synthetic tables all call it. Vocabulary sizes belong to the tokenizers
+(``nanogpt.tokenizer.N_VOCAB`` and ``BYTE_N_VOCAB``).
+
 DEPTH sets everything about a model's shape: ``n_layer = DEPTH``, ``n_embd = 64 * DEPTH`` and
 ``n_head = DEPTH`` (so every head is 64 wide). DEPTH=12 is exactly GPT-2 small: 12 layers, 768
 wide, 12 heads. Keeping the aspect ratio (width / depth = 64) fixed makes DEPTH a single dial
@@ -12,7 +17,11 @@ Counting conventions (docs/README_DEPTH_PARAMETERIZATION.md has the table):
 * ``params_scaling`` — non-embedding plus the output head (V_padded·C). The head is a real
   matmul per token, so it belongs in the compute count; the token embedding is a table lookup
   and does not. This is the N of ``6N``.
-* ``params_total`` — everything stored: adds the (untied) token embedding.
+* ``params_total`` — everything stored: adds the token embedding (once if it is tied to the head).
+* ``params_embedding`` — the token embedding table (V_padded·C).
+
+tests/test_scaling.py checks each of these against the numel of a real ``GPT``'s parameters,
+group by group, at several depths, widths and vocabularies.
 
 FLOPs per token for training (forward + backward = 3 × forward) are
 ``6 · params_scaling + 12 · n_layer · seq_len · n_embd``. The second term is attention's two
@@ -27,11 +36,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from nanogpt.tokenizer import N_VOCAB
+
 HEAD_DIM = 64  # width per attention head at every DEPTH
 WIDTH_PER_LAYER = 64  # n_embd = 64 * DEPTH
 REFERENCE_WIDTH = 768  # learning rates are tuned at GPT-2 small's width and scaled from there
 VOCAB_PAD_MULTIPLE = 64  # embedding rows padded so matmuls hit tensor-core-friendly sizes
-CHAT_VOCAB = 50259  # GPT-2's vocabulary plus <|im_start|> and <|im_end|>
+# Dense bf16 tensor-core peaks in FLOP/s (no sparsity), from NVIDIA's data sheets; MFU divides
+# by these. Keys are matched as substrings of the CUDA device name.
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "GH200": 989e12, "A100": 312e12}
 
 
 @dataclass(frozen=True)
@@ -39,8 +52,9 @@ class ModelShape:
     n_layer: int
     n_embd: int
     n_head: int
-    vocab_size: int = CHAT_VOCAB  # ids the model can see or emit
+    vocab_size: int = N_VOCAB  # ids the model can see or emit
     seq_len: int = 1024
+    tie_embeddings: bool = False  # the head shares the embedding's weights
 
     @property
     def padded_vocab_size(self) -> int:
@@ -58,7 +72,7 @@ def padded_vocab(vocab_size: int, multiple: int = VOCAB_PAD_MULTIPLE) -> int:
 def shape_for_depth(
     depth: int,
     seq_len: int = 1024,
-    vocab_size: int = CHAT_VOCAB,
+    vocab_size: int = N_VOCAB,
     aspect_ratio: int = WIDTH_PER_LAYER,
     head_dim: int = HEAD_DIM,
 ) -> ModelShape:
@@ -94,24 +108,61 @@ def shape_for_depth(
     )
 
 
+def param_groups(shape: ModelShape) -> dict[str, int]:
+    """Weights per part of the model: the token embedding, all blocks' attention (q, k, v and
+    the output projection), all blocks' MLPs (C -> 4C -> C) and the head (counted even when it
+    is tied: the matmul is done either way). No biases, and the RMSNorms have no weights."""
+    c, layers, v = shape.n_embd, shape.n_layer, shape.padded_vocab_size
+    return {
+        "embedding": v * c,
+        "attention": layers * 4 * c * c,
+        "mlp": layers * 2 * c * (4 * c),
+        "lm_head": v * c,
+    }
+
+
 def param_counts(shape: ModelShape) -> dict[str, int]:
     """Parameter counts by convention (see the module docstring)."""
-    c, layers, v = shape.n_embd, shape.n_layer, shape.padded_vocab_size
-    nonembedding = 12 * layers * c * c
-    embedding = v * c
-    lm_head = v * c
+    groups = param_groups(shape)
+    nonembedding = groups["attention"] + groups["mlp"]
+    embedding, lm_head = groups["embedding"], groups["lm_head"]
     return {
-        "params_total": nonembedding + embedding + lm_head,
+        "params_total": nonembedding + embedding + (0 if shape.tie_embeddings else lm_head),
         "params_nonembedding": nonembedding,
         "params_scaling": nonembedding + lm_head,
         "params_embedding": embedding,
     }
 
 
-def flops_per_token(shape: ModelShape) -> int:
-    """Training FLOPs per token: 6 · params_scaling + 12 · L · T · C (attention scores and AV)."""
+def flops_per_token(shape: ModelShape, seq_len: int | None = None) -> int:
+    """Training FLOPs per token: 6 · params_scaling + 12 · L · T · C (attention scores and AV).
+
+    ``seq_len`` overrides the shape's context (T); 0 leaves out the attention term (C = 6 N D).
+    """
     n = param_counts(shape)["params_scaling"]
-    return 6 * n + 12 * shape.n_layer * shape.seq_len * shape.n_embd
+    t = shape.seq_len if seq_len is None else seq_len
+    return 6 * n + 12 * shape.n_layer * t * shape.n_embd
+
+
+def shape_columns(shape: ModelShape, seq_len: int | None = None) -> dict[str, int]:
+    """The results table's shape columns: n_layer, n_embd, n_head, the parameter counts and
+    flops_per_token (the trainer's summary, the grid's plan and the synthetic tables use it)."""
+    return {
+        "n_layer": shape.n_layer,
+        "n_embd": shape.n_embd,
+        "n_head": shape.n_head,
+        **param_counts(shape),
+        "flops_per_token": flops_per_token(shape, seq_len),
+    }
+
+
+def peak_flops(device_name: str) -> float | None:
+    """Dense bf16 peak FLOP/s of a device by its name (``torch.cuda.get_device_name``), or None
+    for a device not in :data:`PEAK_BF16_FLOPS` (then no MFU is reported)."""
+    for key, value in PEAK_BF16_FLOPS.items():
+        if key in device_name:
+            return value
+    return None
 
 
 def budget_to_steps(
@@ -160,28 +211,22 @@ def depth_table(
     seq_len: int = 1024,
     tokens_per_step: int = 524_288,
     flops_budget: float = 1e18,
-    vocab_size: int = CHAT_VOCAB,
+    vocab_size: int = N_VOCAB,
     aspect_ratio: int = WIDTH_PER_LAYER,
     head_dim: int = HEAD_DIM,
 ) -> list[dict[str, float]]:
     """One row per DEPTH: shape, parameters, FLOPs per token, steps for a budget."""
     rows = []
     for depth in depths:
-        shape = shape_for_depth(depth, seq_len, vocab_size, aspect_ratio, head_dim)
-        counts = param_counts(shape)
-        per_token = flops_per_token(shape)
-        steps = int(flops_budget // (per_token * tokens_per_step))
+        columns = shape_columns(shape_for_depth(depth, seq_len, vocab_size, aspect_ratio, head_dim))
+        steps = int(flops_budget // (columns["flops_per_token"] * tokens_per_step))
         rows.append(
             {
                 "depth": depth,
-                "n_layer": shape.n_layer,
-                "n_embd": shape.n_embd,
-                "n_head": shape.n_head,
-                **counts,
-                "flops_per_token": per_token,
+                **columns,
                 "steps": steps,
                 "tokens": steps * tokens_per_step,
-                "tokens_per_param": steps * tokens_per_step / counts["params_scaling"],
+                "tokens_per_param": steps * tokens_per_step / columns["params_scaling"],
             }
         )
     return rows

@@ -61,6 +61,7 @@ N_VOCAB = 50259  # GPT-2's 50,257 plus the two chat tokens
 BYTE_SPECIAL_TOKENS = {ENDOFTEXT: 256, IM_START: 257, IM_END: 258}
 BYTE_N_VOCAB = 259  # 256 bytes plus the three special tokens
 TOKENIZERS = ("gpt2", "bytes")
+VOCAB_SIZES = {"gpt2": N_VOCAB, "bytes": BYTE_N_VOCAB}  # by tokenizer name, as meta.json names it
 CHAT_ROLES = ("system", "user", "assistant")
 
 

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 
+from nanogpt import atomic, dist, scaling
 from nanogpt import checkpoint as ckpt
 from nanogpt import data as data_mod
-from nanogpt import dist, scaling
 from nanogpt.config import TrainConfig, parse_train_config
 from nanogpt.model import GPT
 from nanogpt.optim import MuonAdamW
@@ -31,18 +31,12 @@ from nanogpt.tokenizer import get_tokenizer
 
 Report = Callable[[dict[str, Any], "str | None"], None]
 
-# Dense bf16 tensor-core peaks (no sparsity), from NVIDIA's data sheets; MFU divides by these.
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "GH200": 989e12, "A100": 312e12}
-
 
 def peak_flops(device: torch.device) -> float | None:
+    """The device's dense bf16 peak (nanogpt.scaling.PEAK_BF16_FLOPS); None on a CPU."""
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    for key, value in PEAK_BF16_FLOPS.items():
-        if key in name:
-            return value
-    return None
+    return scaling.peak_flops(torch.cuda.get_device_name(device))
 
 
 class BatchSizeError(ValueError):
@@ -483,17 +477,13 @@ def _run(cfg: TrainConfig, info: dist.DistInfo, report: Report | None) -> dict[s
 
     wall_s = time.perf_counter() - t_start
     summary = {
-        **counts,
-        "n_layer": shape.n_layer,
-        "n_embd": shape.n_embd,
-        "n_head": shape.n_head,
+        **scaling.shape_columns(shape),  # n_layer, n_embd, n_head, params_*, flops_per_token
         "depth": cfg.depth,
         "status": status,
         "steps": last.get("step", start_step),
         "steps_planned": steps,
         "tokens": last.get("tokens", 0),
         "flops": last.get("flops", 0),
-        "flops_per_token": flops_per_token,
         "final_train_loss": last.get("train_loss", float("nan")),
         "final_val_loss": val_metrics["val_loss"],
         "val_bpb": val_metrics["val_bpb"],
@@ -516,7 +506,7 @@ def _run(cfg: TrainConfig, info: dist.DistInfo, report: Report | None) -> dict[s
     if report is not None and status != "diverged":
         report({**last, **val_metrics, "status": status}, None)
     if info.is_main:
-        ckpt.write_json_atomic(summary, run_dir / "summary.json")
+        atomic.write_json(run_dir / "summary.json", summary, sort_keys=True, default=str)
         print(
             f"done: status={status} steps={summary['steps']}/{steps} "
             f"val_loss={summary['final_val_loss']:.4f} val_bpb={summary['val_bpb']:.4f} "

@@ -23,6 +23,7 @@ from nanogpt.data import (
     val_batches,
     write_tokens,
 )
+from nanogpt.tokenizer import N_VOCAB
 
 
 def make_dataset(
@@ -33,7 +34,7 @@ def make_dataset(
     for split, shard_sizes in sizes.items():
         offset = start
         for i, n in enumerate(shard_sizes):
-            tokens = np.arange(offset, offset + n) % data.VOCAB_SIZE
+            tokens = np.arange(offset, offset + n) % N_VOCAB
             m = (tokens % 3 != 0).astype(np.uint8) if mask else None
             write_tokens(directory / f"{name}_{split}_{i:06d}.bin", tokens, m)
             offset += n

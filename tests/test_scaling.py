@@ -2,6 +2,8 @@ import pytest
 
 from nanogpt import scaling
 from nanogpt.config import ModelConfig, gpt2
+from nanogpt.model import GPT
+from nanogpt.tokenizer import BYTE_N_VOCAB, N_VOCAB
 
 
 def test_depth_12_is_exactly_gpt2():
@@ -26,10 +28,60 @@ def test_parameter_counts_grow_with_depth():
     assert counts == sorted(counts) and len(set(counts)) == len(counts)
 
 
-def test_flops_per_token_formula():
-    shape = scaling.shape_for_depth(12)
-    n = scaling.param_counts(shape)["params_scaling"]
-    assert scaling.flops_per_token(shape) == 6 * n + 12 * 12 * 1024 * 768
+def _group_of(name: str) -> str:
+    """Which part of the model a parameter belongs to, from where it sits in the module tree."""
+    if name == "transformer.wte.weight":
+        return "embedding"
+    if name == "lm_head.weight":
+        return "lm_head"
+    parts = name.split(".")
+    if parts[:2] == ["transformer", "h"] and parts[3] in ("attn", "mlp"):
+        return "attention" if parts[3] == "attn" else "mlp"
+    raise AssertionError(f"parameter {name} is in no group the formula counts")
+
+
+SHAPES = [  # (depth, aspect_ratio, head_dim): GPT-2's ratio and the CPU sweep's smaller ones
+    (1, 64, 64),
+    (2, 64, 64),
+    (3, 16, 16),
+    (5, 16, 16),
+    (4, 32, 16),
+    (2, 24, 8),
+]
+
+
+@pytest.mark.parametrize("tie", [False, True], ids=["untied", "tied"])
+@pytest.mark.parametrize("vocab", [N_VOCAB, BYTE_N_VOCAB], ids=["gpt2", "bytes"])
+@pytest.mark.parametrize("depth,aspect_ratio,head_dim", SHAPES)
+def test_param_counts_match_a_real_model_group_by_group(depth, aspect_ratio, head_dim, vocab, tie):
+    """The formula against the numel of a built GPT's parameters, by where each one sits."""
+    cfg = ModelConfig.from_depth(
+        depth,
+        aspect_ratio=aspect_ratio,
+        head_dim=head_dim,
+        vocab_size=vocab,
+        sequence_len=16,
+        tie_embeddings=tie,
+    )
+    model = GPT(cfg)
+    measured = dict.fromkeys(("embedding", "attention", "mlp", "lm_head"), 0)
+    for name, p in model.named_parameters():  # a tied head is listed once, as the embedding
+        measured[_group_of(name)] += p.numel()
+    formula = scaling.param_groups(cfg.shape)
+    head = model.lm_head.weight.numel()
+    assert measured == {**formula, "lm_head": 0 if tie else formula["lm_head"]}
+    assert head == formula["lm_head"]  # the head's matmul is there tied or not
+
+    counts = scaling.param_counts(cfg.shape)
+    blocks = measured["attention"] + measured["mlp"]
+    assert counts == {
+        "params_total": sum(p.numel() for p in model.parameters()),
+        "params_nonembedding": blocks,
+        "params_scaling": blocks + head,
+        "params_embedding": model.transformer.wte.weight.numel(),
+    }
+    assert model.param_counts() == counts  # the model's own counter agrees
+    assert model.flops_per_token() == scaling.flops_per_token(cfg.shape)
 
 
 def test_budget_to_steps_never_exceeds_the_budget():

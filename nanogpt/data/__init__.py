@@ -30,13 +30,11 @@ from nanogpt.data.format import (
     MAGIC,
     MASK_MAGIC,
     VERSION,
-    VOCAB_SIZE,
     TokenFileError,
     count_tokens,
     mask_path,
     read_mask,
     read_tokens,
-    write_json_atomic,
     write_tokens,
 )
 from nanogpt.data.loader import DataLoader, val_batches
@@ -51,7 +49,6 @@ __all__ = [
     "REPO_DATA_DIR",
     "default_data_root",
     "VERSION",
-    "VOCAB_SIZE",
     "DataLoader",
     "MultiplexLoader",
     "TokenFileError",
@@ -69,6 +66,5 @@ __all__ = [
     "read_tokens",
     "resolve_data_dir",
     "val_batches",
-    "write_json_atomic",
     "write_tokens",
 ]

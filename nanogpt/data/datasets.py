@@ -151,12 +151,12 @@ def dataset_tokenizer(data_dir: str | Path) -> tuple[str, int]:
     """
     meta = dataset_meta(data_dir)
     name = meta.get("tokenizer", "gpt2")
-    from nanogpt.tokenizer import TOKENIZERS
+    from nanogpt.tokenizer import TOKENIZERS, VOCAB_SIZES
 
     if name not in TOKENIZERS:
         raise ValueError(
             f"{Path(data_dir) / 'meta.json'}: tokenizer {name!r} is not one of "
             f"{', '.join(TOKENIZERS)}"
         )
-    vocab = int(meta.get("vocab_size") or (259 if name == "bytes" else 50259))
+    vocab = int(meta.get("vocab_size") or VOCAB_SIZES[name])
     return name, vocab

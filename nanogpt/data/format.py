@@ -8,21 +8,20 @@ uint16. A chat dataset adds a parallel loss-mask file with the same stem and the
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from nanogpt.atomic import atomic_open
 from nanogpt.data.datasets import _files_for, _redo_hint
+from nanogpt.tokenizer import N_VOCAB
 
 MAGIC = 20240520
 MASK_MAGIC = 20240521
 VERSION = 1
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
-VOCAB_SIZE = 50259  # GPT-2's 50,257 + <|im_start|> + <|im_end|> (nanogpt.tokenizer.N_VOCAB)
 
 _DTYPES = {MAGIC: np.dtype("<u2"), MASK_MAGIC: np.dtype("u1")}
 _KIND = {MAGIC: "token file", MASK_MAGIC: "loss-mask file"}
@@ -41,30 +40,12 @@ def mask_path(token_path: str | Path) -> Path:
 # Writing
 
 
-def write_json_atomic(path: str | Path, obj: object) -> None:
-    """Write JSON to a temporary name, then rename it into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _write_array(path: Path, magic: int, array: np.ndarray) -> None:
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[:3] = (magic, VERSION, len(array))
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(header.tobytes())
-            array.astype(_DTYPES[magic], copy=False).tofile(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_open(path, "wb") as f:
+        f.write(header.tobytes())
+        array.astype(_DTYPES[magic], copy=False).tofile(f)
 
 
 def write_tokens(
@@ -178,7 +159,7 @@ def _check_ids(path: Path, tokens: np.ndarray, vocab_size: int, offset: int = 0)
 
 
 def read_tokens(
-    path: str | Path, vocab_size: int | None = VOCAB_SIZE, mmap: bool | None = None
+    path: str | Path, vocab_size: int | None = N_VOCAB, mmap: bool | None = None
 ) -> np.ndarray:
     """The tokens of a validated token file, as a read-only uint16 array.
 

@@ -25,13 +25,13 @@ from nanogpt.data.format import (
     HEADER_BYTES,
     MAGIC,
     MASK_MAGIC,
-    VOCAB_SIZE,
     TokenFileError,
     _check_ids,
     _memmap,
     _read_header,
     mask_path,
 )
+from nanogpt.tokenizer import N_VOCAB
 
 # ---------------------------------------------------------------------------------------------
 # A split read as one long sequence
@@ -286,7 +286,7 @@ class DataLoader:
         loss_mask: str = "assistant",
         device: str | torch.device = "cpu",
         shuffle: bool | None = None,
-        vocab_size: int = VOCAB_SIZE,
+        vocab_size: int = N_VOCAB,
     ) -> None:
         _check_args(batch_size, seq_len, rank, world_size, loss_mask)
         self.split_name, self.batch_size, self.seq_len = split, batch_size, seq_len

@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from nanogpt.data.datasets import _files_for
-from nanogpt.data.format import VOCAB_SIZE
 from nanogpt.data.loader import (
     _check_args,
     _check_size,
@@ -23,6 +22,7 @@ from nanogpt.data.loader import (
     _Split,
     _to_batch,
 )
+from nanogpt.tokenizer import N_VOCAB
 
 
 def parse_mixture(spec: str) -> list[tuple[str, float]]:
@@ -63,7 +63,7 @@ class MultiplexLoader:
         device: str | torch.device = "cpu",
         mmap: bool | None = None,
         shuffle: bool | None = None,
-        vocab_size: int = VOCAB_SIZE,
+        vocab_size: int = N_VOCAB,
     ) -> None:
         _check_args(batch_size, seq_len, rank, world_size, loss_mask)
         if not sources:

@@ -37,16 +37,16 @@ from typing import Any
 
 import numpy as np
 
+from nanogpt import atomic
 from nanogpt.data.datasets import default_out_dir
 from nanogpt.data.documents import Encoded, encode_text
 from nanogpt.data.format import (
     MAGIC,
     MASK_MAGIC,
     VERSION,
-    write_json_atomic,
     write_tokens,
 )
-from nanogpt.tokenizer import TOKENIZERS, get_tokenizer
+from nanogpt.tokenizer import TOKENIZERS, VOCAB_SIZES, get_tokenizer
 
 HUB_SHARD_TOKENS = 100_000_000  # like llm.c's fineweb shards (200 MB each)
 
@@ -225,7 +225,7 @@ class _Run:
 
     def save_progress(self) -> None:
         self.progress["seconds"] = self.seconds()
-        write_json_atomic(self.progress_path, self.progress)
+        atomic.write_json(self.progress_path, self.progress)
 
 
 def run_prepare(
@@ -324,7 +324,7 @@ def run_prepare(
             "seconds": round(run.seconds(), 1),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
-        write_json_atomic(meta_path, meta)
+        atomic.write_json(meta_path, meta)
         shutil.rmtree(run.partial, ignore_errors=True)
     seconds = time.time() - run.started
     docs, toks = sum(meta["documents"].values()), sum(meta["tokens"].values())
@@ -444,8 +444,8 @@ def add_common_args(parser: argparse.ArgumentParser, shard_tokens: int = HUB_SHA
         "--tokenizer",
         choices=TOKENIZERS,
         default="gpt2",
-        help="gpt2 (BPE, 50,259 ids) or bytes (UTF-8 bytes, 259 ids); meta.json records it "
-        "(default gpt2)",
+        help=f"gpt2 (BPE, {VOCAB_SIZES['gpt2']:,} ids) or bytes (UTF-8 bytes, "
+        f"{VOCAB_SIZES['bytes']} ids); meta.json records it (default gpt2)",
     )
     parser.add_argument(
         "--out-dir",

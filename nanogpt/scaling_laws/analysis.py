@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from nanogpt import atomic
 from nanogpt.scaling_laws.isoflop import DEFAULT_WINDOW_LN, IsoFlopFit, fit_isoflop
 from nanogpt.scaling_laws.parametric import (
     NEGLIGIBLE_EXPONENT,
@@ -226,13 +227,7 @@ def write_fits(fits: dict, path: str | os.PathLike) -> Path:
     """Write the fits object as JSON, atomically (a temporary file renamed into place)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(fits, indent=1, allow_nan=False))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic.write_json(path, fits, indent=1, allow_nan=False)
 
 
 def read_fits(path: str | os.PathLike) -> dict:

@@ -1,15 +1,24 @@
 """A results table drawn from a known scaling law, for tests, demos and plots before a sweep.
 
-The rows have the columns of a real sweep's table (docs/README_SWEEPS.md). Model shapes follow the
-project's rule (width 64 * DEPTH, one head per 64 channels), the FLOPs per token are the sweep's
-(6 N plus the attention term), and the loss is L(N, D) = E + A/N^alpha + B/D^beta times
-log-normal noise.
+The rows are built as a real sweep's are (``nanogpt.results_row``), so they have its columns
+(docs/README_SWEEPS.md): the shapes, parameter counts and FLOPs per token come from
+``nanogpt.scaling`` (width 64 * DEPTH, one head per 64 channels, GPT-2's padded vocabulary; N is
+params_scaling, which counts the head; FLOPs are 6 N plus the attention term), and the loss is
+L(N, D) = E + A/N^alpha + B/D^beta times log-normal noise.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
+
+from nanogpt import scaling
+from nanogpt.results_row import planned_row, trial_row
+from nanogpt.tokenizer import N_VOCAB
+
+H200_PEAK = scaling.PEAK_BF16_FLOPS["H200"]
 
 # Besiroglu et al. 2024 (https://arxiv.org/abs/2404.10102), table 1: a realistic default law.
 BESIROGLU_LAW = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
@@ -33,51 +42,40 @@ def synthetic_results(
     """
     law = dict(BESIROGLU_LAW if law is None else law)
     rng = np.random.default_rng(seed)
-    alpha, beta = law["alpha"], law["beta"]
-    g = (alpha * law["A"] / (beta * law["B"])) ** (1 / (alpha + beta))
+    tokens_per_step = 32 * max(seq_len, 256)
     rows = []
     for budget in budgets:
-        params_opt = g * (budget / 6) ** (beta / (alpha + beta))
-        depth_opt = (params_opt / (12 * 64**2)) ** (1 / 3)
-        first = max(1, int(round(depth_opt)) - depths_per_budget // 2)
+        centre = _depth_nearest(float(optimal_params(budget, law)), seq_len)
+        first = max(1, centre - depths_per_budget // 2)
         for depth in range(first, first + depths_per_budget):
-            n_embd = 64 * depth
-            params = 12 * depth * n_embd**2  # attention + MLP weights of `depth` blocks
-            flops_per_token = 6 * params + 12 * depth * seq_len * n_embd
-            tokens_per_step = 32 * max(seq_len, 256)
-            steps = int(budget // (flops_per_token * tokens_per_step))
-            tokens = steps * tokens_per_step
-            loss = law["E"] + law["A"] / params**alpha + law["B"] / max(tokens, 1) ** beta
+            plan = planned_row(depth, budget, seed, _shape(depth, seq_len), tokens_per_step)
+            params, tokens = plan["params_scaling"], plan["tokens_planned"]
+            loss = (
+                law["E"]
+                + law["A"] / params ** law["alpha"]
+                + law["B"] / max(tokens, 1) ** law["beta"]
+            )
             loss *= np.exp(noise * rng.standard_normal())
             # Utilisation grows with model size, as measured on an H200 (docs/benchmarks.md).
             mfu = float(np.clip(0.16 + 0.29 * (np.log10(params) - 6.8) / 1.3, 0.05, 0.5))
-            tokens_per_s = mfu * 989e12 / flops_per_token * np.exp(0.03 * rng.standard_normal())
-            rows.append(
-                {
-                    "depth": depth,
-                    "flops_budget": budget,
-                    "seed": seed,
-                    "n_layer": depth,
-                    "n_embd": n_embd,
-                    "n_head": depth,
-                    "params_total": params + 50304 * n_embd,
-                    "params_nonembedding": params,
-                    "params_scaling": params,
-                    "tokens": tokens,
-                    "steps": steps,
-                    "flops_per_token": flops_per_token,
-                    "final_train_loss": loss * 0.99,
-                    "final_val_loss": loss,
-                    "val_bpb": loss / np.log(2) / 4.5,
-                    "status": "ok",
-                    "wall_s": tokens / tokens_per_s + 20.0,  # + start-up of a Ray trial
-                    "tokens_per_s": tokens_per_s,
-                    "mfu": mfu,
-                    "gpu": "synthetic",
-                    "trial_id": f"synthetic_{budget:.0e}_d{depth}",
-                    "checkpoint": "",
-                }
+            tokens_per_s = (
+                mfu * H200_PEAK / plan["flops_per_token"] * np.exp(0.03 * rng.standard_normal())
             )
+            outcome = {
+                "tokens": tokens,
+                "steps": plan["steps_planned"],
+                "final_train_loss": loss * 0.99,
+                "final_val_loss": loss,
+                "val_bpb": loss / np.log(2) / 4.5,
+                "status": "ok",
+                "wall_s": tokens / tokens_per_s + 20.0,  # + start-up of a Ray trial
+                "tokens_per_s": tokens_per_s,
+                "mfu": mfu,
+                "gpu": "synthetic",
+                "trial_id": f"synthetic_{budget:.0e}_d{depth}",
+                "checkpoint": "",
+            }
+            rows.append(trial_row(plan, outcome))
     for i in range(n_diverged):
         row = dict(rows[i % len(rows)])
         row.update(
@@ -89,6 +87,23 @@ def synthetic_results(
         )
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _shape(depth: int, seq_len: int) -> scaling.ModelShape:
+    """The project's shape at ``depth`` with GPT-2's chat vocabulary; seq_len 0 (no attention
+    term in the FLOPs) is allowed here, unlike for a real model."""
+    shape = scaling.shape_for_depth(depth, max(seq_len, 1), N_VOCAB)
+    return scaling.ModelShape(shape.n_layer, shape.n_embd, shape.n_head, N_VOCAB, seq_len)
+
+
+def _depth_nearest(params: float, seq_len: int) -> int:
+    """The DEPTH whose params_scaling is closest to ``params`` on a log scale."""
+    return min(
+        range(1, 257),
+        key=lambda d: abs(
+            math.log(scaling.param_counts(_shape(d, seq_len))["params_scaling"] / params)
+        ),
+    )
 
 
 def optimal_params(budget: float | np.ndarray, law: dict[str, float] | None = None) -> np.ndarray:

@@ -23,7 +23,6 @@ a finished row. Importing this package does not import Ray.
 from __future__ import annotations
 
 from nanogpt.sweep.grid import (
-    H200_PEAK_BF16,
     MAX_EPOCHS,
     MEASURED_H200_MFU,
     Dataset,
@@ -56,7 +55,6 @@ from nanogpt.sweep.runner import SweepWatch, analyze, clean_sweep, dump_json, ru
 
 __all__ = [
     "EXTRA_COLUMNS",
-    "H200_PEAK_BF16",
     "MAX_EPOCHS",
     "MEASURED_H200_MFU",
     "RESULT_COLUMNS",

@@ -5,6 +5,7 @@ the dry run that prices them and checks that each budget's depths bracket its op
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 from nanogpt import scaling
 from nanogpt.config import TrainConfig
+from nanogpt.results_row import planned_row
 
 # MFU of the whole training step at each DEPTH on one H200 (bf16, torch.compile, 1024 context,
 # 32 sequences per step, MuonAdamW included): DEPTH 6-14 measured with
@@ -19,7 +21,6 @@ from nanogpt.config import TrainConfig
 # for a plain GPT at those sizes. The dry run turns these into an estimated time per trial;
 # --throughput overrides them with your own measurement.
 MEASURED_H200_MFU = {2: 0.16, 4: 0.27, 6: 0.329, 8: 0.376, 10: 0.391, 12: 0.413, 14: 0.410}
-H200_PEAK_BF16 = 989e12
 # A trial that would see its training data more often than this is refused unless the sweep
 # allows repeats: a repeated corpus measures memorisation, not the scaling of a fresh stream.
 MAX_EPOCHS = 1.2
@@ -131,12 +132,11 @@ def describe_dataset(name_or_path: str) -> Dataset:
         tokenizer, vocab = data_mod.dataset_tokenizer(path)
         tokens = data_mod.count_tokens(path, "train")
     except FileNotFoundError:
-        from nanogpt.tokenizer import BYTE_N_VOCAB, N_VOCAB
+        from nanogpt.tokenizer import VOCAB_SIZES
 
         tokens = None  # priced as it will be once prepared
-        tokenizer, vocab = (
-            ("bytes", BYTE_N_VOCAB) if path.name.endswith("_bytes") else ("gpt2", N_VOCAB)
-        )
+        tokenizer = "bytes" if path.name.endswith("_bytes") else "gpt2"
+        vocab = VOCAB_SIZES[tokenizer]
     return Dataset(str(path), tokenizer, vocab, tokens, command)
 
 
@@ -228,27 +228,11 @@ def trial_spec(
     train_tokens: int | None,
 ) -> dict[str, Any]:
     """One trial as planned: shape, parameter counts, steps, tokens, epochs."""
-    shape = scaling.shape_for_depth(
-        depth, train.seq_len, vocab_size, train.aspect_ratio, train.head_dim
-    )
-    counts = scaling.param_counts(shape)
-    per_token = scaling.flops_per_token(shape)
-    steps = int(budget // (per_token * train.total_batch_size))
-    tokens = steps * train.total_batch_size
+    # The trainer's own shape (tied embeddings included), so that plan and run count alike.
+    shape = dataclasses.replace(train, depth=depth).model_config(vocab_size).shape
     return {
         "trial_key": trial_key(depth, budget, seed),
-        "depth": depth,
-        "flops_budget": budget,
-        "seed": seed,
-        "n_layer": shape.n_layer,
-        "n_embd": shape.n_embd,
-        "n_head": shape.n_head,
-        **counts,
-        "flops_per_token": per_token,
-        "steps_planned": steps,
-        "tokens_planned": tokens,
-        "tokens_per_param": tokens / counts["params_scaling"],
-        "epochs_planned": tokens / train_tokens if train_tokens else None,
+        **planned_row(depth, budget, seed, shape, train.total_batch_size, train_tokens),
     }
 
 
@@ -379,7 +363,9 @@ def dry_run(
         if throughput and r["depth"] in throughput:
             tok_s = throughput[r["depth"]]
         else:
-            tok_s = estimated_mfu(r["depth"]) * H200_PEAK_BF16 / r["flops_per_token"]
+            tok_s = (
+                estimated_mfu(r["depth"]) * scaling.PEAK_BF16_FLOPS["H200"] / r["flops_per_token"]
+            )
         hours = r["tokens_planned"] / tok_s / 3600 if tok_s else math.nan
         total_hours += hours
         if r["steps_planned"] < 1:

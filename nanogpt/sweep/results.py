@@ -1,6 +1,7 @@
-"""The results table: its columns, the one function that builds a trial's row, each trial's row
-file (written atomically in its run directory), the table as the merge of those files (parquet +
-csv, atomically), and the live progress table printed while trials run.
+"""The results table: each trial's row file (written atomically in its run directory), the table
+as the merge of those files (parquet + csv, atomically), and the live progress table printed
+while trials run. The columns and the one function that builds a row live in
+``nanogpt.results_row`` (below the sweep, so the synthetic tables use them too).
 
 The row files are the truth: the table is rebuilt from them, so it is complete whatever Ray
 reports, and a trial that finished its run is in the table even if Tune never completes it.
@@ -10,56 +11,33 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
+from nanogpt import atomic
+from nanogpt.results_row import EXTRA_COLUMNS, RESULT_COLUMNS, trial_row
+
+__all__ = [
+    "EXTRA_COLUMNS",
+    "RESULT_COLUMNS",
+    "ROW_FILE",
+    "collect_rows",
+    "progress_table",
+    "read_results",
+    "read_row",
+    "tail_metrics",
+    "trial_row",
+    "write_row",
+    "write_table",
+]
+
 ROW_FILE = "row.json"
-
-RESULT_COLUMNS = [
-    "depth", "flops_budget", "seed", "n_layer", "n_embd", "n_head", "params_total",
-    "params_nonembedding", "params_scaling", "tokens", "steps", "epochs", "flops_per_token",
-    "final_train_loss", "final_val_loss", "val_bpb", "status", "wall_s", "tokens_per_s", "mfu",
-    "gpu", "tokenizer", "dataset", "trial_id", "checkpoint", "core",
-]  # fmt: skip
-EXTRA_COLUMNS = [
-    "trial_key", "steps_planned", "flops", "seq_len", "total_batch_size", "run_dir", "error",
-    "node_id",  # the Ray node its first worker ran on
-    "trial_wall_s",  # the whole trial: Ray Train start-up and teardown + training (wall_s)
-    "ray_startup_s",  # trial start until the worker function runs (controller, workers, PG)
-    "ray_teardown_s",  # worker function returned until fit() returned
-    "setup_s",  # inside train(): model, data and validation batches before the first step
-    "trial_started_at",  # Unix time the trial function started (the sweep's timeline)
-    "trial_imports_s",  # the trial function's imports (Ray Train, torch) before it starts
-]  # fmt: skip
-
-
-# --- one trial's row --------------------------------------------------------------------------------
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def trial_row(spec: dict[str, Any], outcome: dict[str, Any]) -> dict[str, Any]:
-    """A trial's row: its plan (``grid.trial_spec``) and what happened (``train()``'s summary
-    and the trial's timings, or a failure's status and error). The one place a row is built."""
-    row = {k: v for k, v in spec.items() if k in RESULT_COLUMNS + EXTRA_COLUMNS}
-    row.update({k: v for k, v in outcome.items() if k in RESULT_COLUMNS + EXTRA_COLUMNS})
-    row.setdefault("steps", 0 if outcome.get("status") == "failed" else None)
-    return {k: _json_safe(v) for k, v in row.items()}
 
 
 def write_row(run_dir: Path, row: dict[str, Any]) -> Path:
     """The row file of one trial, written to a temporary name and renamed."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / ROW_FILE
-    tmp = path.with_name(f".{ROW_FILE}.{os.getpid()}.partial")
-    tmp.write_text(json.dumps(row, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic.write_json(run_dir / ROW_FILE, row, sort_keys=True, default=str)
 
 
 def read_row(run_dir: Path) -> dict[str, Any] | None:
@@ -99,10 +77,10 @@ def write_table(rows: list[dict[str, Any]], sweep_dir: Path) -> Path:
         frame = frame.sort_values(["flops_budget", "depth", "seed"], kind="stable")
     sweep_dir.mkdir(parents=True, exist_ok=True)
     parquet, csv = sweep_dir / "results.parquet", sweep_dir / "results.csv"
-    frame.to_parquet(parquet.with_name("results.parquet.partial"), index=False)
-    os.replace(parquet.with_name("results.parquet.partial"), parquet)
-    frame.to_csv(csv.with_name("results.csv.partial"), index=False)
-    os.replace(csv.with_name("results.csv.partial"), csv)
+    with atomic.atomic_path(parquet) as tmp:
+        frame.to_parquet(tmp, index=False)
+    with atomic.atomic_path(csv) as tmp:
+        frame.to_csv(tmp, index=False)
     return parquet
 
 
