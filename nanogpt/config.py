@@ -35,9 +35,9 @@ class ModelOptions:
     # fused on a CPU (2-3x faster there) and on a GPU with Triton (its one-kernel loss beats the
     # compiled plain path and saves ~8 GiB at batch 32 x 1024; docs/benchmarks.md); plain on a
     # GPU without Triton, where torch.compile fuses the plain path better than the chunked one.
-    fused_loss: bool | None = None  # head + loss chunk by chunk; none: on CPUs and Triton GPUs
+    fused_loss: bool | None = None  # fuse head and loss chunk by chunk; none = on CPU or Triton GPU
     # "triton" on a CPU runs Triton's interpreter (tests only: it is slow).
-    loss_kernel: str | None = None  # fused loss per chunk: torch or triton; none: triton on GPUs
+    loss_kernel: str | None = None  # fused chunk kernel: torch or triton; none = triton on a GPU
 
     def option_problems(self) -> list[str]:
         """What is wrong with these options, each naming its flag; empty when all is well."""
