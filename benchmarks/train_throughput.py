@@ -208,10 +208,14 @@ def _measure(
     info: dist.DistInfo,
 ) -> dict:
     device = info.device
-    cfg = TrainConfig(depth=depth, seq_len=args.seq_len, device_batch_size=args.batch_size)
+    cfg = TrainConfig(
+        depth=depth,
+        seq_len=args.seq_len,
+        device_batch_size=args.batch_size,
+        fused_loss=loss_path == "fused",
+    )
     torch.manual_seed(0)
     model = GPT(cfg.model_config()).to(device)
-    model.fused_loss = loss_path == "fused"
     optimizer = build_optimizer(model, cfg)
     optimizer.compile_muon = bool(settings.get("compile_muon", False))
     forward = model

@@ -20,18 +20,58 @@ from typing import Any
 from nanogpt import scaling
 from nanogpt.tokenizer import N_VOCAB
 
+LOSS_KERNELS = ("torch", "triton")
+
 
 @dataclass
-class ModelConfig:
+class ModelOptions:
+    """The model's options beyond its shape, defined once: ModelConfig and TrainConfig both
+    inherit these fields, so each is one ``--flag`` of ``python -m nanogpt.train``."""
+
+    rope_base: float = 10000.0  # rotary embedding base frequency (docs/README_ROPE.md)
+    logit_softcap: float = 15.0  # tanh soft-cap on output logits; 0 turns it off
+    z_loss: float = 0.0  # coefficient of the z-loss, mean(logsumexp(logits)^2); 0 turns it off
+    tie_embeddings: bool = False  # share the token embedding with the output head
+    # The head + loss chunk by chunk (nanogpt/loss.py) or the plain full-logits path. None picks
+    # fused on a CPU (2-3x faster there) and on a GPU with Triton (its one-kernel loss beats the
+    # compiled plain path and saves ~8 GiB at batch 32 x 1024; docs/benchmarks.md); plain on a
+    # GPU without Triton, where torch.compile fuses the plain path better than the chunked one.
+    fused_loss: bool | None = None  # fuse head and loss chunk by chunk; none = on CPU or Triton GPU
+    # "triton" on a CPU runs Triton's interpreter (tests only: it is slow).
+    loss_kernel: str | None = None  # fused chunk kernel: torch or triton; none = triton on a GPU
+
+    def option_problems(self) -> list[str]:
+        """What is wrong with these options, each naming its flag; empty when all is well."""
+        problems = []
+        if not self.rope_base > 0:
+            problems.append(f"--rope-base must be > 0, got {self.rope_base}")
+        for name in ("logit_softcap", "z_loss"):
+            if getattr(self, name) < 0:
+                problems.append(
+                    f"{name} (--{name.replace('_', '-')}) must be >= 0 (0 turns it off), "
+                    f"got {getattr(self, name)}"
+                )
+        if self.loss_kernel is not None and self.loss_kernel not in LOSS_KERNELS:
+            problems.append(
+                f"--loss-kernel {self.loss_kernel!r} is not one of {', '.join(LOSS_KERNELS)}"
+            )
+        return problems
+
+    def model_options(self) -> dict[str, Any]:
+        """These fields as keyword arguments (for ``ModelConfig(**...)``)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(ModelOptions)}
+
+
+@dataclass
+class ModelConfig(ModelOptions):
+    """A model's shape plus its options. A checkpoint stores this; fields added later take
+    their defaults when an older checkpoint is loaded."""
+
     n_layer: int = 12  # transformer blocks
     n_head: int = 12  # attention heads; n_embd must divide by it
     n_embd: int = 768  # residual stream width
     vocab_size: int = N_VOCAB  # token ids the model sees and emits (embedding is padded)
     sequence_len: int = 1024  # longest context in tokens (rotary tables are built for this)
-    rope_base: float = 10000.0  # rotary embedding base frequency
-    logit_softcap: float = 15.0  # tanh soft-cap on output logits; 0 turns it off
-    z_loss: float = 0.0  # coefficient of the z-loss, mean(logsumexp(logits)^2); 0 turns it off
-    tie_embeddings: bool = False  # share the token embedding with the output head
 
     def __post_init__(self) -> None:
         for name in ("n_layer", "n_head", "n_embd", "vocab_size", "sequence_len"):
@@ -48,8 +88,8 @@ class ModelConfig:
                 f"head width n_embd/n_head = {self.n_embd // self.n_head} must be even for "
                 "rotary embeddings"
             )
-        if self.logit_softcap < 0 or self.z_loss < 0:
-            raise ValueError("logit_softcap and z_loss must be >= 0 (0 turns them off)")
+        if problems := self.option_problems():
+            raise ValueError("; ".join(problems))
 
     @property
     def padded_vocab_size(self) -> int:
@@ -97,16 +137,18 @@ def gpt2() -> ModelConfig:
 
 
 def field_comments(cls: type) -> dict[str, str]:
-    """Map each field of a dataclass to the comment on its line in the source."""
-    source = inspect.getsource(cls)
+    """Map each field of a dataclass (its own and inherited ones) to the comment on its line."""
     comments: dict[str, str] = {}
-    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
-    line_field: dict[int, str] = {}
-    for tok in tokens:
-        if tok.type == tokenize.NAME and tok.start[1] == 4 and tok.start[0] not in line_field:
-            line_field[tok.start[0]] = tok.string
-        if tok.type == tokenize.COMMENT and tok.start[0] in line_field:
-            comments[line_field[tok.start[0]]] = tok.string.lstrip("# ").strip()
+    for klass in reversed(cls.__mro__):
+        if klass is object or not dataclasses.is_dataclass(klass):
+            continue
+        source = inspect.getsource(klass)
+        line_field: dict[int, str] = {}
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type == tokenize.NAME and tok.start[1] == 4 and tok.start[0] not in line_field:
+                line_field[tok.start[0]] = tok.string
+            if tok.type == tokenize.COMMENT and tok.start[0] in line_field:
+                comments[line_field[tok.start[0]]] = tok.string.lstrip("# ").strip()
     return comments
 
 
@@ -190,15 +232,21 @@ MODES = ("pretraining", "mid-training", "all")
 WANDB_MODES = ("disabled", "offline", "online")
 
 
+# Validation tokens per evaluation when --eval-tokens is 0: a GPU evaluates 1 M tokens in
+# seconds; a CPU needs minutes for that, so it gets 1/16 (a standard error of ~0.01 nats).
+EVAL_TOKENS_GPU = 1_048_576
+EVAL_TOKENS_CPU = 65_536
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(ModelOptions):
+    """A training run. The model options (``ModelOptions``: --rope-base, --logit-softcap, ...)
+    are inherited fields; the model's shape comes from --depth, --aspect-ratio and --head-dim."""
+
     depth: int = 12  # model size: n_layer = depth, n_embd = aspect_ratio*depth
     aspect_ratio: int = 64  # model width per layer: n_embd = aspect_ratio * depth
     head_dim: int = 64  # width of each attention head: n_head = n_embd / head_dim
     seq_len: int = 1024  # context length in tokens
-    logit_softcap: float = 15.0  # tanh soft-cap on output logits; 0 turns it off
-    z_loss: float = 0.0  # z-loss coefficient; 0 turns it off
-    tie_embeddings: bool = False  # share the token embedding with the output head
     mode: str = "pretraining"  # pretraining, mid-training (from --checkpoint) or all (both)
     data: str | None = None  # dataset name or token-file directory; a:0.8,b:0.2 mixes
     target_flops: float = 0.0  # training FLOP budget; sets the steps when --num-iterations is 0
@@ -218,9 +266,9 @@ class TrainConfig:
     grad_clip: float = 1.0  # clip the global gradient norm to this; 0 turns it off
     loss_mask: str = "assistant"  # chat data: train on assistant tokens only, or on all
     eval_every: int = 250  # steps between validation evaluations (and the last step)
-    eval_tokens: int = 1048576  # validation tokens per evaluation, over all ranks
+    eval_tokens: int = 0  # tokens per validation (all ranks); 0 = 1,048,576 on GPU, 65,536 on CPU
     save_every: int = 1000  # steps between checkpoints (and the last step); 0 = only the last
-    keep_checkpoints: int = 3  # how many of the latest checkpoints to keep
+    keep_checkpoints: int = 3  # how many of the latest checkpoints to keep; 0 keeps all
     checkpoint: str | None = None  # initialise the weights from this checkpoint directory
     resume: str | None = None  # auto (latest in the run directory) or a checkpoint directory
     out_dir: str = "logs"  # runs are written to out_dir/run_name
@@ -255,7 +303,10 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 flag = "--" + name.replace("_", "-")
                 problems.append(f"{flag} must be at least 1, got {getattr(self, name)}")
-        for name in ("num_iterations", "target_flops", "save_every", "warmup_steps"):
+        for name in (
+            "num_iterations", "target_flops", "save_every", "warmup_steps", "eval_tokens",
+            "keep_checkpoints",
+        ):  # fmt: skip
             if getattr(self, name) < 0:
                 flag = "--" + name.replace("_", "-")
                 problems.append(f"{flag} must be >= 0, got {getattr(self, name)}")
@@ -264,8 +315,15 @@ class TrainConfig:
                 "--mode mid-training starts from a pretrained model: pass --checkpoint "
                 "logs/<run>/step_NNNNNN (or --resume auto to continue a mid-training run)"
             )
+        problems += self.option_problems()
         if problems:
             raise ValueError("; ".join(problems))
+
+    def eval_tokens_on(self, device_type: str) -> int:
+        """--eval-tokens, or its default for this kind of device when it is 0."""
+        if self.eval_tokens > 0:
+            return self.eval_tokens
+        return EVAL_TOKENS_GPU if device_type == "cuda" else EVAL_TOKENS_CPU
 
     def model_config(self, vocab_size: int = N_VOCAB) -> ModelConfig:
         """The model for this run; ``vocab_size`` comes from the data's tokenizer."""
@@ -275,9 +333,7 @@ class TrainConfig:
             head_dim=self.head_dim,
             vocab_size=vocab_size,
             sequence_len=self.seq_len,
-            logit_softcap=self.logit_softcap,
-            z_loss=self.z_loss,
-            tie_embeddings=self.tie_embeddings,
+            **self.model_options(),
         )
 
 
@@ -312,7 +368,10 @@ def parse_train_config(argv: list[str] | None = None) -> TrainConfig:
         "nanogpt.config.TrainConfig.",
     )
     parser.add_argument("--preset", choices=sorted(TRAIN_PRESETS), help="start from a named preset")
-    add_dataclass_arguments(parser, TrainConfig)
+    options = frozenset(f.name for f in dataclasses.fields(ModelOptions))
+    add_dataclass_arguments(parser, TrainConfig, exclude=options)
+    group = parser.add_argument_group("model options (nanogpt.config.ModelOptions)")
+    add_dataclass_arguments(group, ModelOptions)
     args = parser.parse_args(argv)
     values = TRAIN_PRESETS[args.preset]() if args.preset else {}
     values.update(overrides_from_args(args, TrainConfig))

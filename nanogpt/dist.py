@@ -89,6 +89,13 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum ``t`` over the ranks in place and return it; one process: ``t`` unchanged."""
+    if is_initialized():
+        torch_dist.all_reduce(t, op=torch_dist.ReduceOp.SUM)
+    return t
+
+
 def barrier() -> None:
     if is_initialized():
         torch_dist.barrier()

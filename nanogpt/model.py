@@ -141,15 +141,6 @@ class GPT(nn.Module):
         # Not saved in checkpoints: they are a function of the config.
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
-        # Head + loss chunk by chunk (nanogpt/loss.py) or the plain full-logits path. None picks:
-        # fused on a CPU (2-3x faster there) and on a GPU with Triton (its one-kernel loss beats
-        # the compiled plain path and saves ~8 GiB at batch 32 x 1024; docs/benchmarks.md);
-        # plain on a GPU without Triton, where torch.compile fuses the plain path better than
-        # the chunked PyTorch one.
-        self.fused_loss: bool | None = None
-        # The fused path's per-chunk kernel: None picks ("triton" on a GPU with Triton, else
-        # "torch"); "triton" on a CPU runs Triton's interpreter (tests only: it is slow).
-        self.loss_kernel: str | None = None
         self.init_weights()
 
     @torch.no_grad()
@@ -241,14 +232,14 @@ class GPT(nn.Module):
         if last_only and targets is None:
             x = x[:, -1:]
 
-        fused = self.fused_loss
+        fused = cfg.fused_loss  # None picks by device (nanogpt.config.ModelOptions says why)
         if fused is None:
             fused = x.device.type != "cuda" or triton_loss.available(x.device)
         if targets is not None and fused:
             flat_x, flat_t = x.reshape(B * T, -1), targets.reshape(B * T)
             args = (self.lm_head.weight, flat_t, cfg.vocab_size, cfg.logit_softcap, cfg.z_loss)
             if loss_reduction == "mean" and torch.is_grad_enabled():
-                return fused_head_loss(flat_x, *args, kernel=self.loss_kernel)
+                return fused_head_loss(flat_x, *args, kernel=cfg.loss_kernel)
             per_token = chunked_token_losses(flat_x, *args)
             if loss_reduction == "none":
                 return per_token.view(B, T)

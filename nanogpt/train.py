@@ -5,29 +5,35 @@ NCCL on GPU) and a Ray Train worker: the process group is created only if none e
 model is never wrapped in DDP (the optimizer reduce-scatters gradients itself), and
 ``report(metrics, checkpoint_dir)`` is called on every rank at each evaluation and each
 checkpoint, with the same values on every rank.
+
+Read it from ``_run`` down: ``_set_up`` builds a :class:`Run` (model, optimizer, data, plan),
+then each step is ``train_step`` (the hot loop: forward, backward, optimizer), ``_log_step``
+(the one host sync), a :class:`Divergence` check, and ``_evaluate_and_save``; ``_summary``
+is the run's results row.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as torch_dist
 
-from nanogpt import atomic, dist, scaling
+from nanogpt import atomic, dist, faults, scaling
 from nanogpt import checkpoint as ckpt
-from nanogpt import data as data_mod
-from nanogpt.config import TrainConfig, parse_train_config
+from nanogpt.config import ModelConfig, TrainConfig, parse_train_config
+from nanogpt.data import TokenFileError
+from nanogpt.data.sources import count_train_tokens, data_tokenizer, make_loader, run_data
 from nanogpt.model import GPT
+from nanogpt.monitor import Divergence, MetricsLog, Throughput
 from nanogpt.optim import MuonAdamW
-from nanogpt.tokenizer import get_tokenizer
+from nanogpt.validation import evaluate, token_byte_lengths
 
 Report = Callable[[dict[str, Any], "str | None"], None]
 
@@ -115,356 +121,390 @@ def build_optimizer(model: GPT, cfg: TrainConfig) -> MuonAdamW:
     return MuonAdamW(groups, max_grad_norm=cfg.grad_clip if cfg.grad_clip > 0 else None)
 
 
-def token_byte_lengths(device: torch.device, tokenizer: str = "gpt2") -> torch.Tensor:
-    """UTF-8 bytes per token id; special tokens count 0 and are left out of bits per byte."""
-    return torch.tensor(get_tokenizer(tokenizer).token_bytes(), dtype=torch.int64, device=device)
-
-
-def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    if dist.is_initialized():
-        torch_dist.all_reduce(t, op=torch_dist.ReduceOp.SUM)
-    return t
-
-
-@torch.no_grad()
-def evaluate(
-    model: torch.nn.Module,
-    batches: list[tuple[torch.Tensor, torch.Tensor]],
-    token_bytes: torch.Tensor,
-    device: torch.device,
-) -> dict[str, float]:
-    """Validation loss (nats per token) and bits per byte over a fixed set of batches."""
-    model.eval()
-    sums = torch.zeros(4, dtype=torch.float64, device=device)  # nats, tokens, nats w/ bytes, bytes
-    for x, y in batches:
-        with dist.autocast(device):
-            loss = model(x, y, loss_reduction="none").double()  # (B, T)
-        valid = y != -1
-        nbytes = token_bytes[y.clamp(min=0)] * valid
-        counted = nbytes > 0
-        sums += torch.stack(
-            [
-                (loss * valid).sum(),
-                valid.sum().double(),
-                (loss * counted).sum(),
-                nbytes.sum().double(),
-            ]
-        )
-    _all_reduce_sum(sums)
-    model.train()
-    nats, tokens, nats_b, nbytes = sums.tolist()
-    return {
-        "val_loss": nats / max(tokens, 1.0),
-        "val_bpb": nats_b / (math.log(2) * nbytes) if nbytes else float("nan"),
-    }
-
-
-def _resolve_data(cfg: TrainConfig) -> tuple[str | Path, str]:
-    """The data for this mode, and a sentence saying where it came from."""
-    if cfg.data:
-        return cfg.data, f"data: {cfg.data}"
-    if cfg.mode == "mid-training":
-        try:
-            return data_mod.resolve_data_dir("task_mixture"), "data: the task mixture"
-        except FileNotFoundError as e:
-            raise FileNotFoundError(
-                f"mid-training needs the task mixture: {e}; or pass --data DIR"
-            ) from None
-    try:
-        fineweb = data_mod.resolve_data_dir("fineweb_edu")
-        if (fineweb / "meta.json").is_file():
-            return fineweb, "data: FineWeb-Edu (prepared)"
-    except FileNotFoundError:
-        pass
-    return (
-        data_mod.ensure_shakespeare(),
-        "data: FineWeb-Edu is not prepared (python data/fineweb_edu/prepare.py), so this run "
-        "uses the embedded Shakespeare corpus",
-    )
-
-
-def _sources(source: str | Path) -> list[Path]:
-    text = str(source)
-    if ("," in text or ":" in text) and not Path(text).exists():
-        return [data_mod.resolve_data_dir(n) for n, _ in data_mod.parse_mixture(text)]
-    return [data_mod.resolve_data_dir(text)]
-
-
-def data_tokenizer(source: str | Path) -> tuple[str, int]:
-    """(tokenizer, vocabulary size) of the data, from its meta.json; a mixture must agree."""
-    found = {path: data_mod.dataset_tokenizer(path) for path in _sources(source)}
-    if len(set(found.values())) > 1:
-        listed = "; ".join(f"{p}: {t}" for p, (t, _) in found.items())
-        raise data_mod.TokenFileError(
-            f"the datasets of {source} were made with different tokenizers ({listed}); "
-            "prepare them all with the same --tokenizer"
-        )
-    return next(iter(found.values()))
-
-
-def _make_loader(
-    source: str | Path,
-    split: str,
-    cfg: TrainConfig,
-    info: dist.DistInfo,
-    vocab_size: int,
-) -> Any:
-    kwargs = dict(
-        vocab_size=vocab_size,
-        split=split,
-        batch_size=cfg.device_batch_size,
-        seq_len=cfg.seq_len,
-        rank=info.rank,
-        world_size=info.world_size,
-        seed=cfg.seed,
-        loss_mask=cfg.loss_mask,
-        device=info.device,
-    )
-    text = str(source)
-    if ("," in text or ":" in text) and not Path(text).exists():
-        sources = [(data_mod.resolve_data_dir(n), w) for n, w in data_mod.parse_mixture(text)]
-        return data_mod.MultiplexLoader(sources, **kwargs)
-    return data_mod.DataLoader(data_mod.resolve_data_dir(text), **kwargs)
-
-
-def _count_train_tokens(source: str | Path) -> int | None:
-    text = str(source)
-    if ("," in text or ":" in text) and not Path(text).exists():
-        return None  # a mixture has no single "one pass"
-    return data_mod.count_tokens(data_mod.resolve_data_dir(text), "train")
-
-
-class _Logger:
-    """metrics.jsonl and optional wandb, rank 0 only."""
-
-    def __init__(self, run_dir: Path, cfg: TrainConfig, is_main: bool) -> None:
-        self.is_main = is_main
-        self.path = run_dir / "metrics.jsonl"
-        self.wandb = None
-        if is_main and cfg.wandb != "disabled":
-            import wandb
-
-            self.wandb = wandb.init(
-                project=cfg.wandb_project,
-                group=cfg.wandb_group,
-                name=run_dir.name,
-                mode=cfg.wandb,
-                dir=str(run_dir),
-                config=dataclasses.asdict(cfg),
-                reinit=True,
-            )
-
-    def log(self, metrics: dict[str, Any]) -> None:
-        if not self.is_main:
-            return
-        clean = {
-            k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-            for k, v in metrics.items()
-        }
-        with self.path.open("a") as f:
-            f.write(json.dumps(clean) + "\n")
-        if self.wandb is not None:
-            self.wandb.log(
-                {k: v for k, v in clean.items() if isinstance(v, int | float)}, step=metrics["step"]
-            )
-
-    def close(self) -> None:
-        if self.wandb is not None:
-            self.wandb.finish()
-
-
 def _say(info: dist.DistInfo, text: str) -> None:
+    """Print on rank 0, flushed at once: a Ray worker's or torchrun's stdout is a pipe or a
+    file, where unflushed lines would sit in a buffer until the run ends."""
     if info.is_main:
         print(text, flush=True)
 
 
-def _run(cfg: TrainConfig, info: dist.DistInfo, report: Report | None) -> dict[str, Any]:
-    entered = time.perf_counter()
+StepFn = Callable[["Run", int], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class Run:
+    """What set-up builds and the loop reads: the plan, the parts, where training starts."""
+
+    cfg: TrainConfig
+    info: dist.DistInfo
+    model_cfg: ModelConfig
+    tokenizer: str
+    data_source: str | Path
+    data_note: str
+    run_dir: Path
+    train_tokens_available: int | None
+    steps: int
+    warmup: int
+    grad_accum: int
+    flops_per_token: int
+    counts: dict[str, int]
+    model: GPT
+    forward: Callable[..., torch.Tensor]  # the model, compiled if asked
+    optimizer: MuonAdamW
+    train_loader: Any
+    val_batches: list[tuple[torch.Tensor, torch.Tensor]]
+    token_bytes: torch.Tensor
+    divergence: Divergence
+    step_fn: StepFn  # train_step, or a fault-injecting wrapper of it (nanogpt.faults)
+    start_step: int = 0
+    peak_flops: float | None = None
+
+    @property
+    def eval_tokens(self) -> int:
+        return (
+            len(self.val_batches)
+            * self.cfg.device_batch_size
+            * self.cfg.seq_len
+            * (self.info.world_size)
+        )
+
+
+# --- set-up -------------------------------------------------------------------------------------
+
+
+def _set_up(cfg: TrainConfig, info: dist.DistInfo) -> Run:
+    """Data, plan, model, optimizer, loaders and validation batches; then resume if asked."""
     device = info.device
-    data_source, data_note = _resolve_data(cfg)
+    grad_accum = gradient_accumulation(cfg, info.world_size)
+    data_source, data_note = run_data(cfg.data, cfg.mode)
     tokenizer, vocab_size = data_tokenizer(data_source)
     model_cfg = cfg.model_config(vocab_size)
     shape = model_cfg.shape
-    run_name = cfg.run_name or f"d{cfg.depth}-{cfg.mode}"
-    run_dir = Path(cfg.out_dir) / run_name
-    grad_accum = gradient_accumulation(cfg, info.world_size)
-
-    train_tokens_available = _count_train_tokens(data_source)
+    train_tokens_available = count_train_tokens(data_source)
     steps = plan_steps(cfg, shape, train_tokens_available)
-    warmup = effective_warmup(cfg, steps)
-    flops_per_token = scaling.flops_per_token(shape)
-    counts = scaling.param_counts(shape)
 
     torch.manual_seed(cfg.seed)
     model = GPT(model_cfg).to(device)
     if cfg.checkpoint:
         ckpt.load_model(cfg.checkpoint, model, dataclasses.asdict(model_cfg), tokenizer)
     optimizer = build_optimizer(model, cfg)
-    train_loader = _make_loader(data_source, "train", cfg, info, vocab_size)
-    val_per_rank = max(
-        1, cfg.eval_tokens // (cfg.device_batch_size * cfg.seq_len * info.world_size)
-    )
-    val_loader = _make_loader(data_source, "val", cfg, info, vocab_size)
+    loader_args = dict(
+        vocab_size=vocab_size, batch_size=cfg.device_batch_size, seq_len=cfg.seq_len,
+        rank=info.rank, world_size=info.world_size, seed=cfg.seed, loss_mask=cfg.loss_mask,
+        device=device,
+    )  # fmt: skip
+    train_loader = make_loader(data_source, "train", **loader_args)
+    per_micro_step = cfg.device_batch_size * cfg.seq_len * info.world_size
+    val_per_rank = max(1, cfg.eval_tokens_on(device.type) // per_micro_step)
+    val_loader = make_loader(data_source, "val", **loader_args)
     val_batches = [next(val_loader) for _ in range(val_per_rank)]
-    token_bytes = token_byte_lengths(device, tokenizer)
-
-    start_step, ema_loss, best_ema = 0, None, None
+    warmup = effective_warmup(cfg, steps)
+    step_fn: StepFn = train_step
+    if cfg.debug_nan_at_step >= 0:
+        step_fn = faults.nan_loss_at(train_step, cfg.debug_nan_at_step)
+    run = Run(
+        cfg=cfg,
+        info=info,
+        model_cfg=model_cfg,
+        tokenizer=tokenizer,
+        data_source=data_source,
+        data_note=data_note,
+        run_dir=Path(cfg.out_dir) / (cfg.run_name or f"d{cfg.depth}-{cfg.mode}"),
+        train_tokens_available=train_tokens_available,
+        steps=steps,
+        warmup=warmup,
+        grad_accum=grad_accum,
+        flops_per_token=scaling.flops_per_token(shape),
+        counts=scaling.param_counts(shape),
+        model=model,
+        forward=model,
+        optimizer=optimizer,
+        train_loader=train_loader,
+        val_batches=val_batches,
+        token_bytes=token_byte_lengths(device, tokenizer),
+        divergence=Divergence(cfg.blowup_factor, warmup),
+        step_fn=step_fn,
+    )
     if cfg.resume:
-        found = ckpt.find_latest(run_dir) if cfg.resume == "auto" else Path(cfg.resume)
-        if found is None:
-            _say(info, f"resume: no checkpoint in {run_dir} yet; starting from step 0")
-        else:
-            meta = ckpt.load_model(found, model, dataclasses.asdict(model_cfg), tokenizer)
-            ckpt.load_rank_state(found, optimizer)
-            train_loader.load_state_dict(meta["loader"])
-            start_step = int(meta["step"])
-            ema_loss, best_ema = meta.get("ema_loss"), meta.get("best_ema")
-            _say(info, f"resume: continuing from {found} (step {start_step})")
+        _resume(run)
     if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run.run_dir.mkdir(parents=True, exist_ok=True)
     dist.barrier()
+    run.peak_flops = peak_flops(device)
+    return run
 
-    peak = peak_flops(device)
-    lr_groups = {g["name"]: g["initial_lr"] for g in optimizer.param_groups}
-    if info.is_main:
-        print(f"nanogpt train: {run_dir}")
-        print(f"  {data_note}")
-        for field in dataclasses.fields(cfg):
-            print(f"  {field.name} = {getattr(cfg, field.name)!r}")
-        print(
-            f"  derived: n_layer={shape.n_layer} n_embd={shape.n_embd} n_head={shape.n_head} "
-            f"tokenizer={tokenizer} vocab={model_cfg.vocab_size} "
-            f"(padded {model_cfg.padded_vocab_size})\n"
-            f"  derived: params_total={counts['params_total']:,} "
-            f"params_scaling={counts['params_scaling']:,} flops_per_token={flops_per_token:,}\n"
-            f"  derived: world_size={info.world_size} device={device} grad_accum={grad_accum} "
-            f"steps={steps:,} warmup={warmup} tokens={steps * cfg.total_batch_size:,} "
-            f"flops={steps * cfg.total_batch_size * flops_per_token:.3e} "
-            f"tokens_per_param={steps * cfg.total_batch_size / counts['params_scaling']:.3g}\n"
-            f"  derived: peak lr " + ", ".join(f"{k}={v:.3g}" for k, v in lr_groups.items()),
-            flush=True,
-        )
 
-    forward = torch.compile(model) if cfg.compile else model
-    logger = _Logger(run_dir, cfg, info.is_main)
-    model.train()
-    status = "ok"
-    last: dict[str, Any] = {}
-    val_metrics: dict[str, float] = {"val_loss": float("nan"), "val_bpb": float("nan")}
-    t_start = time.perf_counter()
-    train_time, timed_tokens = 0.0, 0
-    window_start, window_tokens = time.perf_counter(), 0
-    final_ckpt: Path | None = None
-    step = start_step
+def _resume(run: Run) -> None:
+    """Weights, optimizer shard, RNG, data position and divergence state of the checkpoint."""
+    cfg = run.cfg
+    found = ckpt.find_latest(run.run_dir) if cfg.resume == "auto" else Path(cfg.resume or "")
+    if found is None:
+        _say(run.info, f"resume: no checkpoint in {run.run_dir} yet; starting from step 0")
+        return
+    meta = ckpt.load_model(found, run.model, dataclasses.asdict(run.model_cfg), run.tokenizer)
+    ckpt.load_rank_state(found, run.optimizer)
+    run.train_loader.load_state_dict(meta["loader"])
+    run.start_step = int(meta["step"])
+    run.divergence.ema, run.divergence.best = meta.get("ema_loss"), meta.get("best_ema")
+    _say(run.info, f"resume: continuing from {found} (step {run.start_step})")
+
+
+def _print_config(run: Run) -> None:
+    """Every field of the config, then every number derived from it."""
+    cfg, info, shape, counts = run.cfg, run.info, run.model_cfg.shape, run.counts
+    tokens = run.steps * cfg.total_batch_size
+    lr_groups = {g["name"]: g["initial_lr"] for g in run.optimizer.param_groups}
+    eval_note = f"{len(run.val_batches)} batches per rank"
+    if cfg.eval_tokens == 0:
+        eval_note += f"; the {info.device.type.upper()} default, --eval-tokens sets it"
+    lines = [f"nanogpt train: {run.run_dir}", f"  {run.data_note}"]
+    lines += [f"  {f.name} = {getattr(cfg, f.name)!r}" for f in dataclasses.fields(cfg)]
+    lines += [
+        f"  derived: n_layer={shape.n_layer} n_embd={shape.n_embd} n_head={shape.n_head} "
+        f"tokenizer={run.tokenizer} vocab={run.model_cfg.vocab_size} "
+        f"(padded {run.model_cfg.padded_vocab_size})",
+        f"  derived: params_total={counts['params_total']:,} "
+        f"params_scaling={counts['params_scaling']:,} flops_per_token={run.flops_per_token:,}",
+        f"  derived: world_size={info.world_size} device={info.device} "
+        f"grad_accum={run.grad_accum} steps={run.steps:,} warmup={run.warmup} tokens={tokens:,} "
+        f"flops={tokens * run.flops_per_token:.3e} "
+        f"tokens_per_param={tokens / counts['params_scaling']:.3g}",
+        f"  derived: eval_tokens={run.eval_tokens:,} per evaluation ({eval_note})",
+        "  derived: peak lr " + ", ".join(f"{k}={v:.3g}" for k, v in lr_groups.items()),
+    ]
+    _say(info, "\n".join(lines))
+
+
+# --- one step -----------------------------------------------------------------------------------
+
+
+def set_lr(run: Run, step: int) -> float:
+    """Every group's rate for this step (warmup, then cosine decay); returns the multiplier."""
+    lr_mult = lr_multiplier(step, run.steps, run.warmup, run.cfg.lr_min_ratio)
+    for group in run.optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * lr_mult
+    return lr_mult
+
+
+def train_step(run: Run, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step over ``grad_accum`` micro-batches: the summed micro-batch losses (on
+    the device: no host sync here) and the global gradient norm."""
+    device = run.info.device
+    loss_sum = torch.zeros((), device=device)
+    for _ in range(run.grad_accum):
+        x, y = next(run.train_loader)
+        with dist.autocast(device):
+            loss = run.forward(x, y)
+        (loss / run.grad_accum).backward()
+        loss_sum += loss.detach()
+    grad_norm = run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return loss_sum, grad_norm
+
+
+# --- logging ------------------------------------------------------------------------------------
+
+
+def _log_step(
+    run: Run, clock: Throughput, done: int, loss_sum: torch.Tensor, grad_norm: Any, lr_mult: float
+) -> dict[str, Any]:
+    """The metrics of step ``done`` (the one host sync of a logged step)."""
+    cfg, info, device = run.cfg, run.info, run.info.device
+    loss_t = dist.all_reduce_sum(loss_sum / run.grad_accum) / info.world_size
+    train_loss = float(loss_t.item())
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    # The first step pays for warm-up; it is timed only when it is the whole run.
+    counted = done - 1 > run.start_step or done == run.steps
+    tokens_per_s, elapsed_s = clock.lap(counted)
+    peak = run.peak_flops
+    mfu = run.flops_per_token * tokens_per_s / (peak * info.world_size) if peak else None
+    return {
+        "step": done,
+        "steps_planned": run.steps,
+        "tokens": done * cfg.total_batch_size,
+        "flops": done * cfg.total_batch_size * run.flops_per_token,
+        "train_loss": train_loss,
+        "lr": run.optimizer.param_groups[-1]["lr"],  # an AdamW group's actual rate
+        "lr_multiplier": lr_mult,
+        "grad_norm": float(grad_norm),
+        "tokens_per_s": tokens_per_s,
+        "mfu": mfu,
+        "elapsed_s": elapsed_s,
+        "status": "running",
+    }
+
+
+def _print_step(run: Run, last: dict[str, Any]) -> None:
+    mfu = last["mfu"]
+    _say(
+        run.info,
+        f"step {last['step']:>6}/{run.steps} | loss {last['train_loss']:.4f} | "
+        f"lr x{last['lr_multiplier']:.3f} | grad {last['grad_norm']:.3f} | "
+        f"{last['tokens_per_s']:,.0f} tok/s"
+        + (f" | mfu {100 * mfu:.1f}%" if mfu is not None else "")
+        + f" | {last['elapsed_s']:.1f}s",
+    )
+
+
+# --- evaluate and save --------------------------------------------------------------------------
+
+
+def _validate(run: Run, done: int, every_s: float = 10.0) -> dict[str, float]:
+    """Validation loss and bits per byte, saying what it does and, when slow, how far it got."""
+    info, total = run.info, len(run.val_batches)
+    _say(info, f"step {done:>6}/{run.steps} | evaluating {run.eval_tokens:,} validation tokens")
+    started = last_said = time.perf_counter()
+
+    def progress(n: int) -> None:
+        nonlocal last_said
+        now = time.perf_counter()
+        if now - last_said >= every_s and n < total:
+            last_said = now
+            _say(info, f"  eval: {n}/{total} batches ({n / total:.0%}), {now - started:.0f}s")
+
+    val = evaluate(run.forward, run.val_batches, run.token_bytes, info.device, progress)
+    _say(
+        info,
+        f"step {done:>6}/{run.steps} | val loss {val['val_loss']:.4f} | "
+        f"val bpb {val['val_bpb']:.4f} | {time.perf_counter() - started:.1f}s",
+    )
+    return val
+
+
+def _checkpoint_meta(run: Run, done: int) -> dict[str, Any]:
+    cfg = run.cfg
+    return {
+        "config": dataclasses.asdict(cfg),
+        "model_config": dataclasses.asdict(run.model_cfg),
+        "tokenizer": run.tokenizer,
+        "tokens": done * cfg.total_batch_size,
+        "flops": done * cfg.total_batch_size * run.flops_per_token,
+        "loader": run.train_loader.state_dict(),
+        "ema_loss": run.divergence.ema,
+        "best_ema": run.divergence.best,
+        "steps_planned": run.steps,
+    }
+
+
+def _evaluate_and_save(
+    run: Run,
+    logger: MetricsLog,
+    report: Report | None,
+    clock: Throughput,
+    done: int,
+    last: dict[str, Any],
+    val: dict[str, float],
+    end_now: bool,
+) -> tuple[dict[str, float], Path | None]:
+    """Evaluate and checkpoint when due (always at the end), then report; returns the latest
+    validation metrics and the checkpoint written, if any."""
+    cfg = run.cfg
+    do_eval = done % cfg.eval_every == 0 or end_now
+    do_save = (cfg.save_every > 0 and done % cfg.save_every == 0) or end_now
+    if not (do_eval or do_save):
+        return val, None
+    saved = None
+    with clock.paused(run.info.device):
+        if do_eval:
+            val = _validate(run, done)
+            logger.log({**last, **val, "step": done})
+        if do_save:
+            meta = _checkpoint_meta(run, done)
+            saved = ckpt.save(
+                run.run_dir, done, run.model, run.optimizer, meta, keep=cfg.keep_checkpoints
+            )
+    if report is not None:
+        report({**last, **val, "status": "running"}, str(saved) if saved else None)
+    return val, saved
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def _summary(
+    run: Run,
+    status: str,
+    last: dict[str, Any],
+    val_metrics: dict[str, float],
+    wall_s: float,
+    setup_s: float,
+    tokens_per_s: float,
+    final_ckpt: Path | None,
+) -> dict[str, Any]:
+    """The run's results row (also summary.json)."""
+    cfg, info, shape, device = run.cfg, run.info, run.model_cfg.shape, run.info.device
+    flops_per_token, steps = run.flops_per_token, run.steps
+    train_tokens_available, peak = run.train_tokens_available, run.peak_flops
+    summary = {
+        **scaling.shape_columns(shape),  # n_layer, n_embd, n_head, params_*, flops_per_token
+        "depth": cfg.depth,
+        "status": status,
+        "steps": last.get("step", run.start_step),
+        "steps_planned": steps,
+        "tokens": last.get("tokens", 0),
+        "flops": last.get("flops", 0),
+        "final_train_loss": last.get("train_loss", float("nan")),
+        "final_val_loss": val_metrics["val_loss"],
+        "val_bpb": val_metrics["val_bpb"],
+        "wall_s": wall_s,
+        "setup_s": setup_s,  # model, data, validation batches: before the first step
+        "tokens_per_s": tokens_per_s,
+        "mfu": None,
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "tokenizer": run.tokenizer,
+        "dataset": str(run.data_source),
+        "epochs": (last.get("tokens", 0) / train_tokens_available)
+        if train_tokens_available
+        else None,
+        "world_size": info.world_size,
+        "run_dir": str(run.run_dir),
+        "checkpoint": str(final_ckpt) if final_ckpt else None,
+    }
+    if peak and summary["tokens_per_s"]:
+        summary["mfu"] = flops_per_token * summary["tokens_per_s"] / (peak * info.world_size)
+    return summary
+
+
+def _write_summary(summary: dict[str, Any], run_dir: Path) -> None:
+    atomic.write_json(run_dir / "summary.json", summary, sort_keys=True, default=str)
+
+
+def _run(cfg: TrainConfig, info: dist.DistInfo, report: Report | None) -> dict[str, Any]:
+    entered = time.perf_counter()
+    run = _set_up(cfg, info)
+    _print_config(run)
+    if cfg.compile:
+        run.forward = torch.compile(run.model)
+    logger = MetricsLog(run.run_dir, cfg, info.is_main)
+    run.model.train()
+    status, last, final_ckpt = "ok", {}, None
+    val: dict[str, float] = {"val_loss": float("nan"), "val_bpb": float("nan")}
+    clock = Throughput()
     try:
-        for step in range(start_step, steps):
-            lr_mult = lr_multiplier(step, steps, warmup, cfg.lr_min_ratio)
-            for group in optimizer.param_groups:
-                group["lr"] = group["initial_lr"] * lr_mult
-            loss_sum = torch.zeros((), device=device)
-            for _ in range(grad_accum):
-                x, y = next(train_loader)
-                with dist.autocast(device):
-                    loss = forward(x, y)
-                if step == cfg.debug_nan_at_step:
-                    loss = loss * float("nan")  # poisons the weights too, like a real blow-up
-                (loss / grad_accum).backward()
-                loss_sum += loss.detach()
-            grad_norm = optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        for step in range(run.start_step, run.steps):
+            lr_mult = set_lr(run, step)
+            loss_sum, grad_norm = run.step_fn(run, step)
             done = step + 1
-            window_tokens += cfg.total_batch_size
-            is_last = done == steps
+            clock.add(cfg.total_batch_size)
+            is_last = done == run.steps
             stop_now = cfg.stop_at_step > 0 and done >= cfg.stop_at_step and not is_last
 
             if done % cfg.log_every == 0 or is_last or stop_now:
-                loss_t = _all_reduce_sum(loss_sum / grad_accum) / info.world_size
-                train_loss = float(loss_t.item())  # the one host sync per logged step
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                now = time.perf_counter()
-                window_s = now - window_start
-                tokens_per_s = window_tokens / window_s if window_s > 0 else 0.0
-                if step > start_step or done == steps:  # the first step pays for warm-up
-                    train_time += window_s
-                    timed_tokens += window_tokens
-                window_start, window_tokens = now, 0
-                mfu = flops_per_token * tokens_per_s / (peak * info.world_size) if peak else None
-                last = {
-                    "step": done,
-                    "steps_planned": steps,
-                    "tokens": done * cfg.total_batch_size,
-                    "flops": done * cfg.total_batch_size * flops_per_token,
-                    "train_loss": train_loss,
-                    "lr": optimizer.param_groups[-1]["lr"],  # an AdamW group's actual rate
-                    "lr_multiplier": lr_mult,
-                    "grad_norm": float(grad_norm),
-                    "tokens_per_s": tokens_per_s,
-                    "mfu": mfu,
-                    "elapsed_s": now - t_start,
-                    "status": "running",
-                }
-                if not math.isfinite(train_loss):
-                    status = "diverged"
-                    _say(info, f"step {done}: loss is {train_loss}; stopping: diverged")
-                else:
-                    ema_loss = train_loss if ema_loss is None else 0.9 * ema_loss + 0.1 * train_loss
-                    if (
-                        done > warmup
-                        and best_ema is not None
-                        and ema_loss > cfg.blowup_factor * best_ema
-                    ):
-                        status = "diverged"
-                        _say(
-                            info,
-                            f"step {done}: smoothed loss {ema_loss:.3f} is more than "
-                            f"{cfg.blowup_factor}x its best ({best_ema:.3f}); stopping: diverged",
-                        )
-                    best_ema = ema_loss if best_ema is None else min(best_ema, ema_loss)
-                if status == "diverged":
-                    last["status"] = "diverged"
-                    logger.log({**last, **val_metrics})
+                last = _log_step(run, clock, done, loss_sum, grad_norm, lr_mult)
+                if reason := run.divergence.update(done, last["train_loss"]):
+                    status = last["status"] = "diverged"
+                    _say(info, f"step {done}: {reason}; stopping: diverged")
+                    logger.log({**last, **val})
                     if report is not None:
-                        report({**last, **val_metrics}, None)
+                        report({**last, **val}, None)
                     break
-                _say(
-                    info,
-                    f"step {done:>6}/{steps} | loss {train_loss:.4f} | lr x{lr_mult:.3f} | "
-                    f"grad {last['grad_norm']:.3f} | {tokens_per_s:,.0f} tok/s"
-                    + (f" | mfu {100 * mfu:.1f}%" if mfu is not None else "")
-                    + f" | {now - t_start:.1f}s",
-                )
+                _print_step(run, last)
                 logger.log(last)
 
-            do_eval = done % cfg.eval_every == 0 or is_last or stop_now
-            do_save = (cfg.save_every > 0 and done % cfg.save_every == 0) or is_last or stop_now
-            if do_eval:
-                val_metrics = evaluate(forward, val_batches, token_bytes, device)
-                _say(
-                    info,
-                    f"step {done:>6}/{steps} | val loss {val_metrics['val_loss']:.4f} | "
-                    f"val bpb {val_metrics['val_bpb']:.4f}",
-                )
-                logger.log({**last, **val_metrics, "step": done})
-            saved_dir = None
-            if do_save:
-                meta = {
-                    "config": dataclasses.asdict(cfg),
-                    "model_config": dataclasses.asdict(model_cfg),
-                    "tokenizer": tokenizer,
-                    "tokens": done * cfg.total_batch_size,
-                    "flops": done * cfg.total_batch_size * flops_per_token,
-                    "loader": train_loader.state_dict(),
-                    "ema_loss": ema_loss,
-                    "best_ema": best_ema,
-                    "steps_planned": steps,
-                }
-                final_ckpt = ckpt.save(
-                    run_dir, done, model, optimizer, meta, keep=cfg.keep_checkpoints
-                )
-                saved_dir = str(final_ckpt)
-            if (do_eval or do_save) and report is not None:
-                report({**last, **val_metrics, "status": "running"}, saved_dir)
+            end_now = is_last or stop_now
+            val, saved = _evaluate_and_save(run, logger, report, clock, done, last, val, end_now)
+            final_ckpt = saved or final_ckpt
             if stop_now:
                 status = "stopped"
                 _say(
@@ -475,43 +515,18 @@ def _run(cfg: TrainConfig, info: dist.DistInfo, report: Report | None) -> dict[s
     finally:
         logger.close()
 
-    wall_s = time.perf_counter() - t_start
-    summary = {
-        **scaling.shape_columns(shape),  # n_layer, n_embd, n_head, params_*, flops_per_token
-        "depth": cfg.depth,
-        "status": status,
-        "steps": last.get("step", start_step),
-        "steps_planned": steps,
-        "tokens": last.get("tokens", 0),
-        "flops": last.get("flops", 0),
-        "final_train_loss": last.get("train_loss", float("nan")),
-        "final_val_loss": val_metrics["val_loss"],
-        "val_bpb": val_metrics["val_bpb"],
-        "wall_s": wall_s,
-        "setup_s": t_start - entered,  # model, data, validation batches: before the first step
-        "tokens_per_s": timed_tokens / train_time if train_time > 0 else 0.0,
-        "mfu": None,
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "tokenizer": tokenizer,
-        "dataset": str(data_source),
-        "epochs": (last.get("tokens", 0) / train_tokens_available)
-        if train_tokens_available
-        else None,
-        "world_size": info.world_size,
-        "run_dir": str(run_dir),
-        "checkpoint": str(final_ckpt) if final_ckpt else None,
-    }
-    if peak and summary["tokens_per_s"]:
-        summary["mfu"] = flops_per_token * summary["tokens_per_s"] / (peak * info.world_size)
+    wall_s = time.perf_counter() - clock.start
+    setup_s = clock.start - entered
+    summary = _summary(run, status, last, val, wall_s, setup_s, clock.tokens_per_s, final_ckpt)
     if report is not None and status != "diverged":
-        report({**last, **val_metrics, "status": status}, None)
+        report({**last, **val, "status": status}, None)
     if info.is_main:
-        atomic.write_json(run_dir / "summary.json", summary, sort_keys=True, default=str)
-        print(
-            f"done: status={status} steps={summary['steps']}/{steps} "
+        _write_summary(summary, run.run_dir)
+        _say(
+            info,
+            f"done: status={status} steps={summary['steps']}/{run.steps} "
             f"val_loss={summary['final_val_loss']:.4f} val_bpb={summary['val_bpb']:.4f} "
             f"wall={wall_s:.1f}s tokens/s={summary['tokens_per_s']:,.0f}",
-            flush=True,
         )
     return summary
 
@@ -549,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_train_config(argv)
     try:
         summary = train(cfg)
-    except (BatchSizeError, FileNotFoundError, ckpt.CheckpointError, data_mod.TokenFileError) as e:
+    except (BatchSizeError, FileNotFoundError, ckpt.CheckpointError, TokenFileError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0 if summary["status"] in ("ok", "stopped") else 1

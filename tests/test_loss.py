@@ -1,5 +1,7 @@
 """The fused, chunked head + loss equals the plain one: loss, per-token losses and gradients."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -7,16 +9,17 @@ from nanogpt.config import ModelConfig
 from nanogpt.model import GPT
 
 
-def pair(**overrides):
+def pair(loss_kernel=None, **overrides):
+    """Two models with the same weights: one on the default (fused) loss path with
+    ``loss_kernel``, one on the plain full-logits path (``fused_loss=False``)."""
     cfg = ModelConfig(n_layer=2, n_head=2, n_embd=64, sequence_len=32, **overrides)
     torch.manual_seed(0)
-    fused = GPT(cfg)
+    fused = GPT(replace(cfg, loss_kernel=loss_kernel))
     with torch.no_grad():
         for p in fused.parameters():
             p.normal_(0.0, 0.1)
-    plain = GPT(cfg)
+    plain = GPT(replace(cfg, fused_loss=False))
     plain.load_state_dict(fused.state_dict())
-    plain.fused_loss = False
     return fused, plain
 
 
@@ -108,8 +111,8 @@ def test_triton_kernel_rows_equal_the_torch_chunk(softcap, z_loss, vocab, padded
 def test_model_loss_and_gradients_with_the_triton_kernel_match_the_plain_path(overrides):
     """The optimised path (Triton kernel, big chunks, padded head) computes the same thing."""
     _triton_or_skip("cpu")
-    fused, plain = pair(vocab_size=1000, **overrides)  # padded to 1024; the interpreter is slow
-    fused.loss_kernel = "triton"
+    # vocab 1000, padded to 1024: the interpreter is slow
+    fused, plain = pair(loss_kernel="triton", vocab_size=1000, **overrides)
     idx = torch.randint(0, 1000, (2, 32))
     targets = idx.roll(-1, dims=1)
     targets[1, :3] = -1
@@ -149,7 +152,6 @@ def test_triton_path_matches_plain_on_gpu_in_bf16():
     _triton_or_skip("cuda")
     fused, plain = pair()
     fused, plain = fused.cuda(), plain.cuda()
-    plain.fused_loss = False
     idx = torch.randint(0, 50259, (4, 32), device="cuda")
     targets = idx.roll(-1, dims=1)
     out = []
@@ -167,8 +169,7 @@ def test_training_on_the_optimised_path_follows_the_plain_one():
     """Five AdamW steps through the GPU path's loss (Triton kernel, chunked, padded head) give
     the losses of the plain path: the speed work changes nothing that is computed."""
     _triton_or_skip("cpu")
-    fast, plain = pair(vocab_size=1000)
-    fast.loss_kernel = "triton"
+    fast, plain = pair(loss_kernel="triton", vocab_size=1000)
     idx = torch.randint(0, 1000, (4, 32))
     fast_losses = five_adamw_steps(fast, idx)
     assert fast_losses[-1] < fast_losses[0]  # it trains

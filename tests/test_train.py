@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from nanogpt import checkpoint as ckpt
-from nanogpt.config import TrainConfig, parse_train_config
+from nanogpt import dist
+from nanogpt.config import EVAL_TOKENS_CPU, EVAL_TOKENS_GPU, TrainConfig, parse_train_config
 from nanogpt.data import ensure_shakespeare
-from nanogpt.train import BatchSizeError, lr_multiplier, train
+from nanogpt.monitor import Divergence
+from nanogpt.train import BatchSizeError, _print_config, _set_up, _validate, lr_multiplier, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,6 +99,22 @@ def test_a_nan_ends_the_run_as_diverged(corpus, tmp_path):
     assert rows[-1]["status"] == "diverged"
 
 
+def test_divergence_is_a_non_finite_loss_or_a_smoothed_blow_up_after_warmup():
+    check = Divergence(blowup_factor=1.5, warmup=3)
+    assert [check.update(step, 10.0) for step in (1, 2)] == [None, None]
+    assert check.update(3, 100.0) is None  # a spike during warmup is let through
+    assert check.ema == pytest.approx(19.0) and check.best == 10.0
+    calm = Divergence(blowup_factor=1.5, warmup=3)
+    for step, loss in enumerate([10.0, 9.0, 8.0, 7.0, 7.5, 6.5], start=1):
+        assert calm.update(step, loss) is None  # a falling, noisy loss never trips it
+    reason = None
+    for step in range(7, 30):
+        reason = reason or calm.update(step, 30.0)
+    assert reason is not None and "more than 1.5x its best" in reason
+    assert "loss is nan" in Divergence(1.5, 0).update(1, float("nan"))
+    assert "loss is inf" in Divergence(1.5, 0, ema=5.0, best=5.0).update(9, float("inf"))
+
+
 def test_a_blown_up_loss_ends_the_run_as_diverged(corpus, tmp_path):
     summary = train(tiny_cfg(corpus, tmp_path, lr_adamw=50.0, lr_muon=50.0, num_iterations=30))
     assert summary["status"] == "diverged" and summary["steps"] < 30
@@ -121,6 +139,42 @@ def test_two_ranks_follow_one_rank_at_the_same_global_batch(corpus, tmp_path):
     a, b = losses(tmp_path / "one" / "d1-pretraining"), losses(tmp_path / "two" / "d1-pretraining")
     assert list(a) == list(b)
     assert [b[s] for s in b] == pytest.approx([a[s] for s in a], rel=1e-4)
+
+
+def test_a_run_keeps_only_its_latest_checkpoints(corpus, tmp_path):
+    cfg = tiny_cfg(corpus, tmp_path, num_iterations=6, save_every=2, keep_checkpoints=2)
+    summary = train(cfg)
+    names = sorted(p.name for p in (tmp_path / "run").glob("step_*"))
+    assert names == ["step_000004", "step_000006"]
+    assert summary["checkpoint"] == str(tmp_path / "run" / "step_000006")
+
+
+def test_evaluation_fits_the_device_and_says_what_it_does(corpus, tmp_path, capsys):
+    assert TrainConfig().eval_tokens_on("cpu") == EVAL_TOKENS_CPU < EVAL_TOKENS_GPU
+    assert TrainConfig().eval_tokens_on("cuda") == EVAL_TOKENS_GPU
+    assert TrainConfig(eval_tokens=EVAL_TOKENS_GPU).eval_tokens_on("cpu") == EVAL_TOKENS_GPU
+    cfg = tiny_cfg(corpus, tmp_path, eval_tokens=0)  # 65,536 tokens = 256 batches of 4 x 64
+    run = _set_up(cfg, dist.init("cpu"))
+    assert run.eval_tokens == EVAL_TOKENS_CPU and len(run.val_batches) == 256
+    _print_config(run)
+    out = capsys.readouterr().out
+    assert "eval_tokens=65,536 per evaluation (256 batches per rank; the CPU default" in out
+    run.val_batches = run.val_batches[:4]  # four batches are enough to see the progress lines
+    val = _validate(run, 1, every_s=0.0)
+    out = capsys.readouterr().out
+    assert "evaluating 1,024 validation tokens" in out
+    assert "eval: 1/4 batches (25%)" in out and "eval: 3/4 batches (75%)" in out
+    assert f"val loss {val['val_loss']:.4f}" in out
+
+
+def test_model_options_are_flags_and_reach_the_model(corpus, tmp_path):
+    cfg = parse_train_config(["--rope-base", "5e5", "--fused-loss", "false", "--z-loss", "1e-4"])
+    model_cfg = cfg.model_config(259)
+    assert (model_cfg.rope_base, model_cfg.fused_loss, model_cfg.z_loss) == (5e5, False, 1e-4)
+    assert parse_train_config(["--loss-kernel", "torch"]).model_config().loss_kernel == "torch"
+    summary = train(tiny_cfg(corpus, tmp_path, num_iterations=1, rope_base=500.0))
+    meta = ckpt.read_meta(summary["checkpoint"])
+    assert meta["model_config"]["rope_base"] == 500.0 and meta["config"]["rope_base"] == 500.0
 
 
 def test_resuming_into_another_shape_is_a_clear_error(corpus, tmp_path):
@@ -203,6 +257,9 @@ def test_impossible_batch_sizes_name_the_numbers(corpus, tmp_path, argv, message
         (["--wandb", "maybe"], "--wandb 'maybe' is not one of"),
         (["--compile", "perhaps"], "expected true or false"),
         (["--mode", "mid-training"], "--mode mid-training starts from a pretrained model"),
+        (["--loss-kernel", "cuda"], "--loss-kernel 'cuda' is not one of torch, triton"),
+        (["--rope-base", "-1"], "--rope-base must be > 0"),
+        (["--eval-tokens", "-5"], "--eval-tokens must be >= 0"),
     ],
 )
 def test_bad_flags_are_errors_that_name_the_flag(argv, message, capsys):
@@ -218,6 +275,10 @@ def test_help_lists_every_flag_with_its_comment(capsys):
     out = capsys.readouterr().out
     assert "--target-flops FLOAT" in out and "training FLOP budget" in out
     assert "(capped at 10% of the run)" in out
+    flat = " ".join(out.split())  # argparse wraps lines at the terminal's width
+    assert "model options" in flat and "--rope-base FLOAT" in flat and "--loss-kernel STR" in flat
+    # the device defaults of --eval-tokens, as the code has them
+    assert f"{EVAL_TOKENS_GPU:,} on GPU" in flat and f"{EVAL_TOKENS_CPU:,} on CPU" in flat
 
 
 def test_every_config_field_has_its_help_comment():

@@ -63,11 +63,12 @@ def test_mode_all_pretrains_then_mid_trains_from_the_checkpoint(tmp_path, monkey
     assert summary["status"] == "ok" and summary["steps"] == 3
     pre = json.loads((tmp_path / "logs" / "both-pretraining" / "summary.json").read_text())
     assert pre["steps"] == 6
-    mid_log = (tmp_path / "logs" / "both-mid-training" / "metrics.jsonl").read_text()
-    assert mid_log.count('"step": 3') >= 1
+    pre_rows, mid_rows = (
+        [json.loads(line) for line in (tmp_path / "logs" / run / "metrics.jsonl").open()]
+        for run in ("both-pretraining", "both-mid-training")
+    )
+    assert sorted({r["step"] for r in mid_rows}) == [1, 2, 3]
+    assert [r["step"] for r in mid_rows if "val_loss" in r] == [3]  # evaluated at the end
     # mid-training started from the pretrained weights, not from scratch
-    first_mid = json.loads(mid_log.splitlines()[0])["train_loss"]
-    first_pre = json.loads(
-        (tmp_path / "logs" / "both-pretraining" / "metrics.jsonl").read_text().splitlines()[0]
-    )["train_loss"]
-    assert first_mid < first_pre
+    assert mid_rows[0]["step"] == 1 and pre_rows[0]["step"] == 1
+    assert mid_rows[0]["train_loss"] < pre_rows[0]["train_loss"]

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nanogpt.checkpoint import write_json_atomic
+from nanogpt import atomic
 from nanogpt.evals import SUITES, evaluate
 from nanogpt.evals.bundle import EVAL_BUNDLE_URL, BundleError, default_bundle_dir, download_bundle
 
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         result["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         if args.json is not None:
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(result, args.json)
+            atomic.write_json(args.json, result, default=str)
             print(f"\nwrote {args.json}")
         return 0
     except (BundleError, KeyError, ValueError, RuntimeError) as e:

@@ -276,6 +276,9 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
             "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "1.0"
         ),
         "WANDB_MODE": os.environ.get("WANDB_MODE", sweep.train.wandb),
+        # Set before Ray starts the worker processes (the only time it has an effect): what a
+        # library prints in a worker reaches its log as it happens. train() flushes its own.
+        "PYTHONUNBUFFERED": "1",
     }
     started_here = not ray.is_initialized()
     init_started = time.time()
