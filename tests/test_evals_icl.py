@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from nanogpt import atomic
 from nanogpt import checkpoint as ckpt
 from nanogpt.config import ModelConfig
 from nanogpt.evals import aggregate, evaluate, icl
@@ -509,9 +510,7 @@ def test_cli_evaluates_core_on_a_checkpoint_and_writes_json(tmp_path, capsys):
     step = run / "step_000001"
     step.mkdir(parents=True)
     torch.save(model.state_dict(), step / ckpt.MODEL_FILE)
-    ckpt.write_json_atomic(
-        {"model_config": cfg, "tokenizer": "bytes", "step": 1}, step / ckpt.META_FILE
-    )
+    atomic.write_json(step / ckpt.META_FILE, {"model_config": cfg, "tokenizer": "bytes", "step": 1})
     root = write_bundle(tmp_path / "bundle", aggregate.CORE_TASKS, n_items=4)
     out = tmp_path / "res" / "core.json"
     code = main(["--checkpoint", str(run), "--suite", "core", "--bundle", str(root), "--device",
