@@ -283,19 +283,24 @@ def generate_replies(
     max_new_tokens: int,
     *,
     batch_size: int = 16,
+    min_new_tokens: int = 64,
 ) -> list[str]:
-    """Greedy replies, decoded, their stop token left out; prompts cropped on the left to leave
-    room for ``max_new_tokens`` in the context."""
+    """Greedy replies, decoded, their stop token left out.
+
+    Prompts come first: a batch generates ``max_new_tokens`` where its longest prompt leaves
+    room in the context, fewer where it does not (never below ``min_new_tokens``, for which the
+    longest prompts are cropped on the left).
+    """
     context = engine.model.config.sequence_len
-    max_new_tokens = min(max_new_tokens, context - 1)
-    room = context - max_new_tokens
     stops = set(engine.stop_tokens)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     replies = [""] * len(prompts)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        batch = [_crop_left(list(prompts[i]), room) for i in rows]
-        outs = engine.generate_batch(batch, max_new_tokens, GREEDY)
+        longest = max(len(prompts[i]) for i in rows)
+        new = min(max_new_tokens, max(context - longest, min_new_tokens), context - 1)
+        batch = [_crop_left(list(prompts[i]), context - new) for i in rows]
+        outs = engine.generate_batch(batch, new, GREEDY)
         for i, out in zip(rows, outs):
             replies[i] = engine.tokenizer.decode([t for t in out if t not in stops])
     return replies
