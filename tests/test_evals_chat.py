@@ -253,3 +253,54 @@ def test_a_whole_chatcore_run_on_a_tiny_model(tmp_path):
     centered = [t["centered"] for t in out["tasks"].values()]
     assert out["score"] == pytest.approx(sum(centered) / len(centered))
     assert out["tasks"]["humaneval"]["accuracy"] == 0.0  # random weights write no working code
+
+
+def test_exports_write_each_benchmarks_answer_format_and_say_nothing_is_scored(tmp_path):
+    from nanogpt.engine import Engine
+    from nanogpt.evals import export
+
+    tok, model = get_tokenizer("bytes"), tiny_gpt(seq=256)
+    mt = write_jsonl(
+        tmp_path / "question.jsonl",
+        [
+            {"question_id": 81, "category": "writing", "turns": ["Write a poem.", "Shorter."]},
+            {"question_id": 82, "category": "math", "turns": ["2+2?", "Times 3?"]},
+        ],
+    )
+    out = export.export_answers(
+        model, tok, CHAT_META, "mt_bench", mt, tmp_path / "mt" / "nano.jsonl", max_new_tokens=8
+    )
+    assert "nothing here runs" in out["notes"][0] and out["n"] == 2
+    rows = [json.loads(line) for line in (tmp_path / "mt" / "nano.jsonl").read_text().splitlines()]
+    assert [r["question_id"] for r in rows] == [81, 82]
+    assert all(len(r["choices"][0]["turns"]) == 2 and r["model_id"] == "nanogpt" for r in rows)
+    # the second turn is asked after the model's own first answer
+    first = rows[0]["choices"][0]["turns"][0]
+    conversation = [
+        {"role": "user", "content": "Write a poem."},
+        {"role": "assistant", "content": first},
+        {"role": "user", "content": "Shorter."},
+    ]
+    engine = Engine(model, tok)
+    again = chatcore.generate_replies(engine, [tok.render_for_completion(conversation)], 8)[0]
+    assert rows[0]["choices"][0]["turns"][1] == again.strip()
+
+    alpaca = tmp_path / "alpaca_eval.json"
+    alpaca.write_text(json.dumps([{"instruction": "Say hi.", "dataset": "helpful_base"}]))
+    export.export_answers(
+        model, tok, CHAT_META, "alpaca_eval", alpaca, tmp_path / "a.json", max_new_tokens=8
+    )
+    (row,) = json.loads((tmp_path / "a.json").read_text())
+    assert set(row) == {"instruction", "output", "generator", "dataset"}
+
+    flask = write_jsonl(
+        tmp_path / "flask_evaluation.jsonl", [{"question_id": 1, "text": "Rewrite: hi"}]
+    )
+    export.export_answers(
+        model, tok, CHAT_META, "flask", flask, tmp_path / "f.jsonl", max_new_tokens=8
+    )
+    assert set(json.loads((tmp_path / "f.jsonl").read_text())) == {"question_id", "text"}
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        export.export_answers(
+            model, tok, CHAT_META, "arena", flask, tmp_path / "x", max_new_tokens=8
+        )
