@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from nanogpt.dist import autocast
 from nanogpt.engine import Engine, is_chat_model
 from nanogpt.sampling import SamplingParams
 
@@ -243,6 +244,11 @@ def _crop_left(ids: list[int], room: int) -> list[int]:
     return ids[-room:] if len(ids) > room else ids
 
 
+# Logits of a whole batch are (B, T, vocab) floats: with GPT-2's 50k vocabulary a batch of 16
+# prompts of 300 tokens would be 1 GB. Batches are cut to keep them near this many elements.
+LOGITS_BUDGET = 2**28
+
+
 @torch.inference_mode()
 def predict_choices(
     model,
@@ -257,20 +263,31 @@ def predict_choices(
     Prompts are right-padded into batches (causal attention never lets a real token see the
     padding to its right) and the logits are read at each row's last real position.
     """
-    device = device or next(model.parameters()).device
+    device = torch.device(device) if device is not None else next(model.parameters()).device
     context = model.config.sequence_len
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # less padding
-    predictions = [0] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        seqs = [_crop_left(list(prompts[i]), context) for i in rows]
-        width = max(len(s) for s in seqs)
-        ids = torch.zeros((len(seqs), width), dtype=torch.long)
-        for r, s in enumerate(seqs):
-            ids[r, : len(s)] = torch.tensor(s)
-        last = torch.tensor([len(s) - 1 for s in seqs])
-        logits = model(ids.to(device)).float()  # (B, T, V)
-        at_last = logits[torch.arange(len(seqs)), last.to(device)]  # (B, V)
+    vocab = getattr(model.config, "vocab_size", 50304)
+    seqs = [_crop_left(list(p), context) for p in prompts]
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # less padding
+    predictions = [0] * len(seqs)
+    start = 0
+    while start < len(order):
+        rows = [order[start]]
+        # ascending lengths: the newest row is the widest
+        while (
+            start + len(rows) < len(order)
+            and len(rows) < batch_size
+            and (len(rows) + 1) * len(seqs[order[start + len(rows)]]) * vocab <= LOGITS_BUDGET
+        ):
+            rows.append(order[start + len(rows)])
+        start += len(rows)
+        width = max(len(seqs[i]) for i in rows)
+        ids = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, i in enumerate(rows):
+            ids[r, : len(seqs[i])] = torch.tensor(seqs[i])
+        last = torch.tensor([len(seqs[i]) - 1 for i in rows], device=device)
+        with autocast(device):
+            logits = model(ids.to(device))  # (B, T, V)
+        at_last = logits[torch.arange(len(rows), device=device), last].float()  # (B, V)
         for r, i in enumerate(rows):
             cand = torch.tensor(candidates[i], device=device)
             predictions[i] = int(at_last[r, cand].argmax())

@@ -50,6 +50,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
         "the lm-evaluation-harness adapter needs lm-eval: pip install 'nanogpt[lmeval]'"
     ) from e
 
+from nanogpt.dist import autocast
 from nanogpt.engine import Engine, is_chat_model, load_model
 from nanogpt.sampling import SamplingParams
 from nanogpt.tokenizer import ENDOFTEXT, IM_END, IM_START
@@ -202,12 +203,13 @@ class NanoGPTLM(TemplateLM):
             ids = torch.zeros((len(inputs), width), dtype=torch.long)
             for r, x in enumerate(inputs):
                 ids[r, : len(x)] = torch.tensor(x)
-            logits = self.model(ids.to(self.device))[..., : self.vocab].float()
-            logprobs = F.log_softmax(logits, dim=-1)
+            with autocast(self.device):
+                logits = self.model(ids.to(self.device))  # (B, T, V)
             for r, i in enumerate(rows):
                 begin, end, targets = spans[r]
                 target = torch.tensor(targets, device=self.device)
-                lp = logprobs[r, begin:end]
+                # the softmax over the continuation's positions only: (n, V), not (B, T, V)
+                lp = F.log_softmax(logits[r, begin:end, : self.vocab].float(), dim=-1)
                 total = lp.gather(1, target[:, None]).sum().item()
                 greedy = bool((lp.argmax(-1) == target).all())
                 out[i] = (total, greedy)
