@@ -225,8 +225,7 @@ def run_ifeval(
 ) -> dict:
     """IFEval on ``<data_dir>/ifeval.jsonl``: greedy replies (up to the harness's 1,280 tokens,
     less where the context is shorter), scored by the 25 checks."""
-    checks = load_checks()  # fail on a missing dependency before generating anything
-    del checks
+    load_checks()  # fail on a missing dependency before generating anything
     records = subsample(load_ifeval(task_file(Path(data_dir), "ifeval")), limit)
     chat = is_chat_model(meta)
     if chat:
