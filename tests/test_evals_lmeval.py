@@ -258,6 +258,39 @@ def test_the_model_loads_from_a_checkpoint_by_name(tasks_dir, tmp_path):
     assert out["results"]["fixture_mc"]["acc,none"] == direct["results"]["fixture_mc"]["acc,none"]
 
 
+def test_evaluate_tasks_on_a_chat_model_applies_the_chat_template(tasks_dir):
+    from nanogpt.evals.lm_eval_adapter import evaluate_tasks
+
+    model, tok = tiny_gpt2_model()
+    chat_meta = {"config": {"mode": "mid-training"}}
+    results = evaluate_tasks(
+        model, tok, chat_meta, ["fixture_mc"], limit=4, include_path=str(tasks_dir),
+        include_defaults=False,
+    )  # fmt: skip
+    acc = results["fixture_mc"]["acc,none"]
+    # the same four items scored directly, each question as a user turn primed for the reply
+    correct = []
+    for question, choices, answer in QUESTIONS[:4]:
+        prompt = f"Question: {question}\nAnswer:"
+        context = tok.render_for_completion([{"role": "user", "content": prompt}])
+        scores = [logprob_of(model, context, tok.encode(c)) for c in choices]
+        correct.append(max(range(4), key=scores.__getitem__) == answer)
+    assert acc == pytest.approx(sum(correct) / 4)
+    # and choice by choice
+    lm = NanoGPTLM(model=model, tokenizer=tok, meta=chat_meta)
+    out = lm_eval.simple_evaluate(
+        model=lm, tasks=["fixture_mc"], limit=4, task_manager=task_manager(tasks_dir),
+        apply_chat_template=True, log_samples=True, bootstrap_iters=0,
+    )  # fmt: skip
+    for sample in out["samples"]["fixture_mc"]:
+        question, choices, _ = next(q for q in QUESTIONS if q[0] == sample["doc"]["question"])
+        prompt = f"Question: {question}\nAnswer:"
+        rendered = tok.render_for_completion([{"role": "user", "content": prompt}])
+        # the harness moves the context's trailing "\n" into the continuation: it is scored too
+        want = [logprob_of(model, rendered[:-1], rendered[-1:] + tok.encode(c)) for c in choices]
+        assert [resp[0][0] for resp in sample["resps"]] == pytest.approx(want, abs=1e-3)
+
+
 def test_a_missing_checkpoint_argument_is_a_clear_error():
     with pytest.raises(ValueError, match="checkpoint=PATH"):
         NanoGPTLM()

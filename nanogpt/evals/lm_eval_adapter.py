@@ -306,6 +306,41 @@ class NanoGPTLM(TemplateLM):
         return texts
 
 
+def evaluate_tasks(
+    model,
+    tokenizer,
+    meta: dict,
+    tasks: Sequence[str],
+    *,
+    limit: int | None = None,
+    batch_size: int = 16,
+    include_path: str | None = None,
+    include_defaults: bool = True,
+    apply_chat_template: bool | None = None,
+) -> dict:
+    """Run harness tasks on a model already in memory (what ``python -m nanogpt.evals
+    --lm-eval TASKS`` calls). Returns the harness's ``results`` (task -> metric -> value).
+
+    ``apply_chat_template`` defaults to whether the checkpoint is mid-trained.
+    ``include_path`` adds task YAMLs of your own; ``include_defaults=False`` skips indexing
+    the harness's built-in tasks (a minute of start-up) when only your own are wanted.
+    """
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    lm = NanoGPTLM(model=model, tokenizer=tokenizer, meta=meta, batch_size=batch_size)
+    chat = lm.chat if apply_chat_template is None else apply_chat_template
+    out = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=list(tasks),
+        limit=limit,
+        task_manager=TaskManager(include_path=include_path, include_defaults=include_defaults),
+        apply_chat_template=chat,
+        bootstrap_iters=0,
+    )
+    return out["results"]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """The harness's ``lm_eval`` command line with the ``nanogpt`` model registered."""
     from lm_eval.__main__ import cli_evaluate
