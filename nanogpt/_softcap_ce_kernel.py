@@ -1,6 +1,20 @@
 """The Triton kernel behind ``nanogpt.triton_loss`` (imported only through it: importing this
 module compiles nothing, but it needs Triton, and Triton decides at import whether it
 interprets). One program per row; the maths is in nanogpt/triton_loss.py's docstring.
+
+Version 3 of the kernel. On an H200 version 2 took 4.7 ms a step at batch 32 × 1024 (GPT-2's
+vocabulary), bound by the special-function unit (MUFU: exp2, reciprocal), not by memory: eight
+MUFU operations per logit over the two passes (the division by the cap, the exp and the
+reciprocal of the tanh, the exp of the softmax, each pass). Here everything is written in terms
+of one number per logit, r = 1 / (exp(2z / cap) + 1), so that
+
+    tanh(z / cap) = 1 − 2r,   s = cap · tanh = cap − 2·cap·r,   1 − tanh² = 4r(1 − r),
+    exp(s − cap) = 2^(−2·cap·log2(e) · r),   exp(s − lse) = 2^((cap − lse)·log2(e) − 2·cap·log2(e) · r)
+
+with the constants (2·log2(e) / cap, −2·cap·log2(e)) computed once on the host: three MUFU
+operations per logit and pass (exp2, reciprocal, exp2) instead of four, no division by the cap,
+and fewer multiplies. The function computed is the same to fp32 rounding (4r(1 − r) is, if
+anything, more accurate than 1 − tanh² near saturation).
 """
 
 import triton
@@ -8,11 +22,11 @@ import triton.language as tl
 
 
 @triton.jit
-def _tanh(u):
-    # 1 - 2 / (e^{2u} + 1): saturates to ±1 without overflow trouble, runs in the interpreter
-    # (which has no libdevice), and the non-IEEE division (a reciprocal and a multiply, ~2 ulp)
-    # keeps the kernel near memory speed.
-    return 1.0 - tl.fdiv(2.0, tl.exp(2.0 * u) + 1.0, ieee_rounding=False)
+def _tanh_r(z, k_tanh):
+    # r = 1 / (exp(2z/cap) + 1) with exp(2z/cap) = 2^(z · k_tanh). A huge z gives r = 0
+    # (tanh = 1), a very negative one r = 1 (tanh = -1): no overflow trouble. The non-IEEE
+    # division is a reciprocal and a multiply (~2 ulp).
+    return tl.fdiv(1.0, tl.math.exp2(z * k_tanh) + 1.0, ieee_rounding=False)
 
 
 @triton.jit
@@ -24,11 +38,15 @@ def softcap_ce_kernel(
     n_valid,
     n_total,
     softcap,
+    k_tanh,
+    m2,
     z_loss,
     HAS_CAP: tl.constexpr,
     SHIFT_BY_CAP: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
+    # softcap: the cap (1.0 when there is none); k_tanh = 2·log2(e)/cap; m2 = -2·cap·log2(e).
+    LOG2E: tl.constexpr = 1.4426950408889634
     row = tl.program_id(0).to(tl.int64)
     base = logits_ptr + row * row_stride
     target = tl.load(targets_ptr + row).to(tl.int32)
@@ -44,8 +62,7 @@ def softcap_ce_kernel(
             cols = start + offsets
             mask = cols < n_valid
             z = tl.load(base + cols, mask=mask, other=0.0).to(tl.float32)
-            s = softcap * _tanh(z / softcap)
-            acc += tl.where(mask, tl.exp(s - softcap), 0.0)
+            acc += tl.where(mask, tl.math.exp2(m2 * _tanh_r(z, k_tanh)), 0.0)
         lse = softcap + tl.log(tl.sum(acc, axis=0))
     else:
         m = tl.full([BLOCK], -1.0e30, tl.float32)
@@ -55,7 +72,7 @@ def softcap_ce_kernel(
             mask = cols < n_valid
             z = tl.load(base + cols, mask=mask, other=0.0).to(tl.float32)
             if HAS_CAP:
-                z = softcap * _tanh(z / softcap)
+                z = softcap + m2 / LOG2E * _tanh_r(z, k_tanh)
             z = tl.where(mask, z, float("-inf"))
             m_new = tl.maximum(m, z)
             acc = acc * tl.exp(m - m_new) + tl.exp(z - m_new)
@@ -67,21 +84,22 @@ def softcap_ce_kernel(
     safe_target = tl.maximum(target, 0)
     z_t = tl.load(base + safe_target).to(tl.float32)
     if HAS_CAP:
-        z_t = softcap * _tanh(z_t / softcap)
+        z_t = softcap + m2 / LOG2E * _tanh_r(z_t, k_tanh)
     loss = lse - z_t + z_loss * lse * lse
     tl.store(loss_ptr + row, tl.where(valid, loss, 0.0))
 
     # Pass 2: the gradient, written over the logits it came from.
     coef = 1.0 + 2.0 * z_loss * lse
+    shift = (softcap - lse) * LOG2E
     for start in range(0, n_total, BLOCK):
         cols = start + offsets
         in_row = cols < n_total
         mask = cols < n_valid
         z = tl.load(base + cols, mask=mask, other=0.0).to(tl.float32)
         if HAS_CAP:
-            t = _tanh(z / softcap)
-            g = tl.exp(softcap * t - lse) * coef - tl.where(cols == target, 1.0, 0.0)
-            g = g * (1.0 - t * t)
+            r = _tanh_r(z, k_tanh)
+            g = tl.math.exp2(shift + m2 * r) * coef - tl.where(cols == target, 1.0, 0.0)
+            g = g * (4.0 * r * (1.0 - r))
         else:
             g = tl.exp(z - lse) * coef - tl.where(cols == target, 1.0, 0.0)
         g = tl.where(mask & valid, g, 0.0)

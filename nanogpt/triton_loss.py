@@ -10,6 +10,9 @@ logits twice (the second read mostly from L2) and overwrites them with the bf16 
     pass 1   s = cap · tanh(z / cap);  lse = log Σ exp(s)     (fp32; shifted by cap, or online max)
     pass 2   g = (exp(s − lse) · (1 + 2·zl·lse) − onehot(target)) · (1 − (s / cap)²)
 
+(the kernel writes tanh, exp and 1 − tanh² through r = 1 / (exp(2z / cap) + 1), in base 2, to
+spend fewer special-function operations: nanogpt/_softcap_ce_kernel.py).
+
 and stores the row's loss ``lse − s[target] + zl · lse²`` (0 for ignored rows, target = -1).
 Columns at or past ``vocab_size`` (the padding of the head) get probability 0 and gradient 0.
 The maths is that of ``nanogpt.loss._chunk_loss_and_grads``; ``tests/test_loss.py`` checks the
@@ -20,11 +23,13 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import math
 import os
 
 import torch
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None  # checked once, at import
+_LOG2E = math.log2(math.e)
 
 
 def available(device: torch.device) -> bool:
@@ -66,6 +71,7 @@ def softcap_ce_rows_(
     if n_rows == 0:
         return loss
     kernel = _kernel()
+    cap = float(softcap) if softcap > 0 else 1.0
     kernel[(n_rows,)](
         logits,
         targets.contiguous(),
@@ -73,7 +79,9 @@ def softcap_ce_rows_(
         logits.stride(0),
         vocab_size,
         n_total,
-        float(softcap) if softcap > 0 else 1.0,
+        cap,
+        2.0 * _LOG2E / cap,  # exp(2z / cap) = 2^(z · this)
+        -2.0 * cap * _LOG2E,  # exp(s - cap) = 2^(this · r), r = 1 / (exp(2z / cap) + 1)
         float(z_loss),
         HAS_CAP=softcap > 0,
         SHIFT_BY_CAP=0 < softcap <= 40,
