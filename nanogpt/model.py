@@ -62,6 +62,7 @@ class CausalSelfAttention(nn.Module):
         self.c_k = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
         self.c_v = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+        self.fused_qkv = cfg.fused_qkv
 
     def forward(
         self,
@@ -72,9 +73,18 @@ class CausalSelfAttention(nn.Module):
         attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         B, T, C = x.shape
-        q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
-        k = self.c_k(x).view(B, T, self.n_head, self.head_dim)
-        v = self.c_v(x).view(B, T, self.n_head, self.head_dim)
+        if self.fused_qkv:
+            # One (3C, C) GEMM instead of three (C, C) ones, forward and backward. The weights
+            # stay three parameters, so Muon still orthogonalises Q, K and V one by one and
+            # checkpoints keep their layout; the concatenation is folded by torch.compile into
+            # the fp32 -> bf16 cast that autocast makes of every weight anyway.
+            w = torch.cat((self.c_q.weight, self.c_k.weight, self.c_v.weight))
+            qkv = F.linear(x, w).view(B, T, 3, self.n_head, self.head_dim)
+            q, k, v = qkv.unbind(2)  # each (B, T, n_head, head_dim)
+        else:
+            q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
+            k = self.c_k(x).view(B, T, self.n_head, self.head_dim)
+            v = self.c_v(x).view(B, T, self.n_head, self.head_dim)
         # QK-norm bounds the attention logits whatever the weights do (docs/README_STABILITY.md).
         q, k = rms_norm(q), rms_norm(k)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
