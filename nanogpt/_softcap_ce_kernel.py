@@ -41,11 +41,15 @@ def softcap_ce_kernel(
     k_tanh,
     m2,
     z_loss,
+    g8_ptr,
     HAS_CAP: tl.constexpr,
     SHIFT_BY_CAP: tl.constexpr,
+    WRITE_F8: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # softcap: the cap (1.0 when there is none); k_tanh = 2·log2(e)/cap; m2 = -2·cap·log2(e).
+    # WRITE_F8: also store 2^15 · gradient as float8 e5m2 into g8_ptr (rows × n_total, dense),
+    # the operand of the FP8 head's gradient GEMM (nanogpt/loss.py, fp8 path).
     LOG2E: tl.constexpr = 1.4426950408889634
     row = tl.program_id(0).to(tl.int64)
     base = logits_ptr + row * row_stride
@@ -104,3 +108,6 @@ def softcap_ce_kernel(
             g = tl.exp(z - lse) * coef - tl.where(cols == target, 1.0, 0.0)
         g = tl.where(mask & valid, g, 0.0)
         tl.store(base + cols, g.to(logits_ptr.dtype.element_ty), mask=in_row)
+        if WRITE_F8:
+            g8 = (g * 32768.0).to(tl.float8e5)
+            tl.store(g8_ptr + row * n_total + cols, g8, mask=in_row)

@@ -257,11 +257,15 @@ class GPT(nn.Module):
         fused = self.fused_loss
         if fused is None:
             fused = x.device.type != "cuda" or triton_loss.available(x.device)
+        training_loss = targets is not None and loss_reduction == "mean" and torch.is_grad_enabled()
+        if cfg.fp8_head and training_loss:
+            check_fp8_head(x.device, fused)
         if targets is not None and fused:
             flat_x, flat_t = x.reshape(B * T, -1), targets.reshape(B * T)
             args = (self.lm_head.weight, flat_t, cfg.vocab_size, cfg.logit_softcap, cfg.z_loss)
-            if loss_reduction == "mean" and torch.is_grad_enabled():
-                return fused_head_loss(flat_x, *args, kernel=self.loss_kernel)
+            if training_loss:
+                kernel = "triton-fp8" if cfg.fp8_head else self.loss_kernel
+                return fused_head_loss(flat_x, *args, kernel=kernel)
             per_token = chunked_token_losses(flat_x, *args)
             if loss_reduction == "none":
                 return per_token.view(B, T)
@@ -297,6 +301,27 @@ class GPT(nn.Module):
             return loss.sum()
         valid = (flat_targets != -1).sum().clamp(min=1)
         return loss.sum() / valid
+
+
+def check_fp8_head(device: torch.device, fused: bool = True) -> None:
+    """Raise, saying why, unless ``fp8_head`` can run on ``device``: a CUDA GPU with FP8 tensor
+    cores (compute capability 8.9 or newer: Ada, Hopper, Blackwell), Triton, the fused loss."""
+    if device.type != "cuda":
+        raise RuntimeError(
+            f"fp8_head runs the head's matmuls on FP8 tensor cores and needs a CUDA GPU; this "
+            f"model is on {device}. Set fp8_head=False (the default) here"
+        )
+    capability = torch.cuda.get_device_capability(device)
+    if capability < (8, 9):
+        raise RuntimeError(
+            f"fp8_head needs FP8 tensor cores (compute capability >= 8.9); "
+            f"{torch.cuda.get_device_name(device)} has {capability[0]}.{capability[1]}"
+        )
+    if not triton_loss.available(device) or not fused:
+        raise RuntimeError(
+            "fp8_head runs inside the fused head + loss (Triton kernel); it is off here "
+            "(fused_loss=False or no Triton installed)"
+        )
 
 
 def model_summary(cfg: ModelConfig) -> dict[str, int]:

@@ -49,13 +49,27 @@ def _kernel():
     return softcap_ce_kernel
 
 
+# The FP8 head's gradient operand is 2^15 · d(row loss)/d(logits) in float8 e5m2: every entry
+# of the gradient lies in [-1, 1] (softmax minus one-hot, times tanh' <= 1; the z-loss factor
+# 1 + 2·z·lse stays near 1), so 2^15 keeps the softmax's ~1/V entries out of e5m2's subnormals
+# and the largest ones under its 57,344 limit. A power of two: scaling is exact.
+FP8_GRAD_SCALE = 2.0**15
+
+
 def softcap_ce_rows_(
-    logits: torch.Tensor, targets: torch.Tensor, vocab_size: int, softcap: float, z_loss: float
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    vocab_size: int,
+    softcap: float,
+    z_loss: float,
+    grad_fp8: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-row loss (fp32, 0 where target is -1); ``logits`` (N, V) becomes d(row loss)/d(logits).
 
     ``logits`` may be wider than ``vocab_size`` (a padded head): the extra columns take no
     probability and get gradient 0. On a CPU tensor the kernel runs in Triton's interpreter.
+    ``grad_fp8`` (N, V) float8_e5m2, contiguous: also receives FP8_GRAD_SCALE · the gradient
+    (written by the kernel on a GPU; on a CPU by torch afterwards, the interpreter has no FP8).
     """
     if logits.ndim != 2 or logits.stride(1) != 1:
         raise ValueError("logits must be a 2-D tensor with contiguous rows")
@@ -67,9 +81,16 @@ def softcap_ce_rows_(
             f"the Triton loss kernel cannot run on {logits.device}: it needs a CUDA GPU with "
             "Triton, or TRITON_INTERPRET=1 (set before Triton is imported) on a CPU"
         )
+    if grad_fp8 is not None and (
+        grad_fp8.shape != logits.shape
+        or grad_fp8.dtype != torch.float8_e5m2
+        or not grad_fp8.is_contiguous()
+    ):
+        raise ValueError("grad_fp8 must be a contiguous float8_e5m2 tensor of the logits' shape")
     loss = torch.empty(n_rows, dtype=torch.float32, device=logits.device)
     if n_rows == 0:
         return loss
+    write_f8 = grad_fp8 is not None and logits.device.type == "cuda"
     kernel = _kernel()
     cap = float(softcap) if softcap > 0 else 1.0
     kernel[(n_rows,)](
@@ -83,9 +104,13 @@ def softcap_ce_rows_(
         2.0 * _LOG2E / cap,  # exp(2z / cap) = 2^(z · this)
         -2.0 * cap * _LOG2E,  # exp(s - cap) = 2^(this · r), r = 1 / (exp(2z / cap) + 1)
         float(z_loss),
+        grad_fp8 if write_f8 else logits,
         HAS_CAP=softcap > 0,
         SHIFT_BY_CAP=0 < softcap <= 40,
+        WRITE_F8=write_f8,
         BLOCK=2048 if logits.device.type == "cuda" else 256,
         num_warps=8 if logits.device.type == "cuda" else 1,
     )
+    if grad_fp8 is not None and not write_f8:
+        grad_fp8.copy_((logits.float() * FP8_GRAD_SCALE).to(torch.float8_e5m2))
     return loss

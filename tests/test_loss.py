@@ -192,3 +192,37 @@ def test_triton_kernel_saturates_cleanly_on_huge_logits(softcap):
     assert torch.isfinite(rows).all() and torch.isfinite(logits).all()
     torch.testing.assert_close(rows.sum(), ref_loss, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(logits @ w, ref_grad_h, rtol=1e-4, atol=1e-4)
+
+
+def test_fp8_head_follows_the_bf16_head_to_fp8_precision():
+    """The FP8 path (e4m3 logits GEMM, e5m2 gradient GEMM, per-tensor scales) computes the same
+    loss and gradients as the exact path up to FP8 rounding: here on a CPU (torch's
+    _scaled_mm there, the kernel in Triton's interpreter); the model allows it on GPUs only."""
+    from nanogpt.loss import fused_head_loss
+
+    _triton_or_skip("cpu")
+    torch.manual_seed(0)
+    targets = torch.randint(0, 300, (64,))
+    targets[:3] = -1
+    out = {}
+    for kernel in ("triton", "triton-fp8"):
+        h = torch.randn(64, 32, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        w = (0.3 * torch.randn(320, 32, generator=torch.Generator().manual_seed(2))).requires_grad_()
+        loss = fused_head_loss(h, w, targets, 300, 15.0, 0.0, 32, kernel=kernel)
+        loss.backward()
+        out[kernel] = (loss.detach(), h.grad, w.grad)
+    exact, fp8 = out["triton"], out["triton-fp8"]
+    assert fp8[0] == pytest.approx(exact[0].item(), rel=2e-2)
+    for a, b in zip(exact[1:], fp8[1:], strict=True):
+        cosine = torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0)
+        assert cosine > 0.98
+        assert torch.isfinite(b).all()
+
+
+def test_fp8_head_is_refused_off_the_gpu():
+    fast, _ = pair(fp8_head=True)
+    idx = torch.randint(0, 50259, (1, 8))
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+        fast(idx, idx.roll(-1, 1))
+    with torch.no_grad():  # evaluation is not the training loss: it runs exactly, in bf16/fp32
+        assert torch.isfinite(fast(idx, idx.roll(-1, 1)))
