@@ -84,7 +84,9 @@ def run_nanogpt(work: Path, depth: int, batch_size: int, log: Path, timeout_s: f
     with open(log, "w") as f:
         f.write("$ " + shlex.join(cmd) + "\n")
         f.flush()
-        subprocess.run(cmd, cwd=work, stdout=f, stderr=subprocess.STDOUT, timeout=timeout_s, check=True)
+        subprocess.run(
+            cmd, cwd=work, stdout=f, stderr=subprocess.STDOUT, timeout=timeout_s, check=True
+        )
     return parse_bench_ms(log.read_text())
 
 
@@ -139,7 +141,10 @@ def main(argv: list[str] | None = None) -> int:
                 cmd += ["--depths", args.depths, "--batch-size", str(args.batch_size)]
                 cmd += ["--seq-len", "1024", "--json", str(out / "project.json")]
                 cmd += shlex.split(args.project_args)
-                env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+                env = {
+                    **os.environ,
+                    "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+                }
                 with open(out / "project.log", "w") as f:
                     f.write("$ " + shlex.join(cmd) + "\n")
                     f.flush()

@@ -205,7 +205,6 @@ def _fp8_chunks(
     second operand column-major: w8ᵀ is a view of w8, and w8 for the gradient GEMM is one
     transposed copy per step (V × C bytes).
     """
-    w = weight.to(mm_dtype)
     w8, w_scale = _to_e4m3(weight)  # (V_padded, C)
     w8_t = w8.t().contiguous()  # (C, V_padded): .t() of it is w8 column-major
     g_scale = torch.tensor(1.0 / triton_loss.FP8_GRAD_SCALE, device=h.device)

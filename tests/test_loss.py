@@ -207,15 +207,17 @@ def test_fp8_head_follows_the_bf16_head_to_fp8_precision():
     out = {}
     for kernel in ("triton", "triton-fp8"):
         h = torch.randn(64, 32, generator=torch.Generator().manual_seed(1), requires_grad=True)
-        w = (0.3 * torch.randn(320, 32, generator=torch.Generator().manual_seed(2))).requires_grad_()
+        w = (
+            0.3 * torch.randn(320, 32, generator=torch.Generator().manual_seed(2))
+        ).requires_grad_()
         loss = fused_head_loss(h, w, targets, 300, 15.0, 0.0, 32, kernel=kernel)
         loss.backward()
         out[kernel] = (loss.detach(), h.grad, w.grad)
     exact, fp8 = out["triton"], out["triton-fp8"]
-    assert fp8[0] == pytest.approx(exact[0].item(), rel=2e-2)
+    assert fp8[0] == pytest.approx(exact[0].item(), rel=5e-3)
     for a, b in zip(exact[1:], fp8[1:], strict=True):
         cosine = torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0)
-        assert cosine > 0.98
+        assert cosine > 0.995
         assert torch.isfinite(b).all()
 
 
