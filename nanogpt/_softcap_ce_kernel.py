@@ -20,6 +20,8 @@ anything, more accurate than 1 − tanh² near saturation).
 import triton
 import triton.language as tl
 
+LOG2E = tl.constexpr(1.4426950408889634)
+
 
 @triton.jit
 def _tanh_r(z, k_tanh):
@@ -50,7 +52,6 @@ def softcap_ce_kernel(
     # softcap: the cap (1.0 when there is none); k_tanh = 2·log2(e)/cap; m2 = -2·cap·log2(e).
     # WRITE_F8: also store 2^15 · gradient as float8 e5m2 into g8_ptr (rows × n_total, dense),
     # the operand of the FP8 head's gradient GEMM (nanogpt/loss.py, fp8 path).
-    LOG2E: tl.constexpr = 1.4426950408889634
     row = tl.program_id(0).to(tl.int64)
     base = logits_ptr + row * row_stride
     target = tl.load(targets_ptr + row).to(tl.int32)

@@ -228,3 +228,29 @@ def test_fp8_head_is_refused_off_the_gpu():
         fast(idx, idx.roll(-1, 1))
     with torch.no_grad():  # evaluation is not the training loss: it runs exactly, in bf16/fp32
         assert torch.isfinite(fast(idx, idx.roll(-1, 1)))
+
+
+@pytest.mark.gpu
+def test_fp8_head_on_gpu_follows_the_bf16_head():
+    """On a GPU with FP8 tensor cores: the model's FP8 head gives the bf16 head's loss and
+    gradients to FP8 precision."""
+    from nanogpt import dist
+
+    _triton_or_skip("cuda")
+    if torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("needs FP8 tensor cores (compute capability 8.9+)")
+    bf16, _ = pair()
+    fp8 = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=64, sequence_len=32, fp8_head=True))
+    fp8.load_state_dict(bf16.state_dict())
+    fp8, bf16 = fp8.cuda(), bf16.cuda()
+    idx = torch.randint(0, 50259, (4, 32), device="cuda")
+    out = []
+    for model in (fp8, bf16):
+        with dist.autocast(torch.device("cuda")):
+            loss = model(idx, idx.roll(-1, dims=1))
+        loss.backward()
+        out.append(loss.detach())
+    assert out[0].item() == pytest.approx(out[1].item(), rel=1e-2)
+    for (name, p), (_, q) in zip(fp8.named_parameters(), bf16.named_parameters(), strict=True):
+        cosine = torch.nn.functional.cosine_similarity(p.grad.flatten(), q.grad.flatten(), dim=0)
+        assert cosine > 0.98, name
