@@ -61,9 +61,14 @@ def softcap_ce_kernel(
     # [-cap, cap], so exp(s - cap) cannot overflow or underflow fp32: no running max needed.
     # Otherwise a running (max, sum) per lane, whose max starts finite because
     # exp(-inf - -inf) would be NaN for a lane that never sees a column.
+    # Whole blocks need no masks; the last, partial block and the padding columns get them.
+    n_full = (n_valid // BLOCK) * BLOCK
     if SHIFT_BY_CAP:
         acc = tl.full([BLOCK], 0.0, tl.float32)
-        for start in range(0, n_valid, BLOCK):
+        for start in range(0, n_full, BLOCK):
+            z = tl.load(base + start + offsets).to(tl.float32)
+            acc += tl.math.exp2(m2 * _tanh_r(z, k_tanh))
+        for start in range(n_full, n_valid, BLOCK):
             cols = start + offsets
             mask = cols < n_valid
             z = tl.load(base + cols, mask=mask, other=0.0).to(tl.float32)
@@ -87,28 +92,56 @@ def softcap_ce_kernel(
 
     valid = target >= 0
     safe_target = tl.maximum(target, 0)
-    z_t = tl.load(base + safe_target).to(tl.float32)
+    z_t_raw = tl.load(base + safe_target).to(tl.float32)
+    z_t = z_t_raw
     if HAS_CAP:
-        z_t = softcap + m2 / LOG2E * _tanh_r(z_t, k_tanh)
+        z_t = softcap + m2 / LOG2E * _tanh_r(z_t_raw, k_tanh)
     loss = lse - z_t + z_loss * lse * lse
     tl.store(loss_ptr + row, tl.where(valid, loss, 0.0))
 
     # Pass 2: the gradient, written over the logits it came from.
     coef = 1.0 + 2.0 * z_loss * lse
     shift = (softcap - lse) * LOG2E
-    for start in range(0, n_total, BLOCK):
-        cols = start + offsets
-        in_row = cols < n_total
-        mask = cols < n_valid
-        z = tl.load(base + cols, mask=mask, other=0.0).to(tl.float32)
-        if HAS_CAP:
+    if HAS_CAP:
+        # softmax · coef, times tanh'; an ignored row (coef 0) gets 0 everywhere. The one-hot
+        # term is not subtracted here, column by column, but once, at the target, below.
+        row_coef = tl.where(valid, coef, 0.0)
+        for start in range(0, n_full, BLOCK):
+            z = tl.load(base + start + offsets).to(tl.float32)
             r = _tanh_r(z, k_tanh)
-            g = tl.math.exp2(shift + m2 * r) * coef - tl.where(cols == target, 1.0, 0.0)
-            g = g * (4.0 * r * (1.0 - r))
-        else:
-            g = tl.exp(z - lse) * coef - tl.where(cols == target, 1.0, 0.0)
-        g = tl.where(mask & valid, g, 0.0)
-        tl.store(base + cols, g.to(logits_ptr.dtype.element_ty), mask=in_row)
+            g = tl.math.exp2(shift + m2 * r) * row_coef * (4.0 * r * (1.0 - r))
+            tl.store(base + start + offsets, g.to(logits_ptr.dtype.element_ty))
+            if WRITE_F8:
+                tl.store(g8_ptr + row * n_total + start + offsets, (g * 32768.0).to(tl.float8e5))
+        for start in range(n_full, n_total, BLOCK):
+            cols = start + offsets
+            in_row = cols < n_total
+            mask = cols < n_valid
+            z = tl.load(base + cols, mask=mask, other=0.0).to(tl.float32)
+            r = _tanh_r(z, k_tanh)
+            g = tl.math.exp2(shift + m2 * r) * row_coef * (4.0 * r * (1.0 - r))
+            g = tl.where(mask, g, 0.0)
+            tl.store(base + cols, g.to(logits_ptr.dtype.element_ty), mask=in_row)
+            if WRITE_F8:
+                tl.store(g8_ptr + row * n_total + cols, (g * 32768.0).to(tl.float8e5), mask=in_row)
+        # The target's column: (softmax · coef − 1) · tanh'. Every thread's store of that column
+        # above must land first: a barrier, then one store.
+        tl.debug_barrier()
+        r_t = _tanh_r(z_t_raw, k_tanh)
+        g_t = (tl.math.exp2(shift + m2 * r_t) * coef - 1.0) * (4.0 * r_t * (1.0 - r_t))
+        tl.store(base + safe_target, g_t.to(logits_ptr.dtype.element_ty), mask=valid)
         if WRITE_F8:
-            g8 = (g * 32768.0).to(tl.float8e5)
-            tl.store(g8_ptr + row * n_total + cols, g8, mask=in_row)
+            g8_t = (g_t * 32768.0).to(tl.float8e5)
+            tl.store(g8_ptr + row * n_total + safe_target, g8_t, mask=valid)
+    else:
+        for start in range(0, n_total, BLOCK):
+            cols = start + offsets
+            in_row = cols < n_total
+            mask = cols < n_valid
+            z = tl.load(base + cols, mask=mask, other=0.0).to(tl.float32)
+            g = tl.exp(z - lse) * coef - tl.where(cols == target, 1.0, 0.0)
+            g = tl.where(mask & valid, g, 0.0)
+            tl.store(base + cols, g.to(logits_ptr.dtype.element_ty), mask=in_row)
+            if WRITE_F8:
+                g8 = (g * 32768.0).to(tl.float8e5)
+                tl.store(g8_ptr + row * n_total + cols, g8, mask=in_row)
