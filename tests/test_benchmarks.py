@@ -125,3 +125,19 @@ def test_vs_nanogpt_makes_benchs_shape_configurable_and_computes_the_ratio(tmp_p
     assert "| 6 | 6×384 | 21.00 / 23.00 |" in table
     assert "**1.100×**" in table  # 22 ms mean against 20 ms
     assert bench.shape(12) == {"n_layer": 12, "n_head": 12, "n_embd": 768}
+
+
+def test_loss_kernel_sass_finds_loops_and_counts_their_instructions():
+    sass_tool = load("loss_kernel_sass")
+    sass = """
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+.L_x_1:
+        /*0010*/                   LDG.E.128 R4, desc[UR4][R2.64] ;
+        /*0020*/                   MUFU.EX2 R5, R5 ;
+        /*0030*/                   MUFU.RCP R6, R6 ;
+        /*0040*/               @P0 BRA `(.L_x_1) ;
+        /*0050*/                   BRA `(.L_x_2) ;
+.L_x_2:
+        /*0060*/                   EXIT ;
+"""
+    assert sass_tool.loops(sass) == [("L_x_1", 4, 2)]  # the forward branch is no loop
