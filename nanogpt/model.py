@@ -303,6 +303,7 @@ class GPT(nn.Module):
         return loss.sum() / valid
 
 
+@torch.compiler.disable  # host-side checks; the fused loss after it runs outside the graph anyway
 def check_fp8_head(device: torch.device, fused: bool = True) -> None:
     """Raise, saying why, unless ``fp8_head`` can run on ``device``: a CUDA GPU with FP8 tensor
     cores (compute capability 8.9 or newer: Ada, Hopper, Blackwell), Triton, the fused loss."""
