@@ -32,9 +32,7 @@ class ModelConfig:
     z_loss: float = 0.0  # coefficient of the z-loss, mean(logsumexp(logits)^2); 0 turns it off
     tie_embeddings: bool = False  # share the token embedding with the output head
     fused_qkv: bool = True  # one GEMM for queries, keys and values (same weights, same maths)
-    fp8_head: bool = (
-        False  # training loss's head matmuls in FP8 with per-tensor scales (CUDA, sm89+)
-    )
+    fp8_head: bool = False  # head GEMMs of the training loss in FP8, scaled (CUDA sm89+ only)
 
     def __post_init__(self) -> None:
         for name in ("n_layer", "n_head", "n_embd", "vocab_size", "sequence_len"):
@@ -198,9 +196,7 @@ class TrainConfig:
     z_loss: float = 0.0  # z-loss coefficient; 0 turns it off
     tie_embeddings: bool = False  # share the token embedding with the output head
     fused_qkv: bool = True  # one GEMM for queries, keys and values (same weights, same maths)
-    fp8_head: bool = (
-        False  # training loss's head matmuls in FP8 with per-tensor scales (CUDA, sm89+)
-    )
+    fp8_head: bool = False  # head GEMMs of the training loss in FP8, scaled (CUDA sm89+ only)
     mode: str = "pretraining"  # pretraining, mid-training (from --checkpoint) or all (both)
     data: str | None = None  # dataset name or token-file directory; a:0.8,b:0.2 mixes
     target_flops: float = 0.0  # training FLOP budget; sets the steps when --num-iterations is 0
@@ -280,6 +276,8 @@ class TrainConfig:
             logit_softcap=self.logit_softcap,
             z_loss=self.z_loss,
             tie_embeddings=self.tie_embeddings,
+            fused_qkv=self.fused_qkv,
+            fp8_head=self.fp8_head,
         )
 
 
