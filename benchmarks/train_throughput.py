@@ -6,6 +6,7 @@
     python benchmarks/train_throughput.py --loss fused,plain     # compare head/loss paths
     python benchmarks/train_throughput.py --device cpu --depths 2 --seq-len 128 --batch-size 4
     python benchmarks/train_throughput.py --loss plain --variants base,cudnn,cdt --profile 3
+    python benchmarks/train_throughput.py --preset d6,gpt2 --fp8-head   # + the FP8 head's rows
 
 A step is the whole thing the training loop does: forward and backward in bf16 autocast over
 ``--batch-size`` sequences of ``--seq-len`` random tokens per GPU, then MuonAdamW's step
@@ -33,6 +34,7 @@ if sys.path and os.path.abspath(sys.path[0] or os.curdir) == _HERE:
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
+import dataclasses  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
 from datetime import date  # noqa: E402
@@ -56,6 +58,10 @@ VARIANTS: dict[str, dict] = {
     "autotune": {"compile": "max-autotune-no-cudagraphs"},
     "cudnn+autotune": {"attention": "cudnn", "compile": "max-autotune-no-cudagraphs"},
     "compiled-muon": {"compile_muon": True},
+    # Model options (nanogpt.config.ModelConfig fields) that change how, not what, it computes;
+    # fp8-head changes the head's rounding (its own row, never a default).
+    "unfused-qkv": {"model": {"fused_qkv": False}},
+    "fp8-head": {"model": {"fp8_head": True}},
 }
 
 
@@ -163,6 +169,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--variants", default="base", help=f"comma-separated, from: {', '.join(VARIANTS)}"
     )
+    p.add_argument(
+        "--fp8-head",
+        action="store_true",
+        help="also measure every row with the FP8 head (the fp8-head variant; CUDA sm89+ only)",
+    )
     p.add_argument("--profile", type=int, default=0, help="profile N steps of each variant")
     p.add_argument("--top", type=int, default=25, help="kernels listed per profile")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
@@ -181,6 +192,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 p.error(f"--preset {name!r}: use one of {sorted(TRAIN_PRESETS)} or dN (e.g. d8)")
         args.depths = ",".join(str(d) for d in depths)
     args.depths = args.depths or "12"
+    if args.fp8_head and "fp8-head" not in args.variants.split(","):
+        args.variants += ",fp8-head"
     return args
 
 
@@ -215,7 +228,7 @@ def _measure(
         fused_loss=loss_path == "fused",
     )
     torch.manual_seed(0)
-    model = GPT(cfg.model_config()).to(device)
+    model = GPT(dataclasses.replace(cfg.model_config(), **settings.get("model", {}))).to(device)
     optimizer = build_optimizer(model, cfg)
     optimizer.compile_muon = bool(settings.get("compile_muon", False))
     forward = model

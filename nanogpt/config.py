@@ -39,6 +39,8 @@ class ModelOptions:
     fused_loss: bool | None = None  # fuse head and loss chunk by chunk; none = on CPU or Triton GPU
     # "triton" on a CPU runs Triton's interpreter (tests only: it is slow).
     loss_kernel: str | None = None  # fused chunk kernel: torch or triton; none = triton on a GPU
+    fused_qkv: bool = True  # one GEMM for queries, keys and values (same weights, same maths)
+    fp8_head: bool = False  # head GEMMs of the training loss in FP8, scaled (CUDA sm89+ only)
 
     def option_problems(self) -> list[str]:
         """What is wrong with these options, each naming its flag; empty when all is well."""

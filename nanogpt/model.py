@@ -62,6 +62,7 @@ class CausalSelfAttention(nn.Module):
         self.c_k = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
         self.c_v = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+        self.fused_qkv = cfg.fused_qkv
 
     def forward(
         self,
@@ -72,9 +73,18 @@ class CausalSelfAttention(nn.Module):
         attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         B, T, C = x.shape
-        q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
-        k = self.c_k(x).view(B, T, self.n_head, self.head_dim)
-        v = self.c_v(x).view(B, T, self.n_head, self.head_dim)
+        if self.fused_qkv:
+            # One (3C, C) GEMM instead of three (C, C) ones, forward and backward. The weights
+            # stay three parameters, so Muon still orthogonalises Q, K and V one by one and
+            # checkpoints keep their layout; the concatenation is folded by torch.compile into
+            # the fp32 -> bf16 cast that autocast makes of every weight anyway.
+            w = torch.cat((self.c_q.weight, self.c_k.weight, self.c_v.weight))
+            qkv = F.linear(x, w).view(B, T, 3, self.n_head, self.head_dim)
+            q, k, v = qkv.unbind(2)  # each (B, T, n_head, head_dim)
+        else:
+            q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
+            k = self.c_k(x).view(B, T, self.n_head, self.head_dim)
+            v = self.c_v(x).view(B, T, self.n_head, self.head_dim)
         # QK-norm bounds the attention logits whatever the weights do (docs/README_STABILITY.md).
         q, k = rms_norm(q), rms_norm(k)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
@@ -235,11 +245,15 @@ class GPT(nn.Module):
         fused = cfg.fused_loss  # None picks by device (nanogpt.config.ModelOptions says why)
         if fused is None:
             fused = x.device.type != "cuda" or triton_loss.available(x.device)
+        training_loss = targets is not None and loss_reduction == "mean" and torch.is_grad_enabled()
+        if cfg.fp8_head and training_loss:
+            check_fp8_head(x.device, fused)
         if targets is not None and fused:
             flat_x, flat_t = x.reshape(B * T, -1), targets.reshape(B * T)
             args = (self.lm_head.weight, flat_t, cfg.vocab_size, cfg.logit_softcap, cfg.z_loss)
-            if loss_reduction == "mean" and torch.is_grad_enabled():
-                return fused_head_loss(flat_x, *args, kernel=cfg.loss_kernel)
+            if training_loss:
+                kernel = "triton-fp8" if cfg.fp8_head else cfg.loss_kernel
+                return fused_head_loss(flat_x, *args, kernel=kernel)
             per_token = chunked_token_losses(flat_x, *args)
             if loss_reduction == "none":
                 return per_token.view(B, T)
@@ -275,6 +289,28 @@ class GPT(nn.Module):
             return loss.sum()
         valid = (flat_targets != -1).sum().clamp(min=1)
         return loss.sum() / valid
+
+
+@torch.compiler.disable  # host-side checks; the fused loss after it runs outside the graph anyway
+def check_fp8_head(device: torch.device, fused: bool = True) -> None:
+    """Raise, saying why, unless ``fp8_head`` can run on ``device``: a CUDA GPU with FP8 tensor
+    cores (compute capability 8.9 or newer: Ada, Hopper, Blackwell), Triton, the fused loss."""
+    if device.type != "cuda":
+        raise RuntimeError(
+            f"fp8_head runs the head's matmuls on FP8 tensor cores and needs a CUDA GPU; this "
+            f"model is on {device}. Set fp8_head=False (the default) here"
+        )
+    capability = torch.cuda.get_device_capability(device)
+    if capability < (8, 9):
+        raise RuntimeError(
+            f"fp8_head needs FP8 tensor cores (compute capability >= 8.9); "
+            f"{torch.cuda.get_device_name(device)} has {capability[0]}.{capability[1]}"
+        )
+    if not triton_loss.available(device) or not fused:
+        raise RuntimeError(
+            "fp8_head runs inside the fused head + loss (Triton kernel); it is off here "
+            "(fused_loss=False or no Triton installed)"
+        )
 
 
 def model_summary(cfg: ModelConfig) -> dict[str, int]:

@@ -10,6 +10,9 @@ logits twice (the second read mostly from L2) and overwrites them with the bf16 
     pass 1   s = cap · tanh(z / cap);  lse = log Σ exp(s)     (fp32; shifted by cap, or online max)
     pass 2   g = (exp(s − lse) · (1 + 2·zl·lse) − onehot(target)) · (1 − (s / cap)²)
 
+(the kernel writes tanh, exp and 1 − tanh² through r = 1 / (exp(2z / cap) + 1), in base 2, to
+spend fewer special-function operations: nanogpt/_softcap_ce_kernel.py).
+
 and stores the row's loss ``lse − s[target] + zl · lse²`` (0 for ignored rows, target = -1).
 Columns at or past ``vocab_size`` (the padding of the head) get probability 0 and gradient 0.
 The maths is that of ``nanogpt.loss._chunk_loss_and_grads``; ``tests/test_loss.py`` checks the
@@ -20,11 +23,13 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import math
 import os
 
 import torch
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None  # checked once, at import
+_LOG2E = math.log2(math.e)
 
 
 def available(device: torch.device) -> bool:
@@ -44,13 +49,27 @@ def _kernel():
     return softcap_ce_kernel
 
 
+# The FP8 head's gradient operand is 2^15 · d(row loss)/d(logits) in float8 e5m2: every entry
+# of the gradient lies in [-1, 1] (softmax minus one-hot, times tanh' <= 1; the z-loss factor
+# 1 + 2·z·lse stays near 1), so 2^15 keeps the softmax's ~1/V entries out of e5m2's subnormals
+# and the largest ones under its 57,344 limit. A power of two: scaling is exact.
+FP8_GRAD_SCALE = 2.0**15
+
+
 def softcap_ce_rows_(
-    logits: torch.Tensor, targets: torch.Tensor, vocab_size: int, softcap: float, z_loss: float
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    vocab_size: int,
+    softcap: float,
+    z_loss: float,
+    grad_fp8: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-row loss (fp32, 0 where target is -1); ``logits`` (N, V) becomes d(row loss)/d(logits).
 
     ``logits`` may be wider than ``vocab_size`` (a padded head): the extra columns take no
     probability and get gradient 0. On a CPU tensor the kernel runs in Triton's interpreter.
+    ``grad_fp8`` (N, V) float8_e5m2, contiguous: also receives FP8_GRAD_SCALE · the gradient
+    (written by the kernel on a GPU; on a CPU by torch afterwards, the interpreter has no FP8).
     """
     if logits.ndim != 2 or logits.stride(1) != 1:
         raise ValueError("logits must be a 2-D tensor with contiguous rows")
@@ -62,10 +81,18 @@ def softcap_ce_rows_(
             f"the Triton loss kernel cannot run on {logits.device}: it needs a CUDA GPU with "
             "Triton, or TRITON_INTERPRET=1 (set before Triton is imported) on a CPU"
         )
+    if grad_fp8 is not None and (
+        grad_fp8.shape != logits.shape
+        or grad_fp8.dtype != torch.float8_e5m2
+        or not grad_fp8.is_contiguous()
+    ):
+        raise ValueError("grad_fp8 must be a contiguous float8_e5m2 tensor of the logits' shape")
     loss = torch.empty(n_rows, dtype=torch.float32, device=logits.device)
     if n_rows == 0:
         return loss
+    write_f8 = grad_fp8 is not None and logits.device.type == "cuda"
     kernel = _kernel()
+    cap = float(softcap) if softcap > 0 else 1.0
     kernel[(n_rows,)](
         logits,
         targets.contiguous(),
@@ -73,11 +100,17 @@ def softcap_ce_rows_(
         logits.stride(0),
         vocab_size,
         n_total,
-        float(softcap) if softcap > 0 else 1.0,
+        cap,
+        2.0 * _LOG2E / cap,  # exp(2z / cap) = 2^(z · this)
+        -2.0 * cap * _LOG2E,  # exp(s - cap) = 2^(this · r), r = 1 / (exp(2z / cap) + 1)
         float(z_loss),
+        grad_fp8 if write_f8 else logits,
         HAS_CAP=softcap > 0,
         SHIFT_BY_CAP=0 < softcap <= 40,
+        WRITE_F8=write_f8,
         BLOCK=2048 if logits.device.type == "cuda" else 256,
         num_warps=8 if logits.device.type == "cuda" else 1,
     )
+    if grad_fp8 is not None and not write_f8:
+        grad_fp8.copy_((logits.float() * FP8_GRAD_SCALE).to(torch.float8_e5m2))
     return loss

@@ -88,3 +88,56 @@ def test_sweep_phases_split_the_start_and_the_launch_gaps():
     assert p["tune launch"] == pytest.approx(3.0)
     assert p["trial imports"] == pytest.approx(2.0)
     assert bench.sweep_phases([], start=0.0, ray_init_s=1.0) == {}
+
+
+def test_vs_nanogpt_makes_benchs_shape_configurable_and_computes_the_ratio(tmp_path):
+    bench = load("vs_nanogpt")
+    # The two lines of nanoGPT's bench.py the patch relies on, in a stand-in script that runs
+    # nanoGPT's configurator protocol: globals, then exec of the configurator, then the model.
+    stand_in = (
+        "batch_size = 12\n"
+        "exec(open('configurator.py').read()) # overrides\n"
+        "shape = dict(\n    n_layer = 12, n_head = 12, n_embd = 768,\n)\n"
+        "print(f'time per iteration: {shape[\"n_layer\"] + batch_size}.5000ms, MFU: 1.00%')\n"
+    )
+    patched = bench.patch_bench(stand_in)
+    (tmp_path / "bench.py").write_text(patched)
+    (tmp_path / "configurator.py").write_text(
+        "import sys\nfor arg in sys.argv[1:]:\n    k, v = arg[2:].split('=')\n"
+        "    assert k in globals(), k\n    globals()[k] = int(v)\n"
+    )
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "bench.py", "--batch_size=32", "--n_layer=6", "--n_head=6", "--n_embd=384"],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert bench.parse_bench_ms(out) == 38.5  # 6 layers + batch 32: both overrides arrived
+    with pytest.raises(ValueError, match="nanoGPT"):
+        bench.patch_bench("print('some other script')")
+    with pytest.raises(ValueError, match="time per iteration"):
+        bench.parse_bench_ms("no timing here")
+
+    rows = [{"depth": 6, "loss_path": "fused", "variant": "base", "step_ms": 20.0,
+             "tokens_per_s": 32768 / 0.020}]  # fmt: skip
+    table = bench.ratio_table({("before", 6): 21.0, ("after", 6): 23.0}, rows, 32768)
+    assert "| 6 | 6×384 | 21.00 / 23.00 |" in table
+    assert "**1.100×**" in table  # 22 ms mean against 20 ms
+    assert bench.shape(12) == {"n_layer": 12, "n_head": 12, "n_embd": 768}
+
+
+def test_loss_kernel_sass_finds_loops_and_counts_their_instructions():
+    sass_tool = load("loss_kernel_sass")
+    sass = """
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+.L_x_1:
+        /*0010*/                   LDG.E.128 R4, desc[UR4][R2.64] ;
+        /*0020*/                   MUFU.EX2 R5, R5 ;
+        /*0030*/                   MUFU.RCP R6, R6 ;
+        /*0040*/               @P0 BRA `(.L_x_1) ;
+        /*0050*/                   BRA `(.L_x_2) ;
+.L_x_2:
+        /*0060*/                   EXIT ;
+"""
+    assert sass_tool.loops(sass) == [("L_x_1", 4, 2)]  # the forward branch is no loop

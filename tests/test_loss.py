@@ -174,3 +174,84 @@ def test_training_on_the_optimised_path_follows_the_plain_one():
     fast_losses = five_adamw_steps(fast, idx)
     assert fast_losses[-1] < fast_losses[0]  # it trains
     assert fast_losses == pytest.approx(five_adamw_steps(plain, idx), rel=1e-4)
+
+
+@pytest.mark.parametrize("softcap", [15.0, 60.0])
+def test_triton_kernel_saturates_cleanly_on_huge_logits(softcap):
+    """Logits far past the cap (tanh = ±1, exp overflowing to inf inside the kernel's tanh) give
+    the reference loss and gradient, with no NaN."""
+    from nanogpt.loss import _chunk_loss_and_grads
+    from nanogpt.triton_loss import softcap_ce_rows_
+
+    _triton_or_skip("cpu")
+    torch.manual_seed(3)
+    h, w = 40.0 * torch.randn(5, 16), torch.randn(64, 16)
+    targets = torch.randint(0, 64, (5,))
+    logits = h @ w.t()  # |logits| up to a few hundred
+    rows = softcap_ce_rows_(logits, targets, 64, softcap, 0.0)
+    ref_loss, ref_grad_h, _ = _chunk_loss_and_grads(h, w, targets, softcap, 0.0)
+    assert torch.isfinite(rows).all() and torch.isfinite(logits).all()
+    torch.testing.assert_close(rows.sum(), ref_loss, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits @ w, ref_grad_h, rtol=1e-4, atol=1e-4)
+
+
+def test_fp8_head_follows_the_bf16_head_to_fp8_precision():
+    """The FP8 path (e4m3 logits GEMM, e5m2 gradient GEMM, per-tensor scales) computes the same
+    loss and gradients as the exact path up to FP8 rounding: here on a CPU (torch's
+    _scaled_mm there, the kernel in Triton's interpreter); the model allows it on GPUs only."""
+    from nanogpt.loss import fused_head_loss
+
+    _triton_or_skip("cpu")
+    torch.manual_seed(0)
+    targets = torch.randint(0, 300, (64,))
+    targets[:3] = -1
+    out = {}
+    for kernel in ("triton", "triton-fp8"):
+        h = torch.randn(64, 32, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        w = (
+            0.3 * torch.randn(320, 32, generator=torch.Generator().manual_seed(2))
+        ).requires_grad_()
+        loss = fused_head_loss(h, w, targets, 300, 15.0, 0.0, 32, kernel=kernel)
+        loss.backward()
+        out[kernel] = (loss.detach(), h.grad, w.grad)
+    exact, fp8 = out["triton"], out["triton-fp8"]
+    assert fp8[0] == pytest.approx(exact[0].item(), rel=5e-3)
+    for a, b in zip(exact[1:], fp8[1:], strict=True):
+        cosine = torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0)
+        assert cosine > 0.995
+        assert torch.isfinite(b).all()
+
+
+def test_fp8_head_is_refused_off_the_gpu():
+    fast, _ = pair(fp8_head=True)
+    idx = torch.randint(0, 50259, (1, 8))
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+        fast(idx, idx.roll(-1, 1))
+    with torch.no_grad():  # evaluation is not the training loss: it runs exactly, in bf16/fp32
+        assert torch.isfinite(fast(idx, idx.roll(-1, 1)))
+
+
+@pytest.mark.gpu
+def test_fp8_head_on_gpu_follows_the_bf16_head():
+    """On a GPU with FP8 tensor cores: the model's FP8 head gives the bf16 head's loss and
+    gradients to FP8 precision."""
+    from nanogpt import dist
+
+    _triton_or_skip("cuda")
+    if torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("needs FP8 tensor cores (compute capability 8.9+)")
+    bf16, _ = pair()
+    fp8 = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=64, sequence_len=32, fp8_head=True))
+    fp8.load_state_dict(bf16.state_dict())
+    fp8, bf16 = fp8.cuda(), bf16.cuda()
+    idx = torch.randint(0, 50259, (4, 32), device="cuda")
+    out = []
+    for model in (fp8, bf16):
+        with dist.autocast(torch.device("cuda")):
+            loss = model(idx, idx.roll(-1, dims=1))
+        loss.backward()
+        out.append(loss.detach())
+    assert out[0].item() == pytest.approx(out[1].item(), rel=1e-2)
+    for (name, p), (_, q) in zip(fp8.named_parameters(), bf16.named_parameters(), strict=True):
+        cosine = torch.nn.functional.cosine_similarity(p.grad.flatten(), q.grad.flatten(), dim=0)
+        assert cosine > 0.98, name

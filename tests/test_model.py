@@ -135,3 +135,24 @@ def test_too_long_sequence_is_an_error():
     model = GPT(tiny())
     with pytest.raises(ValueError, match="longer than the model's context"):
         model(torch.zeros(1, 33, dtype=torch.long))
+
+
+def test_fused_qkv_is_the_three_projections_in_one_gemm():
+    """One (3C, C) GEMM gives the logits and the gradients of the three separate projections;
+    the parameters (and so Muon's per-matrix updates and checkpoints) are the same three."""
+    fused = randomised(tiny(fused_qkv=True))
+    plain = GPT(tiny(fused_qkv=False))
+    plain.load_state_dict(fused.state_dict())
+    assert list(fused.state_dict()) == list(plain.state_dict())
+    assert [p.shape for p in fused.parameter_kinds()["matrix"]] == [
+        p.shape for p in plain.parameter_kinds()["matrix"]
+    ]
+    idx = torch.randint(0, 50259, (2, 24))
+    torch.testing.assert_close(fused(idx), plain.eval()(idx), rtol=1e-5, atol=1e-5)
+    fused.fused_loss = plain.fused_loss = False
+    a, b = fused(idx, idx.roll(-1, 1)), plain(idx, idx.roll(-1, 1))
+    a.backward()
+    b.backward()
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    for (name, p), (_, q) in zip(fused.named_parameters(), plain.named_parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=name)
