@@ -65,7 +65,7 @@ sweep-dry-run: ## print the seed's sweep grid and its estimated GPU-hours, run n
 
 ddp-train: ## train on NGPUS GPUs (torchrun): MODE, DEPTH, TARGET_FLOPS, CHECKPOINT, BATCH_SIZE, VAL_EVALS, ARGS
 	@if [ "$(CORE_EVALS)" != "0" ] || [ "$(CHATCORE_EVALS)" != "0" ]; then \
-		echo "note: CORE_EVALS / CHATCORE_EVALS are accepted but not wired yet (evaluation suites come with their own issue)"; fi
+		echo "note: CORE_EVALS / CHATCORE_EVALS are not wired into training yet; evaluate the checkpoint afterwards with python -m nanogpt.evals --checkpoint DIR --suite core|chatcore"; fi
 	torchrun --standalone --nproc_per_node=$(NGPUS) -m nanogpt.train --mode $(MODE) --depth $(DEPTH) \
 		--target-flops $(TARGET_FLOPS) --total-batch-size $(BATCH_SIZE) --eval-every $(VAL_EVALS) \
 		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(ARGS)
