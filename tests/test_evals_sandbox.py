@@ -64,7 +64,11 @@ def test_empty_bodies_fail_on_a_sample(problems):
 def test_an_endless_loop_times_out(problems):
     result = run_first(problems, "    while True:\n        pass\n" + CORRECT)
     assert not result.passed
-    assert result.status in ("timeout", "killed:SIGXCPU", "killed:SIGKILL")
+    # Which limit ends it depends on the machine's load: the wall-clock timeout on a busy one,
+    # RLIMIT_CPU's SIGXCPU on an idle one. Under `unshare --kill-child` (util-linux 2.38) a child
+    # killed by SIGXCPU makes unshare itself exit 1 ("sigprocmask unblock failed"), so that case
+    # reads "failed"; what matters is that the run ended and did not pass.
+    assert result.status in ("timeout", "killed:SIGXCPU", "killed:SIGKILL", "failed")
 
 
 def test_unbounded_allocation_is_stopped(problems):
