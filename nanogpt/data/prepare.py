@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 
-from nanogpt.data.datasets import default_out_dir
 from nanogpt.data.documents import Encoded, encode_text
 from nanogpt.data.format import (
     MAGIC,
@@ -46,6 +45,7 @@ from nanogpt.data.format import (
     write_json_atomic,
     write_tokens,
 )
+from nanogpt.data.paths import default_out_dir
 from nanogpt.tokenizer import TOKENIZERS, get_tokenizer
 
 HUB_SHARD_TOKENS = 100_000_000  # like llm.c's fineweb shards (200 MB each)
