@@ -82,7 +82,7 @@ depth-table: ## print the DEPTH table of docs/README_DEPTH_PARAMETERIZATION.md
 	$(PYTHON) -m nanogpt.scaling --depths 2..20
 
 benchmark: ## training throughput at DEPTH 12 on this machine's GPU(s) (see docs/benchmarks.md)
-	$(if $(filter-out 1,$(NGPUS)),torchrun --standalone --nproc_per_node=$(NGPUS),$(PYTHON)) benchmarks/train_throughput.py $(ARGS)
+	$(if $(filter-out 1,$(NGPUS)),torchrun --standalone --nproc_per_node=$(NGPUS),$(PYTHON)) -m benchmarks.train_throughput $(ARGS)
 
 gpu-status: ## show the GPUs and what runs on them
 	@if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi; else echo "no NVIDIA GPU here (nvidia-smi not found)"; fi

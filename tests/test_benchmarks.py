@@ -88,3 +88,23 @@ def test_sweep_phases_split_the_start_and_the_launch_gaps():
     assert p["tune launch"] == pytest.approx(3.0)
     assert p["trial imports"] == pytest.approx(2.0)
     assert bench.sweep_phases([], start=0.0, ray_init_s=1.0) == {}
+
+
+def test_benchmarks_run_from_the_checkout_root_without_path_edits():
+    """`python -m benchmarks.NAME` from the root imports this checkout's nanogpt, no sys.path
+    surgery in the script (tests/test_structure.py checks that there is none)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import runpy, sys; sys.argv = ['x', '--help']\n"
+        "try:\n    runpy.run_module('benchmarks.scaling_fits', run_name='__main__')\n"
+        "except SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+        "import nanogpt; print(nanogpt.__file__)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert "usage:" in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == str(ROOT / "nanogpt" / "__init__.py")
