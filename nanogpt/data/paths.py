@@ -67,3 +67,14 @@ def prepare_command(data_dir: str | Path) -> str:
 def redo_hint(path: Path) -> str:
     """The end of an error about a broken file: the command that re-creates its dataset."""
     return f"re-create it: `{prepare_command(path.parent)} --overwrite`"
+
+
+def data_root_help() -> str:
+    """Where named datasets live, for the ``--help`` of the command lines that read them."""
+    env = os.environ.get("NANOGPT_DATA_DIR")
+    now = f"set to {env}" if env else f"unset, so {default_data_root()}"
+    return (
+        "Named datasets (--data shakespeare, fineweb_edu, ...) live under $NANOGPT_DATA_DIR "
+        f"(now {now}); unset, it defaults to data/ in the checkout the package runs from, else "
+        "~/.cache/nanogpt/data."
+    )

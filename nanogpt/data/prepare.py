@@ -45,7 +45,7 @@ from nanogpt.data.format import (
     write_json_atomic,
     write_tokens,
 )
-from nanogpt.data.paths import default_out_dir
+from nanogpt.data.paths import data_root_help, default_out_dir
 from nanogpt.tokenizer import TOKENIZERS, get_tokenizer
 
 HUB_SHARD_TOKENS = 100_000_000  # like llm.c's fineweb shards (200 MB each)
@@ -440,6 +440,8 @@ def parse_count(text: str) -> int:
 
 
 def add_common_args(parser: argparse.ArgumentParser, shard_tokens: int = HUB_SHARD_TOKENS) -> None:
+    """The flags every prepare script shares; the epilog says where named datasets live."""
+    parser.epilog = parser.epilog or data_root_help()
     parser.add_argument(
         "--tokenizer",
         choices=TOKENIZERS,
@@ -451,8 +453,8 @@ def add_common_args(parser: argparse.ArgumentParser, shard_tokens: int = HUB_SHA
         "--out-dir",
         type=Path,
         default=None,
-        help="where the shards go (default: data/<name>/ in the repository, or "
-        "$NANOGPT_DATA_DIR/<name>; data/<name>_bytes/ with --tokenizer bytes)",
+        help="where the shards go (default: $NANOGPT_DATA_DIR/<name>, or <name>_bytes with "
+        "--tokenizer bytes; see below)",
     )
     parser.add_argument(
         "--shard-tokens",

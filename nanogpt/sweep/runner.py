@@ -317,6 +317,7 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
             max_worker_restarts=sweep.max_worker_restarts,
             in_process=not use_gpu and sweep.trial_runner == "auto",
             trial_overrides=dict(sweep.trial_overrides),
+            report_hook=sweep.report_hook,
         )
         started = time.time()
         if todo:
@@ -395,13 +396,13 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
 def analyze(sweep_dir: Path, n_bootstrap: int = 1000) -> dict[str, Any]:
     """Scaling-law fits (printed, and saved as fits.json) and plots from the sweep's results.
 
-    One call into nanogpt.scaling_laws.analyze_results: it fits once, writes fits.json, draws
+    One call into nanogpt.scaling_laws.report.analyze_results: it fits once, writes fits.json, draws
     the plots from that fits object and prints the report, with the same defaults as
     `python -m nanogpt.scaling_laws`, so both give the same numbers. A sweep too small to fit
     (one budget, too few healthy points) still finishes: the reason is printed and the rest of
     what can be drawn is drawn.
     """
-    from nanogpt.scaling_laws import analyze_results
+    from nanogpt.scaling_laws.report import analyze_results
 
     out = analyze_results(Path(sweep_dir), Path(sweep_dir), n_bootstrap=n_bootstrap)
     out.pop("fits_object", None)
