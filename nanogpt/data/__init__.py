@@ -6,7 +6,8 @@ the prepare command), ``format`` (the token file format: write, read, validate),
 one sequence of windows, the shuffle), ``loader`` (``DataLoader``, ``val_batches``),
 ``multiplex`` (``MultiplexLoader``, ``parse_mixture``); and for making datasets, ``prepare``
 (``run_prepare``: tokenize, shard, resume), ``documents`` (encoders and readers of records) and
-``shakespeare`` (the embedded default corpus). The names below are the ones to import from
+``shakespeare`` (the embedded default corpus), ``web_text`` (the command line of hub text
+corpora). The names below are the ones to import from
 ``nanogpt.data``; the prepare modules are imported from where they live, so that loading data
 does not import the tokenizer.
 """

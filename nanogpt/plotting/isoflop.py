@@ -23,7 +23,7 @@ from nanogpt.plotting.style import (
     new_figure,
     sci,
 )
-from nanogpt.scaling_laws.isoflop import IsoFlopFit
+from nanogpt.scaling_laws.isoflop import BudgetMinimum, IsoFlopFit
 
 # How far past the sizes run each parabola is drawn, in decades of N: enough to see its trend,
 # too little to suggest a minimum the runs did not find.
@@ -49,62 +49,14 @@ def plot_isoflop(
         fitted = {m.budget: m for m in fit.minima}
         curve_losses = []  # the parabolas over the sizes run: with the runs, they set the y range
         for budget, rows in data.groupby("budget"):
-            colour = colours[budget]
             minimum = fitted.get(budget)
-            label = f"{sci(budget)} FLOPs"
             if minimum is None:  # left out of the fit (too few runs, or no minimum)
+                label = f"{sci(budget)} FLOPs"
                 if "opens downward" in fit.left_out.get(budget, ""):
                     label += ": no minimum"
-                ax.scatter(
-                    rows["N"], rows["L"], s=18, facecolors="none", edgecolors=colour, label=label
-                )
+                ax.scatter(rows["N"], rows["L"], s=18, fc="none", ec=colours[budget], label=label)
                 continue
-            if not minimum.interior:
-                label += ": no interior minimum"
-            low, high = minimum.log10_params_range
-            # Runs outside the fit window (see fit_isoflop's window_decades) are drawn hollow.
-            log_n = np.log10(rows["N"].to_numpy())
-            used = (log_n >= low - 1e-12) & (log_n <= high + 1e-12)
-            ax.scatter(rows["N"][used], rows["L"][used], s=18, color=colour, zorder=3, label=label)
-            ax.scatter(rows["N"][~used], rows["L"][~used], s=18, fc="none", ec=colour, zorder=3)
-            grid = np.logspace(low - CURVE_OVERHANG_DECADES, high + CURVE_OVERHANG_DECADES, 200)
-            ax.plot(grid, minimum.curve(grid), color=colour, lw=1.3)
-            curve_losses.append(minimum.curve(np.logspace(low, high, 50)))
-            band = minimum.curve_band(grid)
-            if band is not None:
-                ax.fill_between(grid, *band, color=colour, alpha=0.15, lw=0)
-            if not minimum.interior:  # a triangle at the curve's end, pointing to where N* lies
-                below = minimum.position == "below"
-                edge = low - CURVE_OVERHANG_DECADES if below else high + CURVE_OVERHANG_DECADES
-                ax.plot(
-                    10**edge,
-                    minimum.curve(np.array([10**edge]))[0],
-                    marker=EDGE_MARKER[minimum.position],
-                    ms=8,
-                    mfc="white",
-                    mec=colour,
-                    mew=1.3,
-                    ls="",
-                    zorder=4,
-                )
-                continue
-            p = minimum.params
-            xerr = None
-            if np.isfinite(p.low):
-                xerr = [[p.value - p.low], [p.high - p.value]]
-            ax.errorbar(
-                p.value,
-                minimum.loss.value,
-                xerr=xerr,
-                marker="*",
-                ms=11,
-                color=colour,
-                mec="black",
-                mew=0.6,
-                capsize=2.5,
-                elinewidth=1.0,
-                zorder=4,
-            )
+            curve_losses.append(_draw_budget(ax, rows, minimum, colours[budget]))
         interior = sorted(fit.law_minima, key=lambda m: m.budget)
         if len(interior) >= 2:
             ax.plot(
@@ -125,24 +77,79 @@ def plot_isoflop(
         ax.set_ylabel(loss_label)
         _clip_loss_axis(ax, data, curve_losses)
         ax.set_title(_isoflop_title(fit) + flag_lines(flags, 2), loc="left")
-        extra = []
-        if interior:
-            star = Line2D(
-                [], [], marker="*", ms=10, color="0.5", mec="black", mew=0.6, ls="--", lw=0.8
-            )
-            extra.append((star, "minimum N* (95% CI)"))
-        sides = sorted({m.position for m in fit.minima if not m.interior})
-        if sides:
-            marker = EDGE_MARKER[sides[0]] if len(sides) == 1 else "<"
-            edge = Line2D([], [], marker=marker, ms=7, mfc="white", mec="0.3", mew=1.2, ls="")
-            extra.append((edge, f"N* {' or '.join(sides)} the sizes run"))
-        hollow = Line2D([], [], marker="o", ls="", mfc="none", mec="0.4")
-        if set(data["budget"]) - set(fitted):
-            extra.append((hollow, "budget or run not fitted"))
-        elif fit.window is not None:
-            extra.append((hollow, f"outside fit window (±{fit.window:g} in ln N)"))
+        extra = _key_entries(data, fit, fitted, interior)
         budget_key(fig, ax, data["budget"].unique(), extra)
     return fig
+
+
+def _draw_budget(ax, rows: pd.DataFrame, minimum: BudgetMinimum, colour) -> np.ndarray:
+    """One fitted budget: its runs (hollow outside the fit window), its parabola and band, and
+    its minimum (a star with the interval of N*, or a triangle pointing to where N* lies).
+    Returns the parabola's losses over the sizes run (they bound the loss axis)."""
+    label = f"{sci(minimum.budget)} FLOPs" + ("" if minimum.interior else ": no interior minimum")
+    low, high = minimum.log10_params_range
+    # Runs outside the fit window (see fit_isoflop's window_decades) are drawn hollow.
+    log_n = np.log10(rows["N"].to_numpy())
+    used = (log_n >= low - 1e-12) & (log_n <= high + 1e-12)
+    ax.scatter(rows["N"][used], rows["L"][used], s=18, color=colour, zorder=3, label=label)
+    ax.scatter(rows["N"][~used], rows["L"][~used], s=18, fc="none", ec=colour, zorder=3)
+    grid = np.logspace(low - CURVE_OVERHANG_DECADES, high + CURVE_OVERHANG_DECADES, 200)
+    ax.plot(grid, minimum.curve(grid), color=colour, lw=1.3)
+    band = minimum.curve_band(grid)
+    if band is not None:
+        ax.fill_between(grid, *band, color=colour, alpha=0.15, lw=0)
+    if not minimum.interior:  # a triangle at the curve's end, pointing to where N* lies
+        below = minimum.position == "below"
+        edge = low - CURVE_OVERHANG_DECADES if below else high + CURVE_OVERHANG_DECADES
+        ax.plot(
+            10**edge,
+            minimum.curve(np.array([10**edge]))[0],
+            marker=EDGE_MARKER[minimum.position],
+            ms=8,
+            mfc="white",
+            mec=colour,
+            mew=1.3,
+            ls="",
+            zorder=4,
+        )
+    else:
+        p = minimum.params
+        xerr = [[p.value - p.low], [p.high - p.value]] if np.isfinite(p.low) else None
+        ax.errorbar(
+            p.value,
+            minimum.loss.value,
+            xerr=xerr,
+            marker="*",
+            ms=11,
+            color=colour,
+            mec="black",
+            mew=0.6,
+            capsize=2.5,
+            elinewidth=1.0,
+            zorder=4,
+        )
+    return minimum.curve(np.logspace(low, high, 50))
+
+
+def _key_entries(
+    data: pd.DataFrame, fit: IsoFlopFit, fitted: dict, interior: list[BudgetMinimum]
+) -> list[tuple[Line2D, str]]:
+    """The legend entries beside the budgets: the star, the edge triangles, hollow points."""
+    extra = []
+    if interior:
+        star = Line2D([], [], marker="*", ms=10, color="0.5", mec="black", mew=0.6, ls="--", lw=0.8)
+        extra.append((star, "minimum N* (95% CI)"))
+    sides = sorted({m.position for m in fit.minima if not m.interior})
+    if sides:
+        marker = EDGE_MARKER[sides[0]] if len(sides) == 1 else "<"
+        edge = Line2D([], [], marker=marker, ms=7, mfc="white", mec="0.3", mew=1.2, ls="")
+        extra.append((edge, f"N* {' or '.join(sides)} the sizes run"))
+    hollow = Line2D([], [], marker="o", ls="", mfc="none", mec="0.4")
+    if set(data["budget"]) - set(fitted):
+        extra.append((hollow, "budget or run not fitted"))
+    elif fit.window is not None:
+        extra.append((hollow, f"outside fit window (±{fit.window:g} in ln N)"))
+    return extra
 
 
 def _isoflop_title(fit: IsoFlopFit) -> str:

@@ -8,7 +8,8 @@ import argparse
 import math
 
 from nanogpt.scaling_laws.analysis import DEFAULT_BOOTSTRAP
-from nanogpt.scaling_laws.isoflop import DEFAULT_WINDOW_LN, MIN_WINDOW_SIZES
+from nanogpt.scaling_laws.isoflop import DEFAULT_WINDOW_LN
+from nanogpt.scaling_laws.parabolas import MIN_WINDOW_SIZES
 from nanogpt.scaling_laws.results import FLOPS_CONVENTIONS
 
 CONVENTION_HELP = {
