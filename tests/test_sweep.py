@@ -55,6 +55,8 @@ def _ship_this_module_by_value() -> None:
     from ray import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
 GPT2_DATA = Dataset(
     "/data/fineweb_edu", "gpt2", 50259, 10**10, "python data/fineweb_edu/prepare.py"
 )
