@@ -94,3 +94,10 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
 def barrier() -> None:
     if is_initialized():
         torch_dist.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over all ranks in place (nothing to do without a process group)."""
+    if is_initialized():
+        torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.SUM)
+    return tensor
