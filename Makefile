@@ -83,7 +83,7 @@ depth-table: ## print the DEPTH table of docs/README_DEPTH_PARAMETERIZATION.md
 	$(PYTHON) -m nanogpt.scaling --depths 2..20
 
 benchmark: ## training throughput at DEPTH 12 on this machine's GPU(s) (see docs/benchmarks.md)
-	$(if $(filter-out 1,$(NGPUS)),torchrun --standalone --nproc_per_node=$(NGPUS),$(PYTHON)) benchmarks/train_throughput.py $(ARGS)
+	$(if $(filter-out 1,$(NGPUS)),torchrun --standalone --nproc_per_node=$(NGPUS),$(PYTHON)) -m benchmarks.train_throughput $(ARGS)
 
 chat: ## talk to a checkpoint in the terminal: CHECKPOINT=logs/<run> (its latest) or a step_NNNNNN dir; ARGS
 	@if [ -z "$(CHECKPOINT)" ]; then echo "make chat needs CHECKPOINT=<checkpoint or run directory>"; exit 2; fi

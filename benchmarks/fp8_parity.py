@@ -14,24 +14,18 @@ FP8 run within 0.5% of the bf16 run's. Prints one table row per run and the verd
 
 from __future__ import annotations
 
-import os
+import argparse
+import dataclasses
 import sys
+import time
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if sys.path and os.path.abspath(sys.path[0] or os.curdir) == _HERE:
-    sys.path[0] = os.path.dirname(_HERE)  # import nanogpt from the checkout
+import numpy as np
+import torch
 
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from nanogpt import dist  # noqa: E402
-from nanogpt.config import TrainConfig  # noqa: E402
-from nanogpt.model import GPT  # noqa: E402
-from nanogpt.train import build_optimizer  # noqa: E402
+from nanogpt import dist
+from nanogpt.config import TrainConfig
+from nanogpt.model import GPT
+from nanogpt.train import build_optimizer
 
 TOLERANCE = 0.005  # the bar: final losses within 0.5%
 

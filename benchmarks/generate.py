@@ -24,28 +24,22 @@ synchronised around each call. The table prints the versions and the hardware it
 
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import platform
+import statistics
 import sys
+import time
+from collections.abc import Callable
+from datetime import date
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if sys.path and os.path.abspath(sys.path[0] or os.curdir) == _HERE:
-    sys.path[0] = os.path.dirname(_HERE)  # import nanogpt from the checkout
+import torch
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from datetime import date  # noqa: E402
-
-import torch  # noqa: E402
-
-from nanogpt.config import ModelConfig  # noqa: E402
-from nanogpt.engine import Engine  # noqa: E402
-from nanogpt.model import GPT  # noqa: E402
-from nanogpt.sampling import SamplingParams  # noqa: E402
-from nanogpt.tokenizer import get_tokenizer  # noqa: E402
+from nanogpt.config import ModelConfig
+from nanogpt.engine import Engine
+from nanogpt.model import GPT
+from nanogpt.sampling import SamplingParams
+from nanogpt.tokenizer import get_tokenizer
 
 GREEDY = SamplingParams(temperature=0.0, top_k=None)
 TINY = {"depth": 2, "width": 128, "heads": 2, "prefill_len": 64, "prompt_len": 16,

@@ -15,30 +15,29 @@ to stdout; --json PATH also writes the numbers. Results go in docs/benchmarks.md
 
 from __future__ import annotations
 
-import os
-import sys
+import argparse
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-# `python benchmarks/optimizer.py` puts benchmarks/ first on sys.path, where a sibling script can
-# shadow a standard module (benchmarks/tokenizer_speed.py shadows `tokenize`, which torch imports).
-# What this script needs there is the repository root, so that nanogpt imports uninstalled too.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if sys.path and os.path.abspath(sys.path[0] or os.curdir) == _HERE:
-    sys.path[0] = os.path.dirname(_HERE)
+import torch
+import torch.distributed as torch_dist
 
-import argparse  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import torch  # noqa: E402
-import torch.distributed as torch_dist  # noqa: E402
-
-from nanogpt import atomic, dist, scaling  # noqa: E402
-from nanogpt.optim import MuonAdamW, newton_schulz  # noqa: E402
-from nanogpt.tokenizer import N_VOCAB  # noqa: E402
+try:
+    from nanogpt import atomic, dist, scaling
+    from nanogpt.optim import MuonAdamW, newton_schulz
+    from nanogpt.tokenizer import N_VOCAB
+except ModuleNotFoundError as error:  # not installed, and not run from the checkout root
+    if error.name != "nanogpt":
+        raise
+    raise SystemExit(
+        "benchmarks/optimizer.py imports the nanogpt package: install it (`make environment`, "
+        "or `pip install .`), or run it from the checkout's root as "
+        "`python -m benchmarks.optimizer`"
+    ) from None
 
 PADDED_VOCAB = scaling.padded_vocab(N_VOCAB)  # GPT-2's ids + the chat tokens, padded: 50,304
 

@@ -14,25 +14,29 @@ function starting the TorchTrainer until the worker function runs), ``setup_s`` 
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if sys.path and os.path.abspath(sys.path[0] or os.curdir) == _HERE:
-    sys.path[0] = os.path.dirname(_HERE)
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from nanogpt.config import TrainConfig  # noqa: E402
-from nanogpt.sweep import SweepConfig, parse_depths, parse_flops, run_sweep  # noqa: E402
+try:
+    from nanogpt.config import TrainConfig
+    from nanogpt.sweep import SweepConfig, parse_depths, parse_flops, run_sweep
+except ModuleNotFoundError as error:  # not installed, and not run from the checkout root
+    if error.name != "nanogpt":
+        raise
+    raise SystemExit(
+        "benchmarks/sweep_overhead.py imports the nanogpt package: install it (`make environment`, "
+        "or `pip install .`), or run it from the checkout's root as "
+        "`python -m benchmarks.sweep_overhead`"
+    ) from None
 
 
 class GpuSampler:

@@ -15,29 +15,32 @@ Each figure is the median of --repeats runs. Prints a markdown table for docs/be
 
 from __future__ import annotations
 
+import argparse
+import datetime
+import multiprocessing
 import os
+import platform
+import statistics
 import sys
+import tempfile
+import time
+from pathlib import Path
 
-# This file's name shadows the standard library's `tokenize` (which `linecache` and so `logging`
-# import) when it runs as a script: take its folder off the import path before anything else.
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)
+import tiktoken
 
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import multiprocessing  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import tiktoken  # noqa: E402
-
-from nanogpt.data.documents import encode_text  # noqa: E402
-from nanogpt.data.prepare import Split, _encode_chunk, run_prepare  # noqa: E402
-from nanogpt.data.shakespeare import shakespeare_files  # noqa: E402
-from nanogpt.tokenizer import get_tokenizer  # noqa: E402
+try:
+    from nanogpt.data.documents import encode_text
+    from nanogpt.data.prepare import Split, _encode_chunk, run_prepare
+    from nanogpt.data.shakespeare import shakespeare_files
+    from nanogpt.tokenizer import get_tokenizer
+except ModuleNotFoundError as error:  # not installed, and not run from the checkout root
+    if error.name != "nanogpt":
+        raise
+    raise SystemExit(
+        "benchmarks/tokenizer_speed.py imports the nanogpt package: install it (`make environment`, "
+        "or `pip install .`), or run it from the checkout's root as "
+        "`python -m benchmarks.tokenizer_speed`"
+    ) from None
 
 
 def median_time(fn, repeats: int) -> float:

@@ -25,26 +25,29 @@ attention, Triton-fused elementwise, optimizer, communication) and the top kerne
 
 from __future__ import annotations
 
-import os
+import argparse
+import contextlib
+import dataclasses
+import platform
 import sys
+import time
+from datetime import date
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if sys.path and os.path.abspath(sys.path[0] or os.curdir) == _HERE:
-    sys.path[0] = os.path.dirname(_HERE)  # import nanogpt from the checkout
+import torch
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import dataclasses  # noqa: E402
-import platform  # noqa: E402
-import time  # noqa: E402
-from datetime import date  # noqa: E402
-
-import torch  # noqa: E402
-
-from nanogpt import atomic, dist  # noqa: E402
-from nanogpt.config import TRAIN_PRESETS, TrainConfig  # noqa: E402
-from nanogpt.model import GPT  # noqa: E402
-from nanogpt.train import build_optimizer, peak_flops  # noqa: E402
+try:
+    from nanogpt import atomic, dist
+    from nanogpt.config import TRAIN_PRESETS, TrainConfig
+    from nanogpt.model import GPT
+    from nanogpt.train import build_optimizer, peak_flops
+except ModuleNotFoundError as error:  # not installed, and not run from the checkout root
+    if error.name != "nanogpt":
+        raise
+    raise SystemExit(
+        "benchmarks/train_throughput.py imports the nanogpt package: install it (`make environment`, "
+        "or `pip install .`), or run it from the checkout's root as "
+        "`python -m benchmarks.train_throughput`"
+    ) from None
 
 # Settings that change how the step runs, never what it computes. "attention" restricts SDPA to
 # one backend (picked when the compiled graph is traced); "inductor" sets torch._inductor.config.

@@ -364,10 +364,13 @@ TRAIN_PRESETS = {"gpt2": gpt2_train, "tiny": tiny_cpu}
 
 def parse_train_config(argv: list[str] | None = None) -> TrainConfig:
     """defaults < --preset < flags; unknown flags and wrong types are errors naming the flag."""
+    from nanogpt.data.paths import data_root_help  # the data package is above this module
+
     parser = argparse.ArgumentParser(
         prog="python -m nanogpt.train",
         description="Train a GPT (pretraining, mid-training or both). Every flag is a field of "
         "nanogpt.config.TrainConfig.",
+        epilog=data_root_help(),
     )
     parser.add_argument("--preset", choices=sorted(TRAIN_PRESETS), help="start from a named preset")
     options = frozenset(f.name for f in dataclasses.fields(ModelOptions))

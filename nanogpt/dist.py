@@ -1,6 +1,8 @@
 """The one place that knows rank, world size and device.
 
-Everything distributed in nanogpt asks this module; the model never does. A process group is
+Everything distributed in nanogpt asks this module; the model never does. The one other
+module that calls torch.distributed is nanogpt/optim/collectives.py, the optimizer's own
+collectives (tests/test_structure.py keeps it that way). A process group is
 created only if none exists yet: torchrun leaves the env:// variables for us to init from, and
 Ray Train's TorchTrainer has already initialised one by the time a worker calls `train()`.
 """

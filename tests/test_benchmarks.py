@@ -141,3 +141,23 @@ def test_loss_kernel_sass_finds_loops_and_counts_their_instructions():
         /*0060*/                   EXIT ;
 """
     assert sass_tool.loops(sass) == [("L_x_1", 4, 2)]  # the forward branch is no loop
+
+
+def test_benchmarks_run_from_the_checkout_root_without_path_edits():
+    """`python -m benchmarks.NAME` from the root imports this checkout's nanogpt, no sys.path
+    surgery in the script (tests/test_structure.py checks that there is none)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import runpy, sys; sys.argv = ['x', '--help']\n"
+        "try:\n    runpy.run_module('benchmarks.scaling_fits', run_name='__main__')\n"
+        "except SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+        "import nanogpt; print(nanogpt.__file__)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert "usage:" in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == str(ROOT / "nanogpt" / "__init__.py")

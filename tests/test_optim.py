@@ -346,19 +346,21 @@ class _ResidualMLP(nn.Module):
         return self.out(F.relu(x))
 
 
-def _teacher_task(n: int = 4096, d_in: int = 32, classes: int = 10):
-    g = torch.Generator().manual_seed(0)
+def _teacher_task(seed: int, n: int = 4096, d_in: int = 32, classes: int = 10):
+    g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, d_in, generator=g)
     w1, w2 = torch.randn(d_in, 64, generator=g), torch.randn(64, classes, generator=g)
     return x, (torch.tanh(x @ w1) @ w2).argmax(-1)
 
 
-def _train(groups_for, steps: int = 100) -> float:
-    torch.manual_seed(0)
-    x, y = _teacher_task()
+def _train(groups_for, seed: int, steps: int = 100) -> float:
+    """Final full-data loss after `steps` of batch 128; the seed draws the task, the network's
+    initialisation and the batch order."""
+    torch.manual_seed(seed)
+    x, y = _teacher_task(seed)
     net = _ResidualMLP()
     opt = MuonAdamW(groups_for(net), max_grad_norm=1.0)
-    g = torch.Generator().manual_seed(1)
+    g = torch.Generator().manual_seed(seed + 1)
     for _ in range(steps):
         idx = torch.randint(0, len(x), (128,), generator=g)
         F.cross_entropy(net(x[idx]), y[idx]).backward()
@@ -368,7 +370,15 @@ def _train(groups_for, steps: int = 100) -> float:
         return F.cross_entropy(net(x), y).item()
 
 
+@pytest.mark.slow  # 9 short trainings: about a minute on a busy 2-core CPU
 def test_muon_beats_adamw_in_the_same_steps():
+    """On every one of three seeds (task, initialisation, batch order), Muon at its textbook lr
+    ends below AdamW at the better of its two best lrs, by at least 10%.
+
+    Measured over seeds 0-4 (2026-12-03): Muon / best AdamW = 0.75, 0.79, 0.79, 0.79, 0.77, and
+    AdamW's lr 3e-2 never won (so it is not swept here): the 10% margin holds with room on each.
+    """
+
     def adamw_only(lr):
         return lambda net: [dict(kind="adamw", params=list(net.parameters()), lr=lr)]
 
@@ -380,10 +390,11 @@ def test_muon_beats_adamw_in_the_same_steps():
             dict(kind="adamw", params=rest, lr=3e-3),
         ]
 
-    # AdamW gets its best lr of a sweep (1e-2 wins here); Muon runs at its textbook lr.
-    best_adamw = min(_train(adamw_only(lr)) for lr in (3e-3, 1e-2, 3e-2))
-    muon = _train(muon_adamw)
-    assert muon < 0.9 * best_adamw, (muon, best_adamw)
+    ratios = []
+    for seed in (0, 1, 2):
+        best_adamw = min(_train(adamw_only(lr), seed) for lr in (3e-3, 1e-2))
+        ratios.append(_train(muon_adamw, seed) / best_adamw)
+    assert max(ratios) < 0.9, ratios
 
 
 @pytest.mark.slow  # torch.compile on a CPU

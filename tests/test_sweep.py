@@ -31,6 +31,32 @@ from nanogpt.sweep import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+class KillOnceAt:
+    """A sweep report hook (SweepConfig.report_hook) that kills one trial's rank-0 worker the
+    first time it reports step ``step`` or later: the fault the tolerance tests recover from.
+    A marker file in the run directory makes it fire once, across the worker's restart."""
+
+    def __init__(self, trial: str, step: int) -> None:
+        self.trial, self.step = trial, step
+
+    def __call__(self, metrics: dict, run_dir: Path, rank: int) -> None:
+        if run_dir.name != self.trial or rank != 0 or metrics.get("step", 0) < self.step:
+            return
+        marker = run_dir / f".crashed_at_{self.step}"
+        if not marker.exists():
+            marker.write_text("killed once on purpose to test recovery\n")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _ship_this_module_by_value() -> None:
+    """Ray's workers cannot import this test module: pickle its hook class by value."""
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
 GPT2_DATA = Dataset(
     "/data/fineweb_edu", "gpt2", 50259, 10**10, "python data/fineweb_edu/prepare.py"
 )
@@ -309,11 +335,10 @@ def test_a_grid_with_a_diverging_and_a_crashing_trial(tmp_path, corpus):
         train=tiny_train(corpus),
         analyze=False,
         trial_runner="ray-train",
-        trial_overrides={
-            diverging: {"debug_nan_at_step": 5},
-            crashing: {"debug_crash_at_step": 8},
-        },
+        trial_overrides={diverging: {"debug_nan_at_step": 5}},
+        report_hook=KillOnceAt(crashing, 8),
     )
+    _ship_this_module_by_value()
     out = run_sweep(sweep)
     table = pd.read_parquet(sweep.sweep_dir / "results.parquet")
     assert set(RESULT_COLUMNS) <= set(table.columns)
@@ -428,7 +453,7 @@ def test_a_trial_gets_its_config_from_the_frozen_settings():
         sweep_name="s", train=TrainConfig(data="/d"), vocab_size=259, train_tokens=10**6,
         runs_dir="/runs", ray_storage="/ray", use_gpu=False, gpus_per_trial=1,
         gpu_per_worker=1.0, cpus_per_trial=0.5, max_worker_restarts=2,
-        trial_overrides={"d02_c1e10_s0": {"debug_nan_at_step": 3, "debug_crash_at_step": 5}},
+        trial_overrides={"d02_c1e10_s0": {"debug_nan_at_step": 3}},
     )  # fmt: skip
     cfg = settings.trial_config(2, 1e10, 0)
     assert (cfg.depth, cfg.target_flops, cfg.seed, cfg.num_iterations) == (2, 1e10, 0, 0)
@@ -438,7 +463,7 @@ def test_a_trial_gets_its_config_from_the_frozen_settings():
         "auto",
         "s",
     )
-    assert cfg.debug_nan_at_step == 3  # the crash override goes to the worker, not the config
+    assert cfg.debug_nan_at_step == 3
     assert settings.trial_config(3, 1e10, 0).debug_nan_at_step == -1
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.sweep_name = "other"  # type: ignore[misc]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from nanogpt.data.prepare import prepare_web_text
+from nanogpt.data.web_text import prepare_web_text
 
 HUB_NAME = "Skylion007/openwebtext"
 

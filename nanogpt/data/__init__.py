@@ -1,10 +1,13 @@
 """Token files, and the loaders that turn them into training batches.
 
-Modules: ``datasets`` (where datasets live, names and directories, their shards), ``format``
-(the token file format: write, read, validate), ``loader`` (``DataLoader``, ``val_batches``),
+Modules, bottom up: ``paths`` (where datasets live: ``$NANOGPT_DATA_DIR``, names, directories,
+the prepare command), ``format`` (the token file format: write, read, validate), ``datasets``
+(a name or directory resolved to its shards, its meta.json, its size), ``windows`` (a split as
+one sequence of windows, the shuffle), ``loader`` (``DataLoader``, ``val_batches``),
 ``multiplex`` (``MultiplexLoader``, ``parse_mixture``); and for making datasets, ``prepare``
 (``run_prepare``: tokenize, shard, resume), ``documents`` (encoders and readers of records) and
-``shakespeare`` (the embedded default corpus). The names below are the ones to import from
+``shakespeare`` (the embedded default corpus), ``web_text`` (the command line of hub text
+corpora). The names below are the ones to import from
 ``nanogpt.data``; the prepare modules are imported from where they live, so that loading data
 does not import the tokenizer.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 from nanogpt.data.datasets import (
     DATASETS,
     REPO_DATA_DIR,
+    count_tokens,
     data_root,
     dataset_meta,
     dataset_tokenizer,
@@ -31,7 +35,6 @@ from nanogpt.data.format import (
     MASK_MAGIC,
     VERSION,
     TokenFileError,
-    count_tokens,
     mask_path,
     read_mask,
     read_tokens,

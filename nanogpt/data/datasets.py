@@ -1,8 +1,9 @@
-"""Where datasets live: the data root, dataset names and directories, their shards, and the
-command that (re)creates each one.
+"""Prepared datasets: a name or directory resolved to its token files, its ``meta.json`` (the
+tokenizer it was made with), its size, and the embedded Shakespeare corpus prepared on demand.
 
 A prepared dataset is a directory ``<name>_train_000000.bin, ..., <name>_val_000000.bin`` (plus
-``.mask`` files) and a ``meta.json`` written last, so its presence means "complete".
+``.mask`` files) and a ``meta.json`` written last, so its presence means "complete". Where
+datasets live is ``nanogpt.data.paths``.
 """
 
 from __future__ import annotations
@@ -13,61 +14,16 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-DATASETS = ("shakespeare", "fineweb_edu", "openwebtext", "task_mixture", "text")
-REPO_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
-
-
-def default_data_root(checkout: Path = REPO_DATA_DIR.parent) -> Path:
-    """``data/`` of the checkout the package runs from (an editable install or ``PYTHONPATH=.``),
-    else the user's cache directory (``$XDG_CACHE_HOME/nanogpt/data``, by default
-    ``~/.cache/nanogpt/data``), where an installed package keeps its data."""
-    if (checkout / "pyproject.toml").is_file() and (checkout / "nanogpt").is_dir():
-        return checkout / "data"
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache).expanduser() / "nanogpt" / "data"
-
-
-def data_root() -> Path:
-    """Root of named datasets: ``$NANOGPT_DATA_DIR`` if set, else ``default_data_root()``."""
-    env = os.environ.get("NANOGPT_DATA_DIR")
-    return Path(env).expanduser() if env else default_data_root()
-
-
-def default_out_dir(name: str, tokenizer: str = "gpt2") -> Path:
-    """Where a named dataset is prepared: ``<root>/<name>``, or ``<root>/<name>_bytes`` for the
-    byte-level tokenizer (the two never share a directory)."""
-    return data_root() / (name if tokenizer == "gpt2" else f"{name}_{tokenizer}")
-
-
-def _dataset_and_tokenizer(dir_name: str) -> tuple[str, str]:
-    for suffix in ("_bytes",):
-        if dir_name.endswith(suffix) and dir_name.removesuffix(suffix) in DATASETS:
-            return dir_name.removesuffix(suffix), suffix[1:]
-    return dir_name, "gpt2"
-
-
-def prepare_command(data_dir: str | Path) -> str:
-    """The command that (re)creates ``data_dir``, for error messages."""
-    data_dir = Path(data_dir)
-    name, tokenizer = _dataset_and_tokenizer(data_dir.name)
-    meta = data_dir / "meta.json"
-    if meta.is_file():
-        try:
-            command = json.loads(meta.read_text()).get("command")
-            if command:
-                return command
-        except (OSError, ValueError):
-            pass
-    if name in DATASETS:
-        default = data_root() / data_dir.name
-        out = "" if data_dir.resolve() == default.resolve() else f" --out-dir {data_dir}"
-        flag = "" if tokenizer == "gpt2" else f" --tokenizer {tokenizer}"
-        return f"python data/{name}/prepare.py{flag}{out}"
-    return f"python data/text/prepare.py YOUR_FILES --out-dir {data_dir}"
-
-
-def _redo_hint(path: Path) -> str:
-    return f"re-create it: `{prepare_command(path.parent)} --overwrite`"
+from nanogpt.data.format import MAGIC, read_header
+from nanogpt.data.paths import (
+    DATASETS,
+    REPO_DATA_DIR,
+    data_root,
+    default_data_root,
+    default_out_dir,
+    prepare_command,
+    redo_hint,
+)
 
 
 def resolve_data_dir(name_or_path: str | Path) -> Path:
@@ -110,7 +66,8 @@ def list_shards(data_dir: str | Path, split: str) -> list[Path]:
     return shards
 
 
-def _files_for(data: str | Path | Sequence[str | Path], split: str) -> list[Path]:
+def token_files(data: str | Path | Sequence[str | Path], split: str) -> list[Path]:
+    """The token files of a split: a dataset name or directory, one ``.bin`` file, or a list."""
     if isinstance(data, (str, Path)):
         path = Path(data)
         if path.suffix == ".bin" and path.is_file():
@@ -140,7 +97,7 @@ def dataset_meta(data_dir: str | Path) -> dict:
     try:
         return json.loads(meta.read_text())
     except ValueError as e:
-        raise ValueError(f"{meta} is not valid JSON ({e}); {_redo_hint(meta)}") from None
+        raise ValueError(f"{meta} is not valid JSON ({e}); {redo_hint(meta)}") from None
 
 
 def dataset_tokenizer(data_dir: str | Path) -> tuple[str, int]:
@@ -160,3 +117,25 @@ def dataset_tokenizer(data_dir: str | Path) -> tuple[str, int]:
         )
     vocab = int(meta.get("vocab_size") or VOCAB_SIZES[name])
     return name, vocab
+
+
+def count_tokens(data: str | Path | Sequence[str | Path], split: str = "train") -> int:
+    """Tokens in a split, from the file headers only (no token is read)."""
+    return sum(read_header(f, MAGIC) for f in token_files(data, split))
+
+
+__all__ = [
+    "DATASETS",
+    "REPO_DATA_DIR",
+    "count_tokens",
+    "data_root",
+    "dataset_meta",
+    "dataset_tokenizer",
+    "default_data_root",
+    "default_out_dir",
+    "ensure_shakespeare",
+    "list_shards",
+    "prepare_command",
+    "resolve_data_dir",
+    "token_files",
+]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from nanogpt.atomic import atomic_open
-from nanogpt.data.datasets import _files_for, _redo_hint
+from nanogpt.data.paths import redo_hint
 from nanogpt.tokenizer import N_VOCAB
 
 MAGIC = 20240520
@@ -23,7 +23,9 @@ VERSION = 1
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
 
-_DTYPES = {MAGIC: np.dtype("<u2"), MASK_MAGIC: np.dtype("u1")}
+TOKEN_DTYPE = np.dtype("<u2")
+MASK_DTYPE = np.dtype("u1")
+_DTYPES = {MAGIC: TOKEN_DTYPE, MASK_MAGIC: MASK_DTYPE}
 _KIND = {MAGIC: "token file", MASK_MAGIC: "loss-mask file"}
 
 
@@ -78,18 +80,18 @@ def write_tokens(
 # Reading and validating
 
 
-def _read_header(path: Path, magic: int) -> int:
+def read_header(path: Path, magic: int) -> int:
     """Validate a file's header and size; return the number of items it holds."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
             raw = f.read(HEADER_BYTES)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such {_KIND[magic]}; {_redo_hint(path)}") from None
+        raise FileNotFoundError(f"{path}: no such {_KIND[magic]}; {redo_hint(path)}") from None
     if len(raw) < HEADER_BYTES:
         raise TokenFileError(
             f"{path}: {size:,} bytes, shorter than the {HEADER_BYTES:,}-byte header; the file is "
-            f"truncated or not a {_KIND[magic]}; {_redo_hint(path)}"
+            f"truncated or not a {_KIND[magic]}; {redo_hint(path)}"
         )
     header = np.frombuffer(raw, dtype="<i4")
     if int(header[0]) != magic:
@@ -100,7 +102,7 @@ def _read_header(path: Path, magic: int) -> int:
             else "not an llm.c/nanogpt token file, or corrupted"
         )
         raise TokenFileError(
-            f"{path}: magic number {int(header[0])} is not {magic}: {what}; {_redo_hint(path)}"
+            f"{path}: magic number {int(header[0])} is not {magic}: {what}; {redo_hint(path)}"
         )
     if int(header[1]) != VERSION:
         extra = (
@@ -110,7 +112,7 @@ def _read_header(path: Path, magic: int) -> int:
         )
         raise TokenFileError(
             f"{path}: format version {int(header[1])}{extra}; this reader knows version {VERSION} "
-            f"(uint16 tokens); {_redo_hint(path)}"
+            f"(uint16 tokens); {redo_hint(path)}"
         )
     count = int(header[2])
     itemsize = _DTYPES[magic].itemsize
@@ -120,12 +122,12 @@ def _read_header(path: Path, magic: int) -> int:
         raise TokenFileError(
             f"{path}: header says {count:,} {unit} but the file holds {held:,}"
             + (f" and {stray} stray byte(s)" if stray else "")
-            + f"; the file is truncated or corrupt; {_redo_hint(path)}"
+            + f"; the file is truncated or corrupt; {redo_hint(path)}"
         )
     return count
 
 
-def _memmap(path: Path, dtype: np.dtype, count: int, insist: bool) -> np.ndarray | None:
+def memmap_payload(path: Path, dtype: np.dtype, count: int, insist: bool) -> np.ndarray | None:
     """A read-only map of the payload, or None where mapping is unavailable (unless insisted on)."""
     try:
         return np.memmap(path, dtype=dtype, mode="r", offset=HEADER_BYTES, shape=(count,))
@@ -141,20 +143,23 @@ def _memmap(path: Path, dtype: np.dtype, count: int, insist: bool) -> np.ndarray
 def _open_array(path: Path, dtype: np.dtype, count: int, mmap: bool | None) -> np.ndarray:
     if count == 0:
         return np.zeros(0, dtype=dtype)
-    if mmap is not False and (array := _memmap(path, dtype, count, insist=bool(mmap))) is not None:
+    if (
+        mmap is not False
+        and (array := memmap_payload(path, dtype, count, insist=bool(mmap))) is not None
+    ):
         return array
     with open(path, "rb") as f:
         f.seek(HEADER_BYTES)
         return np.fromfile(f, dtype=dtype, count=count)
 
 
-def _check_ids(path: Path, tokens: np.ndarray, vocab_size: int, offset: int = 0) -> None:
+def check_token_ids(path: Path, tokens: np.ndarray, vocab_size: int, offset: int = 0) -> None:
     if len(tokens) and int(tokens.max()) >= vocab_size:
         pos = int(np.argmax(tokens >= vocab_size))
         raise TokenFileError(
             f"{path}: token id {int(tokens[pos])} at position {offset + pos:,} is outside the "
             f"vocabulary (0..{vocab_size - 1}); the file is corrupt or was made with another "
-            f"tokenizer; {_redo_hint(path)}"
+            f"tokenizer; {redo_hint(path)}"
         )
 
 
@@ -168,24 +173,19 @@ def read_tokens(
     check that every id is in range (which reads the whole file once).
     """
     path = Path(path)
-    tokens = _open_array(path, _DTYPES[MAGIC], _read_header(path, MAGIC), mmap)
+    tokens = _open_array(path, _DTYPES[MAGIC], read_header(path, MAGIC), mmap)
     if vocab_size is not None:
-        _check_ids(path, tokens, vocab_size)
+        check_token_ids(path, tokens, vocab_size)
     return tokens
 
 
 def read_mask(path: str | Path, mmap: bool | None = None) -> np.ndarray:
     """The validated loss mask of a token file (``path`` may name the ``.bin`` or the ``.mask``)."""
     token_file, mfile = Path(path).with_suffix(".bin"), mask_path(path)
-    count = _read_header(mfile, MASK_MAGIC)
-    if token_file.exists() and (n := _read_header(token_file, MAGIC)) != count:
+    count = read_header(mfile, MASK_MAGIC)
+    if token_file.exists() and (n := read_header(token_file, MAGIC)) != count:
         raise TokenFileError(
             f"{mfile}: the mask has {count:,} entries but {token_file.name} holds {n:,} tokens; "
-            f"they were not written together; {_redo_hint(mfile)}"
+            f"they were not written together; {redo_hint(mfile)}"
         )
     return _open_array(mfile, _DTYPES[MASK_MAGIC], count, mmap)
-
-
-def count_tokens(data: str | Path | Sequence[str | Path], split: str = "train") -> int:
-    """Tokens in a split, from the file headers only (no token is read)."""
-    return sum(_read_header(f, MAGIC) for f in _files_for(data, split))

@@ -11,16 +11,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nanogpt.data.datasets import _files_for
-from nanogpt.data.loader import (
-    _check_args,
-    _check_size,
-    _check_state,
-    _claim,
-    _hash64,
-    _permute,
-    _Split,
-    _to_batch,
+from nanogpt.data.datasets import token_files
+from nanogpt.data.windows import (
+    TokenSplit,
+    check_loader_args,
+    check_loader_state,
+    check_split_size,
+    claim_block,
+    hash64,
+    permute,
+    to_batch,
 )
 from nanogpt.tokenizer import N_VOCAB
 
@@ -65,7 +65,7 @@ class MultiplexLoader:
         shuffle: bool | None = None,
         vocab_size: int = N_VOCAB,
     ) -> None:
-        _check_args(batch_size, seq_len, rank, world_size, loss_mask)
+        check_loader_args(batch_size, seq_len, rank, world_size, loss_mask)
         if not sources:
             raise ValueError("MultiplexLoader needs at least one (dataset, weight) source")
         weights = [float(w) for _, w in sources]
@@ -77,14 +77,16 @@ class MultiplexLoader:
         self.device = torch.device(device)
         self.shuffle = (split == "train") if shuffle is None else shuffle
         self.sources = [
-            _Split(_files_for(data, split), seq_len, loss_mask == "assistant", vocab_size, mmap)
+            TokenSplit(
+                token_files(data, split), seq_len, loss_mask == "assistant", vocab_size, mmap
+            )
             for data, _ in sources
         ]
         rows = batch_size * world_size
         for src, w in zip(self.sources, self.weights):
             # weighted round robin gives a source at most ceil(w * rows) + 1 rows of a step
             need = min(rows, math.ceil(w * rows) + 1)
-            _check_size(src, split, need, f"{need} sequence(s) of {seq_len}+1 tokens from it")
+            check_split_size(src, split, need, f"{need} sequence(s) of {seq_len}+1 tokens from it")
         self.steps = 0
         self.rows_done = 0
         self.counts = [0] * len(self.sources)  # rows drawn from each source so far
@@ -100,8 +102,8 @@ class MultiplexLoader:
             s = max(range(len(counts)), key=lambda i: self.weights[i] * done - counts[i])
             counts[s] += 1
             assign.append(s)
-        key = _hash64(self.seed, self.steps, 0x6D78)
-        return [assign[_permute(j, rows, key)] for j in range(rows)]
+        key = hash64(self.seed, self.steps, 0x6D78)
+        return [assign[permute(j, rows, key)] for j in range(rows)]
 
     def __iter__(self) -> MultiplexLoader:
         return self
@@ -111,7 +113,7 @@ class MultiplexLoader:
         assign = self._assign()
         for s, src in enumerate(self.sources):
             epoch, position = self.cursors[s]
-            self.cursors[s] = list(_claim(epoch, position, assign.count(s), src.n_windows))
+            self.cursors[s] = list(claim_block(epoch, position, assign.count(s), src.n_windows))
         # window position of each row: the source's cursor plus the rows of it dealt before
         positions, seen = [], [c[1] for c in self.cursors]
         for s in assign:
@@ -125,7 +127,7 @@ class MultiplexLoader:
             s = assign[j]
             src = self.sources[s]
             start = src.window_starts(
-                self.cursors[s][0], [positions[j]], self.shuffle, _hash64(self.seed, s + 1)
+                self.cursors[s][0], [positions[j]], self.shuffle, hash64(self.seed, s + 1)
             )
             tok, m = src.read_windows(start)
             tokens[b] = tok[0]
@@ -138,7 +140,7 @@ class MultiplexLoader:
         self.last_sources = [assign[j] for j in mine]
         self.rows_done += B * self.world_size
         self.steps += 1
-        return _to_batch(tokens, masks if any_mask else None, self.device)
+        return to_batch(tokens, masks if any_mask else None, self.device)
 
     @property
     def source_counts(self) -> dict[str, int]:
@@ -171,7 +173,7 @@ class MultiplexLoader:
     def load_state_dict(self, state: dict) -> None:
         """Continue where ``state`` left off; batch size and world size may differ."""
         keys = ("kind", "split", "seq_len", "seed", "shuffle", "sources")
-        _check_state(state, self.state_dict(), keys)
+        check_loader_state(state, self.state_dict(), keys)
         self.steps, self.rows_done = int(state["steps"]), int(state["rows_done"])
         self.counts = [int(c) for c in state["counts"]]
         self.cursors = [[int(e), int(p)] for e, p in state["cursors"]]

@@ -38,7 +38,6 @@ from typing import Any
 import numpy as np
 
 from nanogpt import atomic
-from nanogpt.data.datasets import default_out_dir
 from nanogpt.data.documents import Encoded, encode_text
 from nanogpt.data.format import (
     MAGIC,
@@ -46,6 +45,7 @@ from nanogpt.data.format import (
     VERSION,
     write_tokens,
 )
+from nanogpt.data.paths import data_root_help, default_out_dir
 from nanogpt.tokenizer import TOKENIZERS, VOCAB_SIZES, get_tokenizer
 
 HUB_SHARD_TOKENS = 100_000_000  # like llm.c's fineweb shards (200 MB each)
@@ -271,10 +271,7 @@ def run_prepare(
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     if overwrite:
-        meta_path.unlink(missing_ok=True)
-        shutil.rmtree(out_dir / ".partial", ignore_errors=True)
-        for split in splits:
-            _remove_shards(out_dir, name, split.name)
+        _start_over(out_dir, name, splits)
     if meta_path.is_file():
         return _already(meta_path)
     run = _Run(name, out_dir, shard_tokens, has_mask, stop_after_shards)
@@ -305,38 +302,61 @@ def run_prepare(
                 f"{name}: stopped after {run.shards_this_run} shard(s), as asked; rerun to resume"
             )
             return {**run.progress, "status": "stopped"}
-        state = run.progress["splits"]
-        meta = {
-            "dataset": name,
-            "tokenizer": tokenizer,
-            "vocab_size": get_tokenizer(tokenizer).n_vocab,
-            "format": {"magic": MAGIC, "version": VERSION, "dtype": "uint16"}
-            | ({"mask_magic": MASK_MAGIC, "mask_dtype": "uint8"} if has_mask else {}),
-            "has_mask": has_mask,
-            "documents": {k: v["documents"] for k, v in state.items()},
-            "tokens": {k: v["tokens"] for k, v in state.items()},
-            "shards": {k: v["shards"] for k, v in state.items()},
-            "shard_tokens": shard_tokens,
-            "source": source or {},
-            "script": script,
-            "command": command
-            or (f"python {script}" + _tokenizer_flag(tokenizer) if script else None),
-            "seconds": round(run.seconds(), 1),
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        }
+        meta = _meta(run, tokenizer, has_mask, shard_tokens, source, script, command)
         atomic.write_json(meta_path, meta)
         shutil.rmtree(run.partial, ignore_errors=True)
-    seconds = time.time() - run.started
+    _print_summary(name, meta, time.time() - run.started, out_dir)
+    return {**meta, "status": "done"}
+
+
+def _start_over(out_dir: Path, name: str, splits: Sequence[Split]) -> None:
+    """--overwrite: remove meta.json, the partial state and every shard of these splits."""
+    (out_dir / "meta.json").unlink(missing_ok=True)
+    shutil.rmtree(out_dir / ".partial", ignore_errors=True)
+    for split in splits:
+        _remove_shards(out_dir, name, split.name)
+
+
+def _meta(
+    run: _Run,
+    tokenizer: str,
+    has_mask: bool,
+    shard_tokens: int,
+    source: dict | None,
+    script: str | None,
+    command: str | None,
+) -> dict:
+    """meta.json of a finished dataset: what it holds, how it was made, how to make it again."""
+    state = run.progress["splits"]
+    return {
+        "dataset": run.name,
+        "tokenizer": tokenizer,
+        "vocab_size": get_tokenizer(tokenizer).n_vocab,
+        "format": {"magic": MAGIC, "version": VERSION, "dtype": "uint16"}
+        | ({"mask_magic": MASK_MAGIC, "mask_dtype": "uint8"} if has_mask else {}),
+        "has_mask": has_mask,
+        "documents": {k: v["documents"] for k, v in state.items()},
+        "tokens": {k: v["tokens"] for k, v in state.items()},
+        "shards": {k: v["shards"] for k, v in state.items()},
+        "shard_tokens": shard_tokens,
+        "source": source or {},
+        "script": script,
+        "command": command or (f"python {script}" + _tokenizer_flag(tokenizer) if script else None),
+        "seconds": round(run.seconds(), 1),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _print_summary(name: str, meta: dict, seconds: float, out_dir: Path) -> None:
     docs, toks = sum(meta["documents"].values()), sum(meta["tokens"].values())
     files = sum(meta["shards"].values())
     split_docs = ", ".join(f"{k} {v:,}" for k, v in meta["documents"].items())
     split_tokens = ", ".join(f"{k} {v:,}" for k, v in meta["tokens"].items())
-    masks = f" (+{files} .mask)" if has_mask else ""
+    masks = f" (+{files} .mask)" if meta["has_mask"] else ""
     print(
         f"{name}: {docs:,} documents ({split_docs}), {toks:,} tokens ({split_tokens}), "
         f"{files} files{masks}, {seconds:.1f} s -> {out_dir}"
     )
-    return {**meta, "status": "done"}
 
 
 def _tokenizer_flag(tokenizer: str) -> str:
@@ -440,6 +460,8 @@ def parse_count(text: str) -> int:
 
 
 def add_common_args(parser: argparse.ArgumentParser, shard_tokens: int = HUB_SHARD_TOKENS) -> None:
+    """The flags every prepare script shares; the epilog says where named datasets live."""
+    parser.epilog = parser.epilog or data_root_help()
     parser.add_argument(
         "--tokenizer",
         choices=TOKENIZERS,
@@ -451,8 +473,8 @@ def add_common_args(parser: argparse.ArgumentParser, shard_tokens: int = HUB_SHA
         "--out-dir",
         type=Path,
         default=None,
-        help="where the shards go (default: data/<name>/ in the repository, or "
-        "$NANOGPT_DATA_DIR/<name>; data/<name>_bytes/ with --tokenizer bytes)",
+        help="where the shards go (default: $NANOGPT_DATA_DIR/<name>, or <name>_bytes with "
+        "--tokenizer bytes; see below)",
     )
     parser.add_argument(
         "--shard-tokens",
@@ -521,65 +543,3 @@ def run_from_args(
         stop_after_shards=args.stop_after_shards,
         progress=not args.no_progress,
     )
-
-
-def prepare_web_text(
-    argv: Sequence[str] | None,
-    *,
-    name: str,
-    hub_name: str,
-    description: str,
-    default_val_docs: int,
-    default_config: str | None = None,
-    config_help: str = "",
-) -> dict:
-    """The command line of a plain-text hub corpus (a `text` column, one split): the first
-    --val-docs documents are validation, the rest train. FineWeb-Edu and OpenWebText use it."""
-    from nanogpt.data.documents import column, expand_files, load_rows, skip_take
-
-    parser = argparse.ArgumentParser(description=description)
-    if default_config is not None:
-        parser.add_argument("--config", default=default_config, help=config_help)
-    parser.add_argument(
-        "--local-files",
-        nargs="+",
-        default=None,
-        metavar="PATH",
-        help="parquet or jsonl files (or directories of them) with a `text` column, read instead "
-        "of the hub",
-    )
-    parser.add_argument(
-        "--val-docs",
-        type=parse_count,
-        default=default_val_docs,
-        help=f"the first N documents are the validation split (default {default_val_docs:,})",
-    )
-    parser.add_argument(
-        "--max-docs",
-        type=parse_count,
-        default=None,
-        help="stop after this many training documents (default: the whole dataset)",
-    )
-    add_common_args(parser)
-    args = parse_args(parser, argv)
-
-    config = getattr(args, "config", None)
-    local = [str(f) for f in expand_files(args.local_files)] if args.local_files else None
-    where = ", ".join(local) if local else hub_name + (f" ({config})" if config else "")
-
-    def texts():
-        return column(load_rows(hub_name, config, "train", local), "text", where)
-
-    splits = [
-        Split("val", skip_take(texts, 0, args.val_docs)),
-        Split("train", skip_take(texts, args.val_docs, args.max_docs)),
-    ]
-    source = {
-        "hub": hub_name,
-        "local_files": local,
-        "val_docs": args.val_docs,
-        "max_docs": args.max_docs,
-    }
-    if default_config is not None:
-        source["config"] = None if local else config
-    return run_from_args(args, name, splits, source=source, script=f"data/{name}/prepare.py")

@@ -8,8 +8,8 @@ import importlib.util
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from nanogpt.data.datasets import default_out_dir
 from nanogpt.data.documents import encode_text
+from nanogpt.data.paths import default_out_dir
 from nanogpt.data.prepare import HUB_SHARD_TOKENS, Split, run_prepare
 
 # One play of each kind: tragedy, comedy, history, romance; 146,748 of 1,566,001 tokens (9.4%).

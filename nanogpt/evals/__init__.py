@@ -113,7 +113,7 @@ def run_icl_suite(
     return out
 
 
-def _chat_suite(name: str) -> Callable[..., dict[str, Any]]:
+def chat_suite(name: str) -> Callable[..., dict[str, Any]]:
     try:
         if name == "chatcore":
             from nanogpt.evals.chatcore import run_chatcore as fn
@@ -174,7 +174,7 @@ def evaluate(
     if data_dir is None and bundle_dir is None:
         raise ValueError(f"suite {suite!r} needs --data-dir (or --bundle) with its JSONL files")
     folder = Path(data_dir if data_dir is not None else bundle_dir)  # type: ignore[arg-type]
-    return _chat_suite(suite)(model, tokenizer, meta, folder, limit=limit, device=device)
+    return chat_suite(suite)(model, tokenizer, meta, folder, limit=limit, device=device)
 
 
 __all__ = ["SUITES", "evaluate", "run_icl_suite"]

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from nanogpt.evals import BASE_SUITES, _chat_suite, aggregate, icl
+from nanogpt.evals import BASE_SUITES, aggregate, chat_suite, icl
 from nanogpt.evals.bundle import Bundle, TaskSpec, gauntlet_tasks, open_bundle
 
 TRAINING_SUITES = (*BASE_SUITES, "chatcore")
@@ -57,7 +57,7 @@ class TrainingEvals:
         self.tasks: list[tuple[TaskSpec, list[dict[str, Any]], list[int]]] = []
         if suite == "chatcore":
             self.data_dir = Path(bundle_dir)
-            self._run_chatcore = _chat_suite("chatcore")  # fail at start-up, not at step N
+            self._run_chatcore = chat_suite("chatcore")  # fail at start-up, not at step N
             return
         self.bundle: Bundle = open_bundle(bundle_dir)
         if suite == "core":

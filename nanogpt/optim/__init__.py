@@ -20,19 +20,23 @@ docs/README_DISTMUON.md explain the maths and the communication plan.
 
 With one rank (no process group, or a group of one) nothing is communicated at all.
 
-Modules: ``newton_schulz`` (the orthogonalisation and the update scale), ``collectives``
-(buckets and the collectives that move them), ``muon_adamw`` (the optimizer).
+Modules, by concept: ``newton_schulz`` (Muon's maths: the orthogonalisation, the update scale),
+``muon`` (Muon's defaults, group checks and bucket), ``adamw`` (AdamW's), ``collectives`` (the
+only one that talks to torch.distributed), ``sharded`` (``MuonAdamW``, the ZeRO-2 wrapper that
+drives the buckets through a step).
 """
 
 from __future__ import annotations
 
-from nanogpt.optim.muon_adamw import ADAMW_DEFAULTS, MUON_DEFAULTS, MuonAdamW
+from nanogpt.optim.adamw import ADAMW_DEFAULTS
+from nanogpt.optim.muon import MUON_DEFAULTS
 from nanogpt.optim.newton_schulz import (
     POLAR_EXPRESS_COEFFICIENTS,
     QUINTIC_COEFFICIENTS,
     muon_update_scale,
     newton_schulz,
 )
+from nanogpt.optim.sharded import MuonAdamW
 
 __all__ = [
     "ADAMW_DEFAULTS",

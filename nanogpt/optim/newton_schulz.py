@@ -36,7 +36,7 @@ POLAR_EXPRESS_COEFFICIENTS: tuple[tuple[float, float, float], ...] = tuple(
 # (https://kellerjordan.github.io/posts/muon/, "Newton-Schulz iteration"); kept for comparison.
 QUINTIC_COEFFICIENTS: tuple[tuple[float, float, float], ...] = ((3.4445, -4.7750, 2.0315),)
 
-_COEFFICIENT_SETS = {"polar_express": POLAR_EXPRESS_COEFFICIENTS, "quintic": QUINTIC_COEFFICIENTS}
+COEFFICIENT_SETS = {"polar_express": POLAR_EXPRESS_COEFFICIENTS, "quintic": QUINTIC_COEFFICIENTS}
 
 
 def newton_schulz(
@@ -57,11 +57,11 @@ def newton_schulz(
         raise ValueError(
             f"newton_schulz needs a matrix (..., m, n); got shape {tuple(matrix.shape)}"
         )
-    if coefficients not in _COEFFICIENT_SETS:
+    if coefficients not in COEFFICIENT_SETS:
         raise ValueError(
-            f"unknown Newton-Schulz coefficients {coefficients!r}; use one of {sorted(_COEFFICIENT_SETS)}"
+            f"unknown Newton-Schulz coefficients {coefficients!r}; use one of {sorted(COEFFICIENT_SETS)}"
         )
-    table = _COEFFICIENT_SETS[coefficients]
+    table = COEFFICIENT_SETS[coefficients]
     out_dtype = matrix.dtype
     x = matrix if dtype is None else matrix.to(dtype)
     # Iterate on the wide orientation (rows <= cols): X X^T is then the smaller Gram matrix.

@@ -2,7 +2,6 @@
 
     df, message = load_results("sweeps_out/isoflop")     # or a .parquet/.csv file, or a DataFrame
     fits = fit_all(df)                                   # both, flags, the fits object (JSON-ready)
-    analyze_results("sweeps_out/isoflop", "out")         # fit once; out/fits.json, out/plots
     iso = fit_isoflop(df)                                # Approach 2: isoFLOP parabolas, power laws
     par = fit_parametric(df)                             # Approach 3: L = E + A/N^alpha + B/D^beta
     predict(iso, 1e21), predict(par, 1e21)               # compute-optimal N, D, loss with intervals
@@ -12,11 +11,16 @@ Approach 3 fit follows the replication of Besiroglu et al. 2024
 (https://arxiv.org/abs/2404.10102). docs/README_SCALING_LAWS.md explains the assumptions and
 conventions. Command line: `python -m nanogpt.scaling_laws RESULTS [--approach 2|3|both]
 [--budget C] [--json]`.
+
+Fit, report and figures in one call (what the sweep does at its end) is
+``nanogpt.scaling_laws.report.analyze_results("sweeps_out/isoflop", "out")``: it draws with
+``nanogpt.plotting``, which imports this package, so it is not re-exported here (that would be
+an import circle).
 """
 
 from __future__ import annotations
 
-from nanogpt.scaling_laws.analysis import analyze_results, fit_all, read_fits, write_fits
+from nanogpt.scaling_laws.analysis import fit_all, read_fits, write_fits
 from nanogpt.scaling_laws.isoflop import BudgetMinimum, IsoFlopFit, PowerLaw, fit_isoflop
 from nanogpt.scaling_laws.parametric import ParametricFit, fit_parametric
 from nanogpt.scaling_laws.results import (
@@ -39,7 +43,6 @@ __all__ = [
     "ParametricFit",
     "PowerLaw",
     "ScalingLawError",
-    "analyze_results",
     "fit_all",
     "fit_isoflop",
     "fit_parametric",

@@ -258,57 +258,7 @@ def summary(fits: dict) -> dict:
     return strip(fits)
 
 
-def analyze_results(
-    results: str | os.PathLike | pd.DataFrame,
-    out_dir: str | os.PathLike,
-    *,
-    n_bootstrap: int = DEFAULT_BOOTSTRAP,
-    seed: int = 0,
-    window: float | None = DEFAULT_WINDOW_LN,
-    formats: tuple[str, ...] = ("png", "pdf"),
-    report: bool = True,
-    **load_options,
-) -> dict:
-    """Fit once, write out_dir/fits.json atomically, draw the figures from that fits object
-    into out_dir/plots, and print the report (the same text as `python -m nanogpt.scaling_laws`).
-
-    Returns {"fits": path of fits.json, "plots": [paths], "fits_object": the fits} or, when the
-    table cannot be read or holds no healthy run, {"analysis_error": why}. A table too small
-    for a fit still gives fits.json (with the fit's error) and whatever figures it supports.
-    """
-    import warnings
-
-    from nanogpt.plotting import make_all_plots
-    from nanogpt.scaling_laws.cli import format_report
-
-    def say(text: str) -> None:
-        if report:
-            print(text, flush=True)
-
-    try:
-        data, message = load_results(results, **load_options)
-    except ScalingLawError as error:
-        say(f"analysis skipped: {error}")
-        return {"analysis_error": str(error)}
-    source = "the table given" if isinstance(results, pd.DataFrame) else str(results)
-    fits = fit_all(
-        data, window=window, n_bootstrap=n_bootstrap, seed=seed, source=source, message=message
-    )
-    out_dir = Path(out_dir)
-    path = write_fits(fits, out_dir / "fits.json")
-    say(format_report(fits))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        written = make_all_plots(data, out_dir / "plots", fits=fits, formats=formats)
-    for warning in caught:
-        if issubclass(warning.category, UserWarning):  # ours, not numpy's
-            say(f"plots: {warning.message}")
-    say(f"fits: {path}; plots: {', '.join(str(p) for p in written) or 'none'}")
-    return {"fits": str(path), "plots": [str(p) for p in written], "fits_object": fits}
-
-
 __all__ = [
-    "analyze_results",
     "DEFAULT_BOOTSTRAP",
     "PARAMETER_NAMES",
     "fit_all",

@@ -40,6 +40,12 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from nanogpt.scaling_laws.parabolas import (
+    fit_line,
+    interpolator,
+    vertex,
+    windowed_parabolas,
+)
 from nanogpt.scaling_laws.results import (
     Estimate,
     InsufficientDataError,
@@ -57,15 +63,12 @@ MIN_BUDGETS_FOR_LAW = 2  # a straight line in log-log needs two interior minima
 # a few per cent of its parabola, and five sizes leave two residual degrees of freedom per
 # budget for the noise estimate.
 DEFAULT_WINDOW_LN = 1.5
-MIN_WINDOW_SIZES = 5
-WINDOW_ITERATIONS = 4  # re-centre the window on the vertex this many times
 # Where a budget's vertex lies relative to the model sizes its budget ran.
 POSITION_TEXT = {
     "inside": "inside the sizes run",
     "below": "below the sizes run",
     "above": "above the sizes run",
 }
-LN10 = math.log(10.0)
 
 
 @dataclass
@@ -286,105 +289,8 @@ class IsoFlopFit:
         )
 
 
-def _design(x: np.ndarray) -> np.ndarray:
-    return np.stack([x**2, x, np.ones_like(x)], axis=-1)
-
-
-def _vertex(coeffs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Vertex (x, L) of parabolas given as rows (c2, c1, c0); NaN where it opens downward."""
-    c2, c1, c0 = coeffs[..., 0], coeffs[..., 1], coeffs[..., 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        x = np.where(c2 > 0, -c1 / (2 * c2), np.nan)
-        loss = np.where(c2 > 0, c0 - c1**2 / (4 * c2), np.nan)
-    return x, loss
-
-
-def _weighted_parabolas(x: np.ndarray, losses: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Least-squares parabolas (c2, c1, c0) in x, one per row of losses and 0/1 weights."""
-    design = _design(x)  # (n, 3)
-    gram = np.einsum("rn,ni,nj->rij", weights, design, design)
-    moment = np.einsum("rn,ni,rn->ri", weights, design, losses)
-    # A window of fewer than three distinct sizes leaves the system singular: no parabola.
-    singular = np.linalg.cond(gram) > 1e12
-    gram[singular] = np.eye(3)
-    coeffs = np.linalg.solve(gram, moment[..., None])[..., 0]
-    coeffs[singular] = np.nan
-    return coeffs
-
-
-def windowed_parabolas(
-    x: np.ndarray, losses: np.ndarray, window: float | None, min_sizes: int = MIN_WINDOW_SIZES
-) -> tuple[np.ndarray, np.ndarray]:
-    """Parabolas of loss in x = log10 N (centred), each fitted to the runs near its own vertex.
-
-    `losses` is (resamples, runs). The window starts at each row's lowest-loss run and is moved
-    to the vertex WINDOW_ITERATIONS times; it holds the runs within `window` (ln N) of its
-    centre, and at least the `min_sizes` sizes nearest it. Returns the coefficients
-    (resamples, 3) and the 0/1 weights of the runs used (resamples, runs).
-    """
-    losses = np.atleast_2d(losses)
-    if window is None:
-        weights = np.ones_like(losses)
-        return _weighted_parabolas(x, losses, weights), weights
-    sizes = np.unique(x)
-    k = min(min_sizes, len(sizes)) - 1
-    half_width = window / LN10
-    centre = x[np.argmin(losses, axis=1)]
-    for iteration in range(WINDOW_ITERATIONS + 1):
-        # The window's radius: `window`, or the distance to the k-th nearest size if larger.
-        nearest = np.sort(np.abs(sizes[None, :] - centre[:, None]), axis=1)[:, k]
-        radius = np.maximum(half_width, nearest) * (1 + 1e-9)
-        weights = (np.abs(x[None, :] - centre[:, None]) <= radius[:, None]).astype(float)
-        coeffs = _weighted_parabolas(x, losses, weights)
-        if iteration == WINDOW_ITERATIONS:
-            break
-        vertex, _ = _vertex(coeffs)
-        # A parabola with no minimum, or one beyond the sizes, moves the window to the end.
-        moved = np.clip(vertex, sizes[0], sizes[-1])
-        centre = np.where(np.isfinite(moved), moved, centre)
-    return coeffs, weights
-
-
-def _interpolator(x: np.ndarray, y: np.ndarray):
-    """Piecewise-linear y(x) through the points (averaged where x repeats), extended linearly
-    beyond them by the end segments.
-
-    Within one budget, log D and log C are smooth, noise-free functions of log N, so this is
-    exact at the runs; a polynomial would swing wildly where a bootstrap vertex lands outside.
-    """
-    xs, inverse = np.unique(x, return_inverse=True)
-    ys = np.bincount(inverse, weights=y) / np.bincount(inverse)
-
-    def at(x_new: np.ndarray) -> np.ndarray:
-        x_new = np.asarray(x_new, dtype=float)
-        out = np.interp(x_new, xs, ys)
-        low_slope = (ys[1] - ys[0]) / (xs[1] - xs[0])
-        high_slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
-        out = np.where(x_new < xs[0], ys[0] + low_slope * (x_new - xs[0]), out)
-        return np.where(x_new > xs[-1], ys[-1] + high_slope * (x_new - xs[-1]), out)
-
-    return at
-
-
-def _fit_line(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """Least-squares (intercept, slope) of y on x, row by row for 2-D input; 0/1 `weights`
-    choose the points of each row (a row with fewer than two gives NaN)."""
-    if weights is None:
-        weights = np.ones_like(x)
-    x = np.where(weights > 0, x, 0.0)
-    y = np.where(weights > 0, y, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        count = weights.sum(-1, keepdims=True)
-        x_mean = (weights * x).sum(-1, keepdims=True) / count
-        y_mean = (weights * y).sum(-1, keepdims=True) / count
-        slope = (weights * (x - x_mean) * (y - y_mean)).sum(-1) / (weights * (x - x_mean) ** 2).sum(
-            -1
-        )
-    return np.stack([y_mean[..., 0] - slope * x_mean[..., 0], slope], axis=-1)
-
-
 def _power_law(log_c: np.ndarray, log_y: np.ndarray, samples: np.ndarray | None) -> PowerLaw:
-    intercept, slope = _fit_line(log_c, log_y)
+    intercept, slope = fit_line(log_c, log_y)
     return PowerLaw(
         Estimate.from_samples(
             10.0**intercept, None if samples is None else 10.0 ** samples[:, 0], positive=True
@@ -409,7 +315,7 @@ class _Budget(NamedTuple):
 
     def minimum(self, coeffs: np.ndarray) -> np.ndarray:
         """(log10 N*, log10 D*, log10 C*, L*) of parabolas given as (..., 3) coefficients."""
-        vertex_x, vertex_loss = _vertex(coeffs)
+        vertex_x, vertex_loss = vertex(coeffs)
         log_n = vertex_x + self.x0
         return np.stack([log_n, self.d_at(log_n), self.c_at(log_n), vertex_loss], axis=-1)
 
@@ -496,7 +402,7 @@ def _prepare_budgets(
         x0 = float(x.mean())
         coeffs, used = windowed_parabolas(x - x0, loss[None, :], window)
         coeffs, used = coeffs[0], used[0] > 0
-        if not np.isfinite(_vertex(coeffs)[0]):
+        if not np.isfinite(vertex(coeffs)[0]):
             left_out[float(budget)] = "no minimum: the parabola opens downward"
             notes.append(
                 f"left out C={budget:.3g}: its loss does not curve upward around a minimum "
@@ -504,8 +410,8 @@ def _prepare_budgets(
             )
             continue
         # Inside a budget D and C are smooth, noise-free functions of N: interpolate them.
-        d_at = _interpolator(x, np.log10(rows["D"].to_numpy()))
-        c_at = _interpolator(x, np.log10(rows["C"].to_numpy()))
+        d_at = interpolator(x, np.log10(rows["D"].to_numpy()))
+        c_at = interpolator(x, np.log10(rows["C"].to_numpy()))
         budgets.append(_Budget(float(budget), x, loss, x0, coeffs, used, d_at, c_at))
     if too_few:
         notes.insert(
@@ -571,40 +477,9 @@ def _fit_isoflop(
         else:
             boot_coeffs = np.empty((0, 3))
         point, boot = b.minimum(b.coeffs), b.minimum(boot_coeffs)
-        log_n, log_d, log_c, loss = point
-        position = _position(log_n, b.x)
-        outside = ~b.inside(boot[:, 0])
-        if position != "inside":
-            notes.append(
-                f"C={b.budget:.3g}: the parabola's vertex N*={10**log_n:.3g} lies "
-                f"{POSITION_TEXT[position]} ({10 ** b.x.min():.3g} to {10 ** b.x.max():.3g}): "
-                "extrapolated, not a minimum the runs found; left out of the power laws"
-            )
         points.append(point)
         boots.append(boot)
-        window_x = b.x[b.used]
-        minima.append(
-            BudgetMinimum(
-                budget=b.budget,
-                flops=float(10**log_c),
-                n_points=int(b.used.sum()),
-                # Replicates with no minimum (NaN) are counted in n_bootstrap_outside.
-                params=Estimate.from_samples(
-                    10**log_n, 10 ** boot[:, 0] if n_bootstrap else None, positive=True
-                ),
-                tokens=Estimate.from_samples(
-                    10**log_d, 10 ** boot[:, 1] if n_bootstrap else None, positive=True
-                ),
-                loss=Estimate.from_samples(loss, boot[:, 3] if n_bootstrap else None),
-                position=position,
-                parabola=tuple(float(c) for c in b.coeffs),
-                x0=b.x0,
-                log10_params_range=(float(window_x.min()), float(window_x.max())),
-                log10_params_run=(float(b.x.min()), float(b.x.max())),
-                n_bootstrap_outside=int(outside.sum()),
-                parabola_samples=boot_coeffs if n_bootstrap else None,
-            )
-        )
+        minima.append(_budget_minimum(b, point, boot, boot_coeffs, n_bootstrap, notes))
 
     law = [j for j, m in enumerate(minima) if m.interior]
     n_budgets = df["budget"].nunique()
@@ -627,31 +502,7 @@ def _fit_isoflop(
         return fit
 
     point = np.stack([points[j] for j in law], axis=-1)  # (4, law budgets)
-    boot = None
-    if n_bootstrap:
-        # Every resample reruns the estimator: its power laws go through the budgets whose
-        # minimum is interior in that resample (every budget with a parabola takes part).
-        boot_all = np.stack(boots, axis=-1)  # (resamples, 4, budgets)
-        inside = np.stack([b.inside(boots[j][:, 0]) for j, b in enumerate(budgets)], axis=1)
-        failed = inside.sum(axis=1) < MIN_BUDGETS_FOR_LAW
-        fit.n_bootstrap_failed = int(failed.sum())
-        moved = [
-            f"C={budgets[j].budget:.3g}: {minima[j].n_bootstrap_outside}"
-            for j in range(len(budgets))
-            if minima[j].n_bootstrap_outside
-        ]
-        if moved:
-            notes.append(
-                f"bootstrap: in some resamples a budget's minimum fell outside its sizes and that "
-                f"resample's power laws went without it ({'; '.join(moved)} of {n_bootstrap})"
-            )
-        if failed.any():
-            notes.append(
-                f"{fit.n_bootstrap_failed} of {n_bootstrap} bootstrap resamples had fewer than "
-                f"{MIN_BUDGETS_FOR_LAW} interior minima and gave no power law; they count "
-                "against the intervals (half on each side), never dropped"
-            )
-        boot = (boot_all, inside.astype(float), failed)
+    boot = _bootstrap_law_inputs(fit, budgets, boots) if n_bootstrap else None
 
     def power_law(row: int, log: bool = False) -> PowerLaw:
         """Power law of minimum quantity `row` against log10 C* across the law budgets."""
@@ -660,7 +511,7 @@ def _fit_isoflop(
             return _power_law(point[2], y, None)
         boot_all, weights, failed = boot
         boot_y = np.log10(boot_all[:, row]) if log else boot_all[:, row]
-        lines = _fit_line(boot_all[:, 2], boot_y, weights)
+        lines = fit_line(boot_all[:, 2], boot_y, weights)
         # A failed resample's answer is unknown: put it in the tails, alternately low and
         # high, so that failures widen the interval rather than vanish from it.
         tails = np.where(np.arange(len(lines)) % 2 == 0, -np.inf, np.inf)
@@ -669,3 +520,77 @@ def _fit_isoflop(
 
     fit.params_law, fit.tokens_law, fit.loss_law = power_law(0), power_law(1), power_law(3, True)
     return fit
+
+
+def _budget_minimum(
+    b: _Budget,
+    point: np.ndarray,
+    boot: np.ndarray,
+    boot_coeffs: np.ndarray,
+    n_bootstrap: int,
+    notes: list[str],
+) -> BudgetMinimum:
+    """One budget's minimum with its bootstrap intervals; a note when it is not interior."""
+    log_n, log_d, log_c, loss = point
+    position = _position(log_n, b.x)
+    outside = ~b.inside(boot[:, 0])
+    if position != "inside":
+        notes.append(
+            f"C={b.budget:.3g}: the parabola's vertex N*={10**log_n:.3g} lies "
+            f"{POSITION_TEXT[position]} ({10 ** b.x.min():.3g} to {10 ** b.x.max():.3g}): "
+            "extrapolated, not a minimum the runs found; left out of the power laws"
+        )
+    window_x = b.x[b.used]
+    return BudgetMinimum(
+        budget=b.budget,
+        flops=float(10**log_c),
+        n_points=int(b.used.sum()),
+        # Replicates with no minimum (NaN) are counted in n_bootstrap_outside.
+        params=Estimate.from_samples(
+            10**log_n, 10 ** boot[:, 0] if n_bootstrap else None, positive=True
+        ),
+        tokens=Estimate.from_samples(
+            10**log_d, 10 ** boot[:, 1] if n_bootstrap else None, positive=True
+        ),
+        loss=Estimate.from_samples(loss, boot[:, 3] if n_bootstrap else None),
+        position=position,
+        parabola=tuple(float(c) for c in b.coeffs),
+        x0=b.x0,
+        log10_params_range=(float(window_x.min()), float(window_x.max())),
+        log10_params_run=(float(b.x.min()), float(b.x.max())),
+        n_bootstrap_outside=int(outside.sum()),
+        parabola_samples=boot_coeffs if n_bootstrap else None,
+    )
+
+
+def _bootstrap_law_inputs(
+    fit: IsoFlopFit, budgets: list[_Budget], boots: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every resample's minima (resamples, 4, budgets), which of them are interior (the weights
+    of its power laws) and which resamples have too few for a law; notes on both.
+
+    Every resample reruns the estimator: its power laws go through the budgets whose minimum
+    is interior in that resample (every budget with a parabola takes part).
+    """
+    minima, notes, n_bootstrap = fit.minima, fit.notes, fit.n_bootstrap
+    boot_all = np.stack(boots, axis=-1)  # (resamples, 4, budgets)
+    inside = np.stack([b.inside(boots[j][:, 0]) for j, b in enumerate(budgets)], axis=1)
+    failed = inside.sum(axis=1) < MIN_BUDGETS_FOR_LAW
+    fit.n_bootstrap_failed = int(failed.sum())
+    moved = [
+        f"C={budgets[j].budget:.3g}: {minima[j].n_bootstrap_outside}"
+        for j in range(len(budgets))
+        if minima[j].n_bootstrap_outside
+    ]
+    if moved:
+        notes.append(
+            f"bootstrap: in some resamples a budget's minimum fell outside its sizes and that "
+            f"resample's power laws went without it ({'; '.join(moved)} of {n_bootstrap})"
+        )
+    if failed.any():
+        notes.append(
+            f"{fit.n_bootstrap_failed} of {n_bootstrap} bootstrap resamples had fewer than "
+            f"{MIN_BUDGETS_FOR_LAW} interior minima and gave no power law; they count "
+            "against the intervals (half on each side), never dropped"
+        )
+    return boot_all, inside.astype(float), failed

@@ -111,6 +111,26 @@ BATCH_FTOL = 1e-13
 BATCH_MAX_HALVINGS = 40
 
 
+def _lbfgs_direction(
+    g: np.ndarray, idx: np.ndarray, iteration: int, history: tuple, gamma: np.ndarray
+) -> np.ndarray:
+    """L-BFGS's search direction for rows ``idx`` (gradients ``g``): the two-loop recursion over
+    the stored (s, y, rho) pairs, newest first; empty slots have rho 0 and drop out."""
+    s_hist, y_hist, rho_hist = history
+    q = g.copy()
+    alphas = []
+    for k in range(BATCH_MEMORY):
+        slot = (iteration - 1 - k) % BATCH_MEMORY
+        a_k = rho_hist[slot, idx] * np.einsum("ri,ri->r", s_hist[slot, idx], q)
+        q -= a_k[:, None] * y_hist[slot, idx]
+        alphas.append((slot, a_k))
+    r = gamma[idx, None] * q
+    for slot, a_k in reversed(alphas):
+        b_k = rho_hist[slot, idx] * np.einsum("ri,ri->r", y_hist[slot, idx], r)
+        r += (a_k - b_k)[:, None] * s_hist[slot, idx]
+    return -r
+
+
 def _minimise_batch(
     theta0: np.ndarray, args: tuple, weights: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -136,19 +156,7 @@ def _minimise_batch(
             break
         idx = np.flatnonzero(active)
         g = grad[idx]
-        # Two-loop recursion, newest pair first; empty slots have rho 0 and drop out.
-        q = g.copy()
-        alphas = []
-        for k in range(BATCH_MEMORY):
-            slot = (iteration - 1 - k) % BATCH_MEMORY
-            a_k = rho_hist[slot, idx] * np.einsum("ri,ri->r", s_hist[slot, idx], q)
-            q -= a_k[:, None] * y_hist[slot, idx]
-            alphas.append((slot, a_k))
-        r = gamma[idx, None] * q
-        for slot, a_k in reversed(alphas):
-            b_k = rho_hist[slot, idx] * np.einsum("ri,ri->r", y_hist[slot, idx], r)
-            r += (a_k - b_k)[:, None] * s_hist[slot, idx]
-        direction = -r
+        direction = _lbfgs_direction(g, idx, iteration, (s_hist, y_hist, rho_hist), gamma)
         slope = np.einsum("ri,ri->r", g, direction)
         # Not a descent direction (stale curvature pairs): fall back to steepest descent.
         bad = ~(slope < 0)
@@ -415,6 +423,47 @@ def _diagnose(
     return notes
 
 
+def _check_enough(df: pd.DataFrame) -> None:
+    """Approach 3 needs twice as many runs as parameters, at two budgets or more."""
+    n_points = len(df)
+    if n_points < 2 * len(PARAMETER_NAMES):
+        raise InsufficientDataError(
+            f"Approach 3 fits {len(PARAMETER_NAMES)} parameters and needs at least "
+            f"{2 * len(PARAMETER_NAMES)} healthy runs; got {n_points}"
+        )
+    if df["budget"].nunique() < 2:
+        raise InsufficientDataError(
+            f"Approach 3 needs runs at two or more compute budgets; all {n_points} runs share "
+            f"C={df['budget'].iloc[0]:.3g}, so D is fixed by N and the N and D terms of the law "
+            "cannot be told apart"
+        )
+
+
+def _bootstrap(
+    theta: np.ndarray, args: tuple, n_points: int, n_bootstrap: int, seed: int
+) -> tuple[np.ndarray | None, np.ndarray | None, int]:
+    """Refit every resample: (natural parameters per resample, which ran off to infinity, how
+    many did not converge); (None, None, 0) without resamples."""
+    if n_bootstrap <= 0:
+        return None, None, 0
+    # A resample is the runs weighted by how often it drew each; all are refitted at once,
+    # from the full-data optimum (the resample's optimum is close to it).
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, n_points, (n_bootstrap, n_points))
+    counts = np.zeros((n_bootstrap, n_points))
+    np.add.at(counts, (np.arange(n_bootstrap)[:, None], picks), 1.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        rows, _, converged = _minimise_batch(theta, args, counts)
+        samples = _natural(rows)
+    # A refit the optimiser did not finish is counted and kept at its last point; one that
+    # ran off to infinity is put in the tails (alternately low and high), so that it widens
+    # the intervals instead of vanishing from them.
+    n_failed = int((~converged).sum())
+    lost = ~np.isfinite(samples).all(axis=1)
+    samples[lost] = _tails(n_bootstrap)[lost, None]
+    return samples, lost, n_failed
+
+
 def fit_parametric(
     data: str | os.PathLike | pd.DataFrame,
     *,
@@ -433,17 +482,7 @@ def fit_parametric(
     """
     df = ensure_loaded(data)
     n_points = len(df)
-    if n_points < 2 * len(PARAMETER_NAMES):
-        raise InsufficientDataError(
-            f"Approach 3 fits {len(PARAMETER_NAMES)} parameters and needs at least "
-            f"{2 * len(PARAMETER_NAMES)} healthy runs; got {n_points}"
-        )
-    if df["budget"].nunique() < 2:
-        raise InsufficientDataError(
-            f"Approach 3 needs runs at two or more compute budgets; all {n_points} runs share "
-            f"C={df['budget'].iloc[0]:.3g}, so D is fixed by N and the N and D terms of the law "
-            "cannot be told apart"
-        )
+    _check_enough(df)
     log_n = np.log(df["N"].to_numpy(float))
     log_d = np.log(df["D"].to_numpy(float))
     log_loss = np.log(df["L"].to_numpy(float))
@@ -457,26 +496,7 @@ def fit_parametric(
     best = min((_minimise(start, args) for start in starts), key=lambda result: result[1])
     theta, objective, message = best
 
-    samples = None
-    n_failed = 0
-    if n_bootstrap > 0:
-        # A resample is the runs weighted by how often it drew each; all are refitted at once,
-        # from the full-data optimum (the resample's optimum is close to it).
-        rng = np.random.default_rng(seed)
-        picks = rng.integers(0, n_points, (n_bootstrap, n_points))
-        counts = np.zeros((n_bootstrap, n_points))
-        np.add.at(counts, (np.arange(n_bootstrap)[:, None], picks), 1.0)
-        with np.errstate(over="ignore", invalid="ignore"):
-            rows, _, converged = _minimise_batch(theta, args, counts)
-            samples = _natural(rows)
-        # A refit the optimiser did not finish is counted and kept at its last point; one that
-        # ran off to infinity is put in the tails (alternately low and high), so that it widens
-        # the intervals instead of vanishing from them.
-        failed = ~converged
-        n_failed = int(failed.sum())
-        lost = ~np.isfinite(samples).all(axis=1)
-        samples[lost] = _tails(n_bootstrap)[lost, None]
-
+    samples, lost, n_failed = _bootstrap(theta, args, n_points, n_bootstrap, seed)
     natural = _natural(theta)[0]
     estimates = {
         # A and B are scale factors: their intervals are moved by factors (Estimate).

@@ -220,6 +220,107 @@ def load_results(
     "loss_unit" (from `loss_unit`, else the tokenizer column, else nats/token), "columns" and
     "warnings" (a table that is not an isoFLOP grid, runs of one size and budget merged, ...).
     """
+    _check_options(params_col, tokens_col, flops_col, flops_convention)
+    table = read_table(source)
+    _check_columns(table, params_col, tokens_col, flops_col, loss_col, budget_col, flops_convention)
+    total = len(table)
+    if total == 0:
+        raise NoHealthyRunsError("the results table is empty: nothing to fit")
+    warnings_: list[str] = []
+    loss_unit = loss_unit or _loss_unit(table, warnings_)
+
+    table, dropped = _ok_rows(table, status_col)
+    n, d, c, flops, loss = _derive(
+        table, params_col, tokens_col, flops_col, loss_col, flops_convention
+    )
+    budget = _column(table, budget_col) if budget_col is not None else flops
+    with np.errstate(invalid="ignore"):
+        usable = np.ones(len(table), dtype=bool)
+        for values in (n, d, c, budget, loss):
+            usable &= np.isfinite(values) & (values > 0)
+    if (~usable).sum():
+        dropped["no finite positive N, D, C or loss"] = int((~usable).sum())
+    table = table[usable].copy()
+    table["N"], table["D"], table["C"], table["L"] = n[usable], d[usable], c[usable], loss[usable]
+    if len(table) and budget_col is None:
+        table["budget"] = group_budgets(budget[usable], budget_tolerance_decades)
+    else:
+        table["budget"] = budget[usable]
+    table = table.reset_index(drop=True)
+
+    message = _kept_message(table, total, dropped, params_col, tokens_col)
+    if best_per_size:
+        table, merged = _best_per_size(table)
+        if merged:
+            message += f"; kept the best of {merged} runs sharing a size and budget"
+    else:
+        merged = _repeats(table)
+    warnings_ += _grid_warnings(table, merged, best_per_size)
+
+    columns = dict(params=params_col, tokens=tokens_col, flops=flops_col, loss=loss_col)
+    columns["budget"] = budget_col
+    _set_attrs(table, flops_convention, flops_label, loss_unit, columns, warnings_)
+    return table, message
+
+
+def _ok_rows(table: pd.DataFrame, status_col: str) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The rows whose status is "ok" (all of them without a status column), and how many of
+    each other status were left out."""
+    dropped: dict[str, int] = {}
+    if status_col in table.columns:
+        status = table[status_col].astype(str).str.strip().str.lower()
+        for value, count in status[status != "ok"].value_counts().items():
+            dropped[value] = int(count)
+        table = table[status == "ok"].copy()
+    return table, dropped
+
+
+def _kept_message(
+    table: pd.DataFrame,
+    total: int,
+    dropped: dict[str, int],
+    params_col: str | None,
+    tokens_col: str | None,
+) -> str:
+    """How many rows were kept and why the others were not; no healthy row at all raises."""
+    detail = ", ".join(f"{count} {why}" for why, count in dropped.items())
+    message = f"kept {len(table)} of {total} rows" + (f" (left out {detail})" if detail else "")
+    if params_col is None:
+        message += "; N derived as C / (6 D)"
+    if tokens_col is None:
+        message += "; D derived as C / (6 N)"
+    if len(table) == 0:
+        raise NoHealthyRunsError(
+            f"no healthy runs to fit: all {total} rows were left out ({detail}). "
+            "Look at the sweep's logs for why the runs diverged or failed."
+        )
+    return message
+
+
+def _set_attrs(
+    table: pd.DataFrame,
+    flops_convention: str,
+    flops_label: str | None,
+    loss_unit: str,
+    columns: dict[str, str | None],
+    warnings_: list[str],
+) -> None:
+    """What the fits and figures label with, in ``table.attrs``."""
+    if flops_label is None:
+        flops_label = SWEEP_FLOPS_LABEL if "flops_per_token" in table.columns else "as tabled"
+    table.attrs.update(
+        flops_convention=flops_convention,
+        flops_label=flops_label,
+        loss_unit=loss_unit,
+        columns=columns,
+        warnings=warnings_,
+    )
+
+
+def _check_options(
+    params_col: str | None, tokens_col: str | None, flops_col: str | None, flops_convention: str
+) -> None:
+    """Options that cannot work whatever the table holds."""
     if flops_convention not in FLOPS_CONVENTIONS:
         raise ScalingLawError(
             f"flops_convention={flops_convention!r}; choose one of {', '.join(FLOPS_CONVENTIONS)}"
@@ -235,7 +336,18 @@ def load_results(
             "flops_convention='actual' multiplies flops_per_token by the token column; "
             "a table without tokens (tokens_col None) can use 'table' or '6N'"
         )
-    table = read_table(source)
+
+
+def _check_columns(
+    table: pd.DataFrame,
+    params_col: str | None,
+    tokens_col: str | None,
+    flops_col: str | None,
+    loss_col: str,
+    budget_col: str | None,
+    flops_convention: str,
+) -> None:
+    """Every column the options name is in the table (the error lists the ones it has)."""
     needed = [c for c in (params_col, tokens_col, flops_col, loss_col, budget_col) if c is not None]
     if flops_convention == "actual":
         needed.append("flops_per_token")
@@ -246,19 +358,18 @@ def load_results(
             f"{', '.join(map(str, table.columns))}. Name the right ones with the column options "
             "(--params-col, --tokens-col, --flops-col, --loss-col, --budget-col)."
         )
-    total = len(table)
-    if total == 0:
-        raise NoHealthyRunsError("the results table is empty: nothing to fit")
-    warnings_: list[str] = []
-    loss_unit = loss_unit or _loss_unit(table, warnings_)
 
-    dropped: dict[str, int] = {}
-    if status_col in table.columns:
-        status = table[status_col].astype(str).str.strip().str.lower()
-        for value, count in status[status != "ok"].value_counts().items():
-            dropped[value] = int(count)
-        table = table[status == "ok"].copy()
 
+def _derive(
+    table: pd.DataFrame,
+    params_col: str | None,
+    tokens_col: str | None,
+    flops_col: str | None,
+    loss_col: str,
+    flops_convention: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(N, D, C, the FLOP column, L) per row: a missing one of N, D, FLOPs from C = 6 N D, and C
+    in the FLOP convention asked for."""
     loss = _column(table, loss_col)
     flops = _column(table, flops_col) if flops_col is not None else None
     n = _column(table, params_col) if params_col is not None else None
@@ -276,56 +387,7 @@ def load_results(
             c = _column(table, "flops_per_token") * d
         else:
             c = 6.0 * n * d
-    budget = _column(table, budget_col) if budget_col is not None else flops
-    with np.errstate(invalid="ignore"):
-        usable = np.ones(len(table), dtype=bool)
-        for values in (n, d, c, budget, loss):
-            usable &= np.isfinite(values) & (values > 0)
-    if (~usable).sum():
-        dropped["no finite positive N, D, C or loss"] = int((~usable).sum())
-    table = table[usable].copy()
-    table["N"], table["D"], table["C"], table["L"] = n[usable], d[usable], c[usable], loss[usable]
-    if len(table) and budget_col is None:
-        table["budget"] = group_budgets(budget[usable], budget_tolerance_decades)
-    else:
-        table["budget"] = budget[usable]
-    table = table.reset_index(drop=True)
-
-    detail = ", ".join(f"{count} {why}" for why, count in dropped.items())
-    message = f"kept {len(table)} of {total} rows" + (f" (left out {detail})" if detail else "")
-    if params_col is None:
-        message += "; N derived as C / (6 D)"
-    if tokens_col is None:
-        message += "; D derived as C / (6 N)"
-    if len(table) == 0:
-        raise NoHealthyRunsError(
-            f"no healthy runs to fit: all {total} rows were left out ({detail}). "
-            "Look at the sweep's logs for why the runs diverged or failed."
-        )
-    if best_per_size:
-        table, merged = _best_per_size(table)
-        if merged:
-            message += f"; kept the best of {merged} runs sharing a size and budget"
-    else:
-        merged = _repeats(table)
-    warnings_ += _grid_warnings(table, merged, best_per_size)
-
-    if flops_label is None:
-        flops_label = SWEEP_FLOPS_LABEL if "flops_per_token" in table.columns else "as tabled"
-    table.attrs.update(
-        flops_convention=flops_convention,
-        flops_label=flops_label,
-        loss_unit=loss_unit,
-        columns={
-            "params": params_col,
-            "tokens": tokens_col,
-            "flops": flops_col,
-            "loss": loss_col,
-            "budget": budget_col,
-        },
-        warnings=warnings_,
-    )
-    return table, message
+    return n, d, c, flops, loss
 
 
 def _loss_unit(table: pd.DataFrame, warnings_: list[str]) -> str:

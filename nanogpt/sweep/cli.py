@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from nanogpt.config import TrainConfig, add_dataclass_arguments
+from nanogpt.data.paths import data_root_help
 from nanogpt.sweep import (
     SweepConfig,
     clean_sweep,
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nanogpt-sweep",
         description="Sweep DEPTH x FLOP budget with Ray Tune (each trial a Ray Train job), then "
         "fit scaling laws and draw the plots. No grid given: the embedded CPU demo.",
+        epilog=data_root_help(),
     )
     g = p.add_argument_group("the grid")
     g.add_argument("--depths", help="6..14, 6..14:2 or 6,8,12 (every depth at every budget)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,8 +178,12 @@ class SweepConfig:
     analyze: bool = True  # fit scaling laws and draw plots at the end
     train: TrainConfig = field(default_factory=TrainConfig)
     # Per-trial changes to the training config, keyed by trial_key (tests use this to plant
-    # a divergence or a crash in one trial); not part of the swept values.
+    # a divergence in one trial); not part of the swept values.
     trial_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Called as hook(metrics, run_dir, rank) at every report inside a trial's worker, before Ray
+    # hears of it (ray_trial.ReportHook); the fault-tolerance tests kill a worker from one. It
+    # must pickle (Ray ships it to the workers).
+    report_hook: Callable[[dict[str, Any], Path, int], None] | None = None
 
     def __post_init__(self) -> None:
         if self.depths_by_budget is None:

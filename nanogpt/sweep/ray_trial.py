@@ -16,8 +16,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,10 @@ from nanogpt.config import TrainConfig
 from nanogpt.sweep.grid import trial_key, trial_spec
 from nanogpt.sweep.results import trial_row, write_row
 
-DEBUG_CRASH = "debug_crash_at_step"  # a trial override the fault-tolerance tests plant
+# Called as hook(metrics, run_dir, rank) at every report inside a trial's worker, before Ray
+# hears of it. The fault-tolerance tests kill a worker from one (tests/test_sweep.py); nothing in
+# the package sets it.
+ReportHook = Callable[[dict[str, Any], Path, int], None]
 
 
 @dataclass(frozen=True)
@@ -49,10 +52,11 @@ class TrialSettings:
     # TorchTrainer runs it over Ray Train workers (GPUs, or a forced ``--trial-runner ray-train``)
     in_process: bool = False
     trial_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    report_hook: ReportHook | None = None
 
     def trial_config(self, depth: int, budget: float, seed: int) -> TrainConfig:
         key = trial_key(depth, budget, seed)
-        overrides = {k: v for k, v in self.trial_overrides.get(key, {}).items() if k != DEBUG_CRASH}
+        overrides = self.trial_overrides.get(key, {})
         return dataclasses.replace(
             self.train,
             depth=depth,
@@ -70,15 +74,6 @@ class TrialSettings:
 # --- inside a Ray Train worker ------------------------------------------------------------------
 
 
-def _crash_once(run_dir: Path, step: int) -> None:
-    """Kill this worker process at ``step`` the first time only (fault-tolerance tests)."""
-    marker = run_dir / f".crashed_at_{step}"
-    if not marker.exists():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        marker.write_text("killed once on purpose to test recovery\n")
-        os.kill(os.getpid(), 9)
-
-
 def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     """The per-worker function of a trial's TorchTrainer: ``train()`` with Ray's checkpoints."""
     entered_at = time.time()  # worker process up, process group ready: Ray's start-up is done
@@ -89,7 +84,7 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     from nanogpt.train import train
 
     cfg = TrainConfig(**loop_config["cfg"])
-    crash_at = loop_config.get("crash_at")
+    hook: ReportHook | None = loop_config.get("report_hook")
     rank = ray.train.get_context().get_world_rank()
     if torch.cuda.is_available():
         import ray.train.torch
@@ -108,8 +103,8 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
             cfg = dataclasses.replace(cfg, resume=ray_ckpt.to_directory())
 
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-        if crash_at is not None and metrics.get("step", 0) >= crash_at and rank == 0:
-            _crash_once(run_dir, crash_at)
+        if hook is not None:
+            hook(metrics, run_dir, rank)
         # Ray Train keeps the newest checkpoint to restart a dead worker group. The last step's
         # stays in the run directory only: after it there is nothing left to restart.
         final = metrics.get("step") is not None and metrics.get("step") == metrics.get(
@@ -133,7 +128,7 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def train_in_process(cfg: TrainConfig, crash_at: int | None, cpus: float) -> dict[str, Any]:
+def train_in_process(cfg: TrainConfig, hook: ReportHook | None, cpus: float) -> dict[str, Any]:
     """Run ``train()`` in the Tune trial's own process (a one-worker CPU trial).
 
     A killed process fails the trial; Tune's FailureConfig retries it and ``resume="auto"``
@@ -149,8 +144,8 @@ def train_in_process(cfg: TrainConfig, crash_at: int | None, cpus: float) -> dic
     run_dir = Path(cfg.out_dir) / (cfg.run_name or "run")
 
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-        if crash_at is not None and metrics.get("step", 0) >= crash_at:
-            _crash_once(run_dir, crash_at)
+        if hook is not None:
+            hook(metrics, run_dir, 0)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     with (run_dir / "train.log").open("a") as log, contextlib.redirect_stdout(log):
@@ -174,12 +169,11 @@ def trial_function(params: dict[str, Any], settings: TrialSettings) -> dict[str,
     depth, budget, seed = int(point["depth"]), float(point["flops_budget"]), int(point["seed"])
     key = trial_key(depth, budget, seed)
     cfg = settings.trial_config(depth, budget, seed)
-    crash_at = settings.trial_overrides.get(key, {}).get(DEBUG_CRASH)
     started = time.time()
     if settings.in_process:
-        summary = train_in_process(cfg, crash_at, settings.cpus_per_trial)
+        summary = train_in_process(cfg, settings.report_hook, settings.cpus_per_trial)
     else:
-        summary = _fit_torch_trainer(cfg, key, crash_at, settings)
+        summary = _fit_torch_trainer(cfg, key, settings)
     finished = time.time()
     outcome = {
         **summary,
@@ -199,9 +193,7 @@ def trial_function(params: dict[str, Any], settings: TrialSettings) -> dict[str,
     return {k: v for k, v in row.items() if v is None or isinstance(v, int | float | str)}
 
 
-def _fit_torch_trainer(
-    cfg: TrainConfig, key: str, crash_at: int | None, settings: TrialSettings
-) -> dict[str, Any]:
+def _fit_torch_trainer(cfg: TrainConfig, key: str, settings: TrialSettings) -> dict[str, Any]:
     """Fit a TorchTrainer over the trial's Ray Train workers; return rank 0's summary."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -216,7 +208,7 @@ def _fit_torch_trainer(
         train_worker,
         train_loop_config={
             "cfg": dataclasses.asdict(cfg),
-            "crash_at": crash_at,
+            "report_hook": settings.report_hook,
             "cpus_per_worker": per_worker["CPU"],
         },
         torch_config=TorchConfig(backend="nccl" if settings.use_gpu else "gloo"),

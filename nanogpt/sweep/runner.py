@@ -253,15 +253,12 @@ def _remaining(sweep: SweepConfig, specs: list[dict[str, Any]]) -> list[dict[str
 
 def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
     """Run (or resume) the sweep; returns the results rows and where things were written."""
-    import dataclasses
-
     dataset = sweep_dataset(sweep)
     specs = plan(sweep, dataset)
     check_plan(sweep, dataset, specs)  # before Ray: a grid that cannot run stops here
     todo = _remaining(sweep, specs)
 
     import ray
-    from ray import tune
 
     print(
         f"sweep {sweep.name!r}: {len(specs)} trials on {dataset.path} ({dataset.tokenizer}, "
@@ -269,23 +266,12 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
         + (f"; {len(specs) - len(todo)} already finished" if len(todo) < len(specs) else ""),
         flush=True,
     )
-    env_vars = {
-        # How often Train's controller polls its workers: it notices a finished worker within
-        # this (Ray's default is 2 s); polling every 0.25 s cost each controller ~8% of a core.
-        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get(
-            "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "1.0"
-        ),
-        "WANDB_MODE": os.environ.get("WANDB_MODE", sweep.train.wandb),
-        # Set before Ray starts the worker processes (the only time it has an effect): what a
-        # library prints in a worker reaches its log as it happens. train() flushes its own.
-        "PYTHONUNBUFFERED": "1",
-    }
     started_here = not ray.is_initialized()
     init_started = time.time()
     if started_here:
         ray.init(
             address=sweep.address,
-            runtime_env={"env_vars": env_vars},
+            runtime_env={"env_vars": _worker_env(sweep)},
             log_to_driver=False,
             configure_logging=True,
             logging_level="WARNING",
@@ -306,69 +292,118 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
             + ")",
             flush=True,
         )
-        settings = TrialSettings(
-            sweep_name=sweep.name,
-            train=dataclasses.replace(sweep.train, data=dataset.path),
-            vocab_size=dataset.vocab_size,
-            train_tokens=dataset.train_tokens or 0,
-            runs_dir=str(sweep.sweep_dir / "runs"),
-            ray_storage=sweep.ray_storage,
-            use_gpu=use_gpu,
-            gpus_per_trial=sweep.gpus_per_trial,
-            gpu_per_worker=gpu_share(sweep.trials_per_gpu),
-            cpus_per_trial=sweep.cpus_per_trial,
-            max_worker_restarts=sweep.max_worker_restarts,
-            in_process=not use_gpu and sweep.trial_runner == "auto",
-            trial_overrides=dict(sweep.trial_overrides),
-        )
+        settings = _trial_settings(sweep, dataset, use_gpu)
         started = time.time()
         if todo:
-            progress, stopper = _tune_hooks(watch)
-            # An in-process trial holds its CPUs itself. Otherwise the trial function holds no
-            # CPU or GPU: the TorchTrainer's workers hold the real resources, and
-            # max_concurrent_trials keeps Tune from starting more than fit (Tune refuses an
-            # empty request, so it asks for a little memory instead).
-            request = (
-                {"CPU": sweep.cpus_per_trial}
-                if settings.in_process
-                else {"CPU": 0, "memory": 64 * 2**20}
-            )
-            trainable = tune.with_resources(
-                tune.with_parameters(trial_function, settings=settings), request
-            )
-            # Largest budgets first: Tune starts trials in this order, so the longest runs do
-            # not end up alone at the end of the sweep while the other slots sit idle.
-            points = [
-                {"depth": s["depth"], "flops_budget": s["flops_budget"], "seed": s["seed"]}
-                for s in sorted(todo, key=lambda s: -s["flops_budget"])
-            ]
-            tuner = tune.Tuner(
-                trainable,
-                param_space={"point": tune.grid_search(points)},
-                # reuse_actors stays at Ray's default (off for function trials): a fresh trial
-                # process per trial costs ~4 s, under 1% of a GPU trial (docs/README_SWEEPS.md).
-                tune_config=tune.TuneConfig(max_concurrent_trials=concurrent),
-                run_config=tune.RunConfig(
-                    name=f"{sweep.name}-tune-{time.strftime('%Y%m%d-%H%M%S')}",
-                    storage_path=sweep.ray_storage,
-                    failure_config=tune.FailureConfig(max_failures=sweep.max_trial_retries),
-                    callbacks=[progress],
-                    stop=stopper,
-                    verbose=0,
-                ),
-            )
-            results = tuner.fit()
-            # How many results Tune recorded per trial: one each (the returned row), by design.
-            for result in results:
-                key = result.metrics.get("trial_key") if result.metrics else None
-                if key is not None and result.metrics_dataframe is not None:
-                    tune_reports[key] = len(result.metrics_dataframe)
+            tune_reports = _run_tune(sweep, todo, settings, watch, concurrent)
         wall = time.time() - started
     finally:
         shutdown_started = time.time()
         if started_here:
             ray.shutdown()
         ray_shutdown_s = time.time() - shutdown_started
+    outputs = _finish(watch, wall)
+    outputs.update(
+        concurrent=concurrent,
+        tune_reports=tune_reports,
+        ray_init_s=ray_init_s,
+        ray_shutdown_s=ray_shutdown_s,
+    )
+    if sweep.analyze:
+        outputs.update(analyze(sweep.sweep_dir))
+    return outputs
+
+
+def _worker_env(sweep: SweepConfig) -> dict[str, str]:
+    """Environment variables of every Ray worker of the sweep."""
+    return {
+        # How often Train's controller polls its workers: it notices a finished worker within
+        # this (Ray's default is 2 s); polling every 0.25 s cost each controller ~8% of a core.
+        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get(
+            "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "1.0"
+        ),
+        "WANDB_MODE": os.environ.get("WANDB_MODE", sweep.train.wandb),
+        # Set before Ray starts the worker processes (the only time it has an effect): what a
+        # library prints in a worker reaches its log as it happens. train() flushes its own.
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def _trial_settings(sweep: SweepConfig, dataset: Dataset, use_gpu: bool) -> TrialSettings:
+    """The one frozen object every trial gets besides its swept values."""
+    import dataclasses
+
+    return TrialSettings(
+        sweep_name=sweep.name,
+        train=dataclasses.replace(sweep.train, data=dataset.path),
+        vocab_size=dataset.vocab_size,
+        train_tokens=dataset.train_tokens or 0,
+        runs_dir=str(sweep.sweep_dir / "runs"),
+        ray_storage=sweep.ray_storage,
+        use_gpu=use_gpu,
+        gpus_per_trial=sweep.gpus_per_trial,
+        gpu_per_worker=gpu_share(sweep.trials_per_gpu),
+        cpus_per_trial=sweep.cpus_per_trial,
+        max_worker_restarts=sweep.max_worker_restarts,
+        in_process=not use_gpu and sweep.trial_runner == "auto",
+        trial_overrides=dict(sweep.trial_overrides),
+        report_hook=sweep.report_hook,
+    )
+
+
+def _run_tune(
+    sweep: SweepConfig,
+    todo: list[dict[str, Any]],
+    settings: TrialSettings,
+    watch: SweepWatch,
+    concurrent: int,
+) -> dict[str, int]:
+    """Tune over the trials still to run; returns how many results Tune recorded per trial
+    (one each, the returned row, by design)."""
+    from ray import tune
+
+    progress, stopper = _tune_hooks(watch)
+    # An in-process trial holds its CPUs itself. Otherwise the trial function holds no CPU or
+    # GPU: the TorchTrainer's workers hold the real resources, and max_concurrent_trials keeps
+    # Tune from starting more than fit (Tune refuses an empty request, so it asks for a little
+    # memory instead).
+    request = (
+        {"CPU": sweep.cpus_per_trial} if settings.in_process else {"CPU": 0, "memory": 64 * 2**20}
+    )
+    trainable = tune.with_resources(
+        tune.with_parameters(trial_function, settings=settings), request
+    )
+    # Largest budgets first: Tune starts trials in this order, so the longest runs do not end
+    # up alone at the end of the sweep while the other slots sit idle.
+    points = [
+        {"depth": s["depth"], "flops_budget": s["flops_budget"], "seed": s["seed"]}
+        for s in sorted(todo, key=lambda s: -s["flops_budget"])
+    ]
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"point": tune.grid_search(points)},
+        # reuse_actors stays at Ray's default (off for function trials): a fresh trial process
+        # per trial costs ~4 s, under 1% of a GPU trial (docs/README_SWEEPS.md).
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrent),
+        run_config=tune.RunConfig(
+            name=f"{sweep.name}-tune-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=sweep.ray_storage,
+            failure_config=tune.FailureConfig(max_failures=sweep.max_trial_retries),
+            callbacks=[progress],
+            stop=stopper,
+            verbose=0,
+        ),
+    )
+    tune_reports = {}
+    for result in tuner.fit():
+        key = result.metrics.get("trial_key") if result.metrics else None
+        if key is not None and result.metrics_dataframe is not None:
+            tune_reports[key] = len(result.metrics_dataframe)
+    return tune_reports
+
+
+def _finish(watch: SweepWatch, wall: float) -> dict[str, Any]:
+    """Collect the last rows, write the table, say how the trials ended."""
     watch.poll()
     for key in watch.keys:
         if key not in watch.rows:  # Tune never ran or reported it (e.g. the driver was stopped)
@@ -381,30 +416,19 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
     print(
         f"sweep done in {wall:.0f}s: {statuses}; results: {table_path} (+ results.csv)", flush=True
     )
-    outputs: dict[str, Any] = {
-        "results": str(table_path),
-        "rows": rows,
-        "wall_s": wall,
-        "concurrent": concurrent,
-        "tune_reports": tune_reports,
-        "ray_init_s": ray_init_s,
-        "ray_shutdown_s": ray_shutdown_s,
-    }
-    if sweep.analyze:
-        outputs.update(analyze(sweep.sweep_dir))
-    return outputs
+    return {"results": str(table_path), "rows": rows, "wall_s": wall}
 
 
 def analyze(sweep_dir: Path, n_bootstrap: int = 1000) -> dict[str, Any]:
     """Scaling-law fits (printed, and saved as fits.json) and plots from the sweep's results.
 
-    One call into nanogpt.scaling_laws.analyze_results: it fits once, writes fits.json, draws
+    One call into nanogpt.scaling_laws.report.analyze_results: it fits once, writes fits.json, draws
     the plots from that fits object and prints the report, with the same defaults as
     `python -m nanogpt.scaling_laws`, so both give the same numbers. A sweep too small to fit
     (one budget, too few healthy points) still finishes: the reason is printed and the rest of
     what can be drawn is drawn.
     """
-    from nanogpt.scaling_laws import analyze_results
+    from nanogpt.scaling_laws.report import analyze_results
 
     out = analyze_results(Path(sweep_dir), Path(sweep_dir), n_bootstrap=n_bootstrap)
     out.pop("fits_object", None)
