@@ -8,8 +8,13 @@ from typing import Any
 
 import torch
 
-from nanogpt.data.datasets import dataset_tokenizer, ensure_shakespeare, resolve_data_dir
-from nanogpt.data.format import TokenFileError, count_tokens
+from nanogpt.data.datasets import (
+    count_tokens,
+    dataset_tokenizer,
+    ensure_shakespeare,
+    resolve_data_dir,
+)
+from nanogpt.data.format import TokenFileError
 from nanogpt.data.loader import DataLoader
 from nanogpt.data.multiplex import MultiplexLoader, parse_mixture
 
