@@ -113,7 +113,11 @@ def plan_trial_eval(evaluation: TrialEval, tokenizer_name: str, seq_len: int) ->
         else:
             listed, needed = gauntlet_tasks(bundle), list(aggregate.GAUNTLET_BASELINES)
         by_label = {t.label: t for t in listed}
-        aggregate._require(needed, by_label, f"{evaluation.suite} (in {bundle.root})")
+        try:
+            aggregate._require(needed, by_label, evaluation.title)
+        except aggregate.MissingTaskError as e:
+            where = "core.yaml" if evaluation.suite == "core" else "gauntlet.yaml / the v0.3 list"
+            raise BundleError(f"{bundle.root} ({where}): {e}") from e
         if evaluation.suite == "core":  # --eval-baselines bundle needs the bundle's CSV
             aggregate.core_baselines(evaluation.baselines, bundle.baselines)
         tokenizer = get_tokenizer(tokenizer_name)
