@@ -30,7 +30,13 @@ from nanogpt.sweep import (
     trial_row,
     write_row,
 )
-from nanogpt.sweep.trial_eval import EVAL_FILE, TrialEval, evaluate_trial, plan_trial_eval
+from nanogpt.sweep.trial_eval import (
+    EVAL_FILE,
+    TrialEval,
+    evaluate_or_note,
+    evaluate_trial,
+    plan_trial_eval,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -602,6 +608,11 @@ def test_eval_of_a_finished_run_scores_its_final_checkpoint_like_the_evals_cli(
     assert again["core"] == columns["core"]
     assert evaluate_trial({**summary, "status": "diverged"}, run_dir, evaluation, "cpu") == {}
     assert evaluate_trial(summary, run_dir, TrialEval(), "cpu") == {}
+    # A failure after training keeps the trial (and its losses): the row says what went wrong.
+    gone = TrialEval("core", str(tmp_path / "removed"))
+    noted = evaluate_or_note(summary, run_dir, gone, "cpu")
+    assert set(noted) == {"error"} and "BundleError" in noted["error"]
+    assert f"python -m nanogpt.evals --checkpoint {run_dir} --suite core" in noted["error"]
 
 
 @pytest.mark.ray

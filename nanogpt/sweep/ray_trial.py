@@ -25,7 +25,7 @@ from typing import Any
 from nanogpt.config import TrainConfig
 from nanogpt.sweep.grid import trial_key, trial_spec
 from nanogpt.sweep.results import trial_row, write_row
-from nanogpt.sweep.trial_eval import TrialEval, evaluate_trial
+from nanogpt.sweep.trial_eval import TrialEval, evaluate_or_note
 
 # Called as hook(metrics, run_dir, rank) at every report inside a trial's worker, before Ray
 # hears of it. The fault-tolerance tests kill a worker from one (tests/test_sweep.py); nothing in
@@ -127,7 +127,7 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     with log_path.open("a") as log, contextlib.redirect_stdout(log):
         summary = train(cfg, report)
         if rank == 0:  # the other ranks are done; rank 0 evaluates alone (no collectives)
-            summary.update(evaluate_trial(summary, run_dir, evaluation, cfg.device))
+            summary.update(evaluate_or_note(summary, run_dir, evaluation, cfg.device))
     summary["worker_entered_at"] = entered_at
     summary["worker_finished_at"] = time.time()
     summary["node_id"] = ray.get_runtime_context().get_node_id()  # where Ray placed rank 0
@@ -158,7 +158,7 @@ def train_in_process(
     run_dir.mkdir(parents=True, exist_ok=True)
     with (run_dir / "train.log").open("a") as log, contextlib.redirect_stdout(log):
         summary = train(cfg, report)
-        summary.update(evaluate_trial(summary, run_dir, evaluation or TrialEval(), "cpu"))
+        summary.update(evaluate_or_note(summary, run_dir, evaluation or TrialEval(), "cpu"))
     summary["worker_entered_at"] = entered_at
     summary["worker_finished_at"] = time.time()
     summary["node_id"] = ray.get_runtime_context().get_node_id()

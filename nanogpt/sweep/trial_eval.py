@@ -15,7 +15,9 @@ plan. Nothing here imports Ray, and torch only inside the functions.
 
 from __future__ import annotations
 
+import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,3 +191,21 @@ def evaluate_trial(
         "eval_max_per_task": evaluation.max_per_task,
         "eval_s": elapsed,
     }
+
+
+def evaluate_or_note(
+    summary: dict[str, Any], run_dir: Path, evaluation: TrialEval, device: str
+) -> dict[str, Any]:
+    """:func:`evaluate_trial`, but a failure (the bundle checked before the sweep makes one
+    rare: a GPU out of memory, a bundle removed mid-sweep) does not fail the trial: its training
+    is done and kept, the row's ``error`` says what went wrong and how to evaluate it later, and
+    its ``core`` stays empty. Failing the trial instead would retrain nothing but lose the row's
+    final losses (a retried run that has nothing left to train reports none)."""
+    try:
+        return evaluate_trial(summary, run_dir, evaluation, device)
+    except Exception as e:  # noqa: BLE001 - the trained run must keep its row
+        traceback.print_exc(file=sys.stdout)
+        return {
+            "error": f"evaluation failed ({type(e).__name__}: {str(e)[:300]}); the run trained: "
+            f"python -m nanogpt.evals --checkpoint {run_dir} --suite {evaluation.suite}"
+        }
