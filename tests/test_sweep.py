@@ -637,3 +637,14 @@ def test_eval_core_sweep_end_to_end_gives_a_core_column_and_the_downstream_figur
         assert saved["score"] == pytest.approx(table.set_index("trial_key").loc[key, "core"])
     assert (sweep.sweep_dir / "plots" / "core_vs_compute.png").is_file()
     assert [r["budget"] for r in out["downstream"]["per_budget"]] == [1.5e8]
+
+
+def test_eval_gauntlet_checks_its_own_tasks_files(core_bundle):
+    """--eval gauntlet reads the Gauntlet's 31 tasks (the bundle's gauntlet.yaml, else the v0.3
+    list): a CORE-only bundle lacks their files, and the error names the first."""
+    from nanogpt.evals.bundle import BundleError
+
+    with pytest.raises(
+        BundleError, match=r"(?s)world_knowledge/jeopardy_all.jsonl.*--eval gauntlet"
+    ):
+        plan_trial_eval(TrialEval("gauntlet", str(core_bundle)), "bytes", 64)
