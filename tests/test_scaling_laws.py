@@ -359,3 +359,9 @@ def test_the_report_has_a_core_table_when_the_table_has_scores(tmp_path, capsys)
         assert row["best_score"] == pytest.approx(runs["core"].max())
     assert summary == downstream_summary(data)
     assert f"{summary['per_budget'][1]['score']:.4f}" in format_downstream(summary)
+    # The command line prints the same table, and puts it in its JSON.
+    scored.to_csv(tmp_path / "results.csv", index=False)
+    cli_main([str(tmp_path / "results.csv"), "--bootstrap", "0"])
+    assert format_downstream(summary) in capsys.readouterr().out
+    cli_main([str(tmp_path / "results.csv"), "--bootstrap", "0", "--json"])
+    assert json.loads(capsys.readouterr().out)["downstream"] == json.loads(json.dumps(summary))
