@@ -30,6 +30,11 @@ EXTRA_COLUMNS = [
     "setup_s",  # inside train(): model, data and validation batches before the first step
     "trial_started_at",  # Unix time the trial function started (the sweep's timeline)
     "trial_imports_s",  # the trial function's imports (Ray Train, torch) before it starts
+    # With the sweep's --eval (nanogpt.sweep.trial_eval): core is a table column above
+    "gauntlet",  # the Eval Gauntlet v0.3 score of the final model (--eval gauntlet)
+    "eval_baselines",  # the random baselines the score is centred on (dclm-v2, v1, bundle)
+    "eval_max_per_task",  # items per task evaluated (a seeded subsample; 0 = every item)
+    "eval_s",  # seconds the evaluation took, loading the checkpoint included
 ]  # fmt: skip
 
 

@@ -150,3 +150,62 @@ def test_save_figure_replaces_files_atomically(tmp_path):
     second = save_figure(fig, tmp_path, "time", formats=("png", "pdf"))
     assert first[0] == second[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["time.pdf", "time.png"]
+
+
+# --- the downstream figure (a sweep run with --eval core) ------------------------------------------
+
+
+def _with_core(table):
+    """A made-up CORE that falls with the loss, recorded as the sweep's rows record it."""
+    return table.assign(
+        core=0.6 - 0.15 * table["final_val_loss"], eval_baselines="dclm-v2", eval_max_per_task=200
+    )
+
+
+def test_the_downstream_figure_plots_every_run_and_each_budgets_lowest_loss_run(tmp_path):
+    import numpy as np
+
+    from nanogpt.plotting import downstream_points, plot_downstream
+
+    data, _ = load_results(_with_core(synthetic_results(seed=0)))
+    fig = plot_downstream(data)
+    ax = fig.axes[0]
+    everything = np.asarray(ax.collections[0].get_offsets())
+    expected = data.sort_values(["budget", "N"])
+    np.testing.assert_allclose(everything[:, 0], expected["C"])
+    np.testing.assert_allclose(everything[:, 1], expected["core"])
+    best_line = next(line for line in ax.lines if line.get_label().startswith("each budget"))
+    lowest = data.loc[data.groupby("budget")["L"].idxmin()].sort_values("budget")
+    np.testing.assert_allclose(best_line.get_xdata(), lowest["C"])
+    np.testing.assert_allclose(best_line.get_ydata(), lowest["core"])
+    assert len(lowest) == data["budget"].nunique() == 5
+    points = downstream_points(data)
+    assert list(points["best"]["N"]) == list(lowest["N"])
+    assert ax.get_xscale() == "log" and "CORE" in ax.get_ylabel()
+    title = ax.get_title(loc="left")
+    assert "dclm-v2" in title and "items/task 200" in title
+    paths = save_figure(fig, tmp_path, "core_vs_compute", ("png",))
+    _assert_images(paths, formats=("png",))
+
+
+def test_the_downstream_figure_is_drawn_only_from_a_table_with_scores(tmp_path):
+    table = synthetic_results(budgets=(1e17,), depths_per_budget=9)  # no isoFLOP fit: cheap
+    with pytest.warns(UserWarning, match="isoFLOP figures skipped"):
+        plain = make_all_plots(table, tmp_path / "plain", formats=("png",), n_bootstrap=0)
+    assert [p.name for p in plain] == ["training_time.png"]  # nothing new without scores
+    with pytest.warns(UserWarning, match="isoFLOP figures skipped"):
+        scored = make_all_plots(
+            _with_core(table), tmp_path / "core", formats=("png",), n_bootstrap=0
+        )
+    assert [p.name for p in scored] == ["training_time.png", "core_vs_compute.png"]
+    _assert_images(scored[1:], formats=("png",))
+    with pytest.warns(UserWarning, match="downstream figure skipped: .*--eval core"):
+        assert make_all_plots(table, tmp_path, figures=("downstream",), formats=("png",)) == []
+
+
+def test_the_downstream_script_draws_from_a_results_table(tmp_path, capsys):
+    _with_core(synthetic_results(seed=0)).to_csv(tmp_path / "results.csv", index=False)
+    assert _load_script("downstream").main([str(tmp_path), "--format", "png"]) == 0
+    out = tmp_path / "plots" / "core_vs_compute.png"
+    assert str(out) in capsys.readouterr().out
+    _assert_images([out], formats=("png",))

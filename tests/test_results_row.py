@@ -69,3 +69,33 @@ def test_a_synthetic_table_is_built_by_the_same_function_and_counts_the_head():
         assert {k: row[k] for k in expected} == expected
         head = scaling.param_groups(shape)["lm_head"]
         assert row["params_scaling"] == row["params_nonembedding"] + head
+
+
+def test_a_row_has_core_when_the_sweep_evaluated_and_the_table_a_core_column_either_way(tmp_path):
+    """--eval core: the row keeps the score, its baselines and subsample; without it the row
+    has no score, and the merged table still has the (empty) core column."""
+    import pandas as pd
+
+    from nanogpt.sweep.results import write_table
+
+    spec = {
+        "trial_key": "d02_c1e12_s0",
+        **planned_row(2, 1e12, 0, scaling.shape_for_depth(2), 4096),
+    }
+    scored = trial_row(spec, {"status": "ok", "core": 0.125, "eval_baselines": "dclm-v2",
+                              "eval_max_per_task": 200, "eval_s": 3.5, "tasks": {"copa": {}}})  # fmt: skip
+    plain = trial_row({**spec, "trial_key": "d03_c1e12_s0", "depth": 3}, {"status": "ok"})
+    assert (scored["core"], scored["eval_baselines"], scored["eval_max_per_task"]) == (
+        0.125, "dclm-v2", 200,
+    )  # fmt: skip
+    assert "tasks" not in scored  # the per-task result lives in the run's eval.json
+    assert not {"core", "gauntlet", "eval_baselines"} & set(plain)
+    assert "core" in RESULT_COLUMNS and {"gauntlet", "eval_baselines"} <= set(EXTRA_COLUMNS)
+    write_table([plain], tmp_path / "a")
+    assert pd.read_parquet(tmp_path / "a" / "results.parquet")["core"].isna().all()
+    write_table([scored, plain], tmp_path / "b")
+    table = pd.read_csv(tmp_path / "b" / "results.csv").set_index("trial_key")
+    assert table.loc["d02_c1e12_s0", "core"] == 0.125 and math.isnan(
+        table.loc["d03_c1e12_s0", "core"]
+    )
+    assert table.loc["d02_c1e12_s0", "eval_baselines"] == "dclm-v2"

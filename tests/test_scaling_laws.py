@@ -323,3 +323,45 @@ def test_cli_errors_are_for_people(tmp_path, capsys):
     one.to_csv(tmp_path / "one.csv", index=False)
     assert cli_main([str(tmp_path / "one.csv"), "--bootstrap", "0"]) == 1
     assert "at least 2 budgets" in capsys.readouterr().err
+
+
+def test_the_report_has_a_core_table_when_the_table_has_scores(tmp_path, capsys):
+    """analyze_results: a table with a core column gets the CORE section and the figure; the
+    same table without it prints and draws exactly what it did before."""
+    from nanogpt.scaling_laws.report import analyze_results, downstream_summary, format_downstream
+
+    # Two budgets of three sizes each: too few for the fits (cheap), enough for the CORE table.
+    table = synthetic_results(budgets=(1e17, 1e18), depths_per_budget=3, n_diverged=0)
+    scored = table.assign(core=0.6 - 0.15 * table["final_val_loss"], eval_baselines="v1",
+                          eval_max_per_task=0)  # fmt: skip
+    plain = analyze_results(table, tmp_path / "plain", n_bootstrap=0, formats=("png",))
+    plain_text = capsys.readouterr().out
+    out = analyze_results(scored, tmp_path / "core", n_bootstrap=0, formats=("png",))
+    text = capsys.readouterr().out
+    assert "downstream" not in plain and "CORE" not in plain_text
+    section = "\n" + format_downstream(out["downstream"]) + "\n"
+    assert section in text  # the report, the CORE table, then the same lines as before
+    rest = text.replace(section, "").replace(f", {out['plots'][-1]}", "")
+    assert rest == plain_text.replace(str(tmp_path / "plain"), str(tmp_path / "core"))
+    assert (
+        "CORE of the final models (6 runs; centred, 0 = chance; baselines v1; every item)" in text
+    )
+    assert [Path(p).name for p in out["plots"]] == [
+        *(Path(p).name for p in plain["plots"]),
+        "core_vs_compute.png",
+    ]
+    summary = out["downstream"]
+    data, _ = load_results(scored)
+    for row, (budget, runs) in zip(summary["per_budget"], data.groupby("budget")):
+        lowest = runs.loc[runs["L"].idxmin()]
+        assert (row["budget"], row["params"]) == (budget, lowest["N"])
+        assert row["score"] == pytest.approx(lowest["core"])
+        assert row["best_score"] == pytest.approx(runs["core"].max())
+    assert summary == downstream_summary(data)
+    assert f"{summary['per_budget'][1]['score']:.4f}" in format_downstream(summary)
+    # The command line prints the same table, and puts it in its JSON.
+    scored.to_csv(tmp_path / "results.csv", index=False)
+    cli_main([str(tmp_path / "results.csv"), "--bootstrap", "0"])
+    assert format_downstream(summary) in capsys.readouterr().out
+    cli_main([str(tmp_path / "results.csv"), "--bootstrap", "0", "--json"])
+    assert json.loads(capsys.readouterr().out)["downstream"] == json.loads(json.dumps(summary))

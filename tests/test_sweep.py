@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from eval_fixtures import write_core_bundle
 
 from nanogpt.config import TrainConfig
 from nanogpt.sweep import (
@@ -28,6 +29,13 @@ from nanogpt.sweep import (
     trial_key,
     trial_row,
     write_row,
+)
+from nanogpt.sweep.trial_eval import (
+    EVAL_FILE,
+    TrialEval,
+    evaluate_or_note,
+    evaluate_trial,
+    plan_trial_eval,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -500,3 +508,143 @@ def test_concurrency_follows_the_resources_ray_reports():
     from nanogpt.sweep.ray_trial import gpu_share
 
     assert gpu_share(3) == 0.3333 and 3 * gpu_share(3) <= 1 and gpu_share(1) == 1.0
+
+
+# --- --eval core: each trial's final model on CORE ---------------------------------------------------
+
+BYTES_DATA = Dataset("/data/corpus_bytes", "bytes", 259, 10**9, "python data/x/prepare.py")
+
+
+@pytest.fixture(scope="module")
+def core_bundle(tmp_path_factory) -> Path:
+    return write_core_bundle(tmp_path_factory.mktemp("bundle") / "eval_bundle", n_items=6)
+
+
+def test_eval_dry_run_states_the_suite_its_bundle_and_its_cost(core_bundle, tmp_path):
+    from nanogpt.evals import aggregate, icl
+    from nanogpt.evals.bundle import open_bundle
+    from nanogpt.tokenizer import get_tokenizer
+
+    evaluation = TrialEval("core", str(core_bundle), max_per_task=4)
+    sweep = SweepConfig(depths=[2, 4], flops=[1e12], train=TrainConfig(seq_len=64),
+                        evaluation=evaluation)  # fmt: skip
+    text = dry_run(sweep, BYTES_DATA)
+    assert (
+        "evaluation: CORE on each trial's final model, at most 4 items per task (seeded), "
+        f"baselines dclm-v2; bundle {core_bundle}"
+    ) in text
+    assert "evaluation cost: 22 tasks, 88 items" in text and "training FLOPs" in text
+    # The plan's tokens: every sampled item's rows at the sweep's context, counted here again.
+    bundle, tok = open_bundle(core_bundle), get_tokenizer("bytes")
+    expected = 0
+    for task in bundle.tasks("core.yaml"):
+        items = bundle.load_items(task)
+        for p in icl.prepare(task, items, tok, 64, icl.subsample(len(items), 4)):
+            expected += sum(len(c) + len(k) for c, k in p.rows)
+    eval_plan = plan_trial_eval(evaluation, "bytes", 64)
+    assert eval_plan.total_tokens == expected and set(eval_plan.items) == set(aggregate.CORE_TASKS)
+    missing = SweepConfig(depths=[2], flops=[1e12], train=TrainConfig(seq_len=64),
+                          evaluation=TrialEval("core", str(tmp_path / "none")))  # fmt: skip
+    line = next(x for x in dry_run(missing, BYTES_DATA).splitlines() if "would stop" in x)
+    assert "does not exist" in line and "python -m nanogpt.evals --download" in line
+    none = SweepConfig(depths=[2], flops=[1e12], train=TrainConfig(seq_len=64))
+    assert "evaluation: none" in dry_run(none, BYTES_DATA)
+
+
+def test_eval_without_its_bundle_stops_the_sweep_before_any_trial(tmp_path, corpus):
+    import ray
+    from eval_fixtures import write_core_bundle
+
+    from nanogpt.evals.bundle import BundleError
+
+    def sweep(bundle: Path) -> SweepConfig:
+        return SweepConfig(depths=[1], flops=[1.5e8], storage=str(tmp_path / "out"),
+                           train=tiny_train(corpus), evaluation=TrialEval("core", str(bundle)))  # fmt: skip
+
+    with pytest.raises(
+        BundleError, match=r"does not exist.*\n.*python -m nanogpt.evals --download"
+    ):
+        run_sweep(sweep(tmp_path / "nowhere"))
+    partial = write_core_bundle(tmp_path / "partial", n_items=3, leave_out=("squad",))
+    with pytest.raises(
+        BundleError,
+        match=r"(?s)partial \(core.yaml\): CORE needs 22 tasks.*missing: squad.*--eval-bundle DIR",
+    ):
+        run_sweep(sweep(partial))
+    assert not ray.is_initialized() and not (tmp_path / "out").exists()
+
+
+def test_eval_of_a_finished_run_scores_its_final_checkpoint_like_the_evals_cli(
+    tmp_path, corpus, core_bundle
+):
+    """What a trial does after train(): the final checkpoint on CORE, the row's columns, the
+    whole result in eval.json; the same score as nanogpt.evals.evaluate on that checkpoint."""
+    import dataclasses
+
+    import torch
+
+    from nanogpt.engine import load_model
+    from nanogpt.evals import evaluate
+    from nanogpt.train import train
+
+    torch.set_num_threads(1)
+    cfg = dataclasses.replace(tiny_train(corpus), depth=1, num_iterations=4, device="cpu",
+                              out_dir=str(tmp_path), run_name="d01")  # fmt: skip
+    summary = train(cfg)
+    run_dir = tmp_path / "d01"
+    evaluation = TrialEval("core", str(core_bundle), max_per_task=3, baselines="v1")
+    columns = evaluate_trial(summary, run_dir, evaluation, "cpu")
+    assert set(columns) == {"core", "eval_baselines", "eval_max_per_task", "eval_s"}
+    assert (columns["eval_baselines"], columns["eval_max_per_task"]) == ("v1", 3)
+    model, tokenizer, meta = load_model(summary["checkpoint"], "cpu")
+    reference = evaluate(model, tokenizer, "core", core_bundle, limit=3, baselines="v1",
+                         distributed=False)  # fmt: skip
+    assert columns["core"] == pytest.approx(reference["score"], abs=1e-12)
+    saved = json.loads((run_dir / EVAL_FILE).read_text())
+    assert saved["score"] == columns["core"] and saved["step"] == 4
+    assert len(saved["tasks"]) == 22 and all(t["n"] == 3 for t in saved["tasks"].values())
+    # A retried trial that had nothing left to train returns no checkpoint: the newest is it.
+    again = evaluate_trial({**summary, "checkpoint": None}, run_dir, evaluation, "cpu")
+    assert again["core"] == columns["core"]
+    assert evaluate_trial({**summary, "status": "diverged"}, run_dir, evaluation, "cpu") == {}
+    assert evaluate_trial(summary, run_dir, TrialEval(), "cpu") == {}
+    # A failure after training keeps the trial (and its losses): the row says what went wrong.
+    gone = TrialEval("core", str(tmp_path / "removed"))
+    noted = evaluate_or_note(summary, run_dir, gone, "cpu")
+    assert set(noted) == {"error"} and "BundleError" in noted["error"]
+    assert f"python -m nanogpt.evals --checkpoint {run_dir} --suite core" in noted["error"]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_eval_core_sweep_end_to_end_gives_a_core_column_and_the_downstream_figure(
+    tmp_path, corpus, core_bundle
+):
+    """Two tiny trials on a local Ray cluster with --eval core: each row has its CORE score
+    (made in the trial) and the analysis draws CORE against compute."""
+    sweep = SweepConfig(
+        depths=[1, 2], flops=[1.5e8], name="core", storage=str(tmp_path / "store"),
+        train=tiny_train(corpus), cpus_per_trial=0.5,
+        evaluation=TrialEval("core", str(core_bundle), max_per_task=2),
+    )  # fmt: skip
+    out = run_sweep(sweep)
+    table = pd.read_csv(sweep.sweep_dir / "results.csv")
+    assert len(table) == 2 and (table["status"] == "ok").all()
+    assert table["core"].notna().all() and (table["core"] <= 1).all()
+    assert set(table["eval_baselines"]) == {"dclm-v2"} and set(table["eval_max_per_task"]) == {2}
+    for key in table["trial_key"]:
+        saved = json.loads((sweep.sweep_dir / "runs" / key / EVAL_FILE).read_text())
+        assert saved["score"] == pytest.approx(table.set_index("trial_key").loc[key, "core"])
+    assert (sweep.sweep_dir / "plots" / "core_vs_compute.png").is_file()
+    assert [r["budget"] for r in out["downstream"]["per_budget"]] == [1.5e8]
+
+
+def test_eval_gauntlet_checks_its_own_tasks_files(core_bundle):
+    """--eval gauntlet reads the Gauntlet's 31 tasks (the bundle's gauntlet.yaml, else the v0.3
+    list): a CORE-only bundle lacks their files, and the error names the first."""
+    from nanogpt.evals.bundle import BundleError
+
+    with pytest.raises(
+        BundleError, match=r"(?s)world_knowledge/jeopardy_all.jsonl.*--eval gauntlet"
+    ):
+        plan_trial_eval(TrialEval("gauntlet", str(core_bundle)), "bytes", 64)

@@ -118,3 +118,36 @@ def test_a_failed_trial_makes_the_sweep_command_exit_1(tmp_path, monkeypatch):
     table = pd.read_csv(storage / "fails" / "results.csv")
     assert list(table["status"]) == ["failed"]
     assert not math.isnan(table["steps"].iloc[0]) and table["steps"].iloc[0] == 0
+
+
+# --- --eval ---------------------------------------------------------------------------------------
+
+
+def test_eval_flags_make_the_sweeps_evaluation_and_default_to_none(tmp_path, monkeypatch):
+    from nanogpt.sweep.trial_eval import TrialEval
+
+    monkeypatch.setenv("NANOGPT_DATA_DIR", str(tmp_path))
+    grid = ["--depths", "1", "--flops", "1e8"]
+    sweep, _ = sweep_from_args(grid)
+    assert sweep.evaluation == TrialEval() and not sweep.evaluation.enabled
+    bundle = str(tmp_path / "bundle")
+    sweep, _ = sweep_from_args([*grid, "--eval", "core", "--eval-bundle", bundle,
+                                "--eval-max-per-task", "3", "--eval-baselines", "v1"])  # fmt: skip
+    assert sweep.evaluation == TrialEval("core", bundle, max_per_task=3, baselines="v1")
+    for bad in (["--eval", "mmlu"], ["--eval", "core", "--eval-max-per-task", "-1"]):
+        with pytest.raises(SystemExit):
+            sweep_from_args([*grid, *bad])
+
+
+def test_eval_with_a_missing_bundle_exits_2_with_the_fix_before_ray(tmp_path, capsys):
+    import ray
+
+    data = _prepared(tmp_path / "tiny_bytes", "bytes", 200_000, 20_000)
+    argv = ["--depths", "1", "--flops", "1e8", "--data", str(data), "--seq-len", "32",
+            "--total-batch-size", "128", "--device-batch-size", "4", "--storage",
+            str(tmp_path / "out"), "--eval", "core", "--eval-bundle", str(tmp_path / "none")]  # fmt: skip
+    assert sweep_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "python -m nanogpt.evals --download" in err
+    assert "--eval-bundle DIR" in err
+    assert not ray.is_initialized() and not (tmp_path / "out").exists()

@@ -49,7 +49,7 @@ def plot_main(figure: str, argv: Sequence[str] | None = None) -> int:
     try:
         data, message = load_results(results, **load_options(args))
         fits = None
-        if figure != "training_time":
+        if figure not in ("training_time", "downstream"):
             folder = results if results.is_dir() else results.parent
             drawn_from = args.fits or folder / "fits.json"
             if args.fits:

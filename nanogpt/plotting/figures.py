@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from nanogpt.plotting.downstream import downstream_metric, plot_downstream
 from nanogpt.plotting.isoflop import plot_isoflop
 from nanogpt.plotting.optimal import plot_optimal_scaling
 from nanogpt.plotting.style import flops_label, interval, loss_label, save_figure
@@ -26,6 +27,9 @@ from nanogpt.scaling_laws.isoflop import DEFAULT_WINDOW_LN
 from nanogpt.scaling_laws.results import ScalingLawError, load_results
 
 FIGURES = ("isoflop", "optimal_scaling", "training_time")
+# Drawn only from a table with downstream scores (a sweep run with --eval core): by default
+# when the table has them, and nothing changes for one without
+DOWNSTREAM_FIGURES = ("downstream",)
 
 
 def make_all_plots(
@@ -33,7 +37,7 @@ def make_all_plots(
     out_dir: str | os.PathLike,
     *,
     fits: dict | None = None,
-    figures: Sequence[str] = FIGURES,
+    figures: Sequence[str] | None = None,
     formats: Sequence[str] = ("png", "pdf"),
     budget: float | None = None,
     n_bootstrap: int = DEFAULT_BOOTSTRAP,
@@ -42,7 +46,8 @@ def make_all_plots(
     **load_options,
 ) -> list[Path]:
     """Draw `figures` from a results table (see load_results for `load_options`) and its fits
-    object into out_dir; returns the files written.
+    object into out_dir; returns the files written. By default: FIGURES, and the downstream
+    figure (``core_vs_compute``) when the table has CORE (or Gauntlet) scores.
 
     The figures draw `fits` (what fit_all returned, or fits.json read back) and fit nothing;
     without it, fit_all runs once with the same defaults as the command line and the sweep.
@@ -50,13 +55,17 @@ def make_all_plots(
     warning rather than an error, so a sweep that calls this at its end still finishes; an
     empty or all-diverged table raises, since there is nothing to draw.
     """
-    unknown = set(figures) - set(FIGURES)
+    known = FIGURES + DOWNSTREAM_FIGURES
+    unknown = set(figures or ()) - set(known)
     if unknown:
-        raise ValueError(f"unknown figure(s) {sorted(unknown)}; choose from {FIGURES}")
+        raise ValueError(f"unknown figure(s) {sorted(unknown)}; choose from {known}")
     if isinstance(results, pd.DataFrame) and "budget" in results.columns:
         data = results
     else:
         data, _ = load_results(results, **load_options)
+    metric = downstream_metric(data)
+    if figures is None:
+        figures = FIGURES + (DOWNSTREAM_FIGURES if metric is not None else ())
     if fits is None and {"isoflop", "optimal_scaling"} & set(figures):
         fits = fit_all(data, window=window, n_bootstrap=n_bootstrap, seed=seed)
     isoflop, parametric = fitted_objects(fits) if fits is not None else (None, None)
@@ -87,6 +96,13 @@ def make_all_plots(
             paths += save_figure(fig, out_dir, "training_time", formats)
         except ScalingLawError as error:
             warnings.warn(f"training-time figure skipped: {error}", stacklevel=2)
+    if "downstream" in figures:
+        try:
+            label = flops_label(fits, data.attrs.get("flops_convention", "table"))
+            fig = plot_downstream(data, metric or "core", flops_label=label)
+            paths += save_figure(fig, out_dir, f"{metric or 'core'}_vs_compute", formats)
+        except ScalingLawError as error:
+            warnings.warn(f"downstream figure skipped: {error}", stacklevel=2)
     return paths
 
 

@@ -10,7 +10,13 @@ import warnings
 from nanogpt.plotting import make_all_plots
 from nanogpt.scaling_laws.analysis import fit_all, summary, write_fits
 from nanogpt.scaling_laws.options import add_fit_options, add_table_options, load_options
-from nanogpt.scaling_laws.report import errors_of, format_report, predictions
+from nanogpt.scaling_laws.report import (
+    downstream_summary,
+    errors_of,
+    format_downstream,
+    format_report,
+    predictions,
+)
 from nanogpt.scaling_laws.results import ScalingLawError, load_results
 
 
@@ -68,12 +74,17 @@ def main(argv: list[str] | None = None) -> int:
         for warning in caught:
             if issubclass(warning.category, UserWarning):  # ours, not numpy's
                 print(f"plots: {warning.message}", file=sys.stderr)
+    downstream = downstream_summary(df)  # CORE per budget, when the table has scores
     if args.json:
         report = summary(fits)
         report["predictions"] = predictions(fits, args.budget)
+        if downstream is not None:
+            report["downstream"] = downstream
         print(json.dumps(report, indent=2))
     else:
         print(format_report(fits, args.budget))
+        if downstream is not None:
+            print("\n" + format_downstream(downstream))
     errors = errors_of(fits)
     for approach, error in errors.items():
         print(f"error (Approach {approach}): {error}", file=sys.stderr)

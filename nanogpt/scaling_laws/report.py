@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from nanogpt.plotting import make_all_plots
+from nanogpt.plotting import downstream_metric, downstream_points, make_all_plots
+from nanogpt.plotting.downstream import METRIC_NAMES, scored_with
 from nanogpt.scaling_laws.analysis import DEFAULT_BOOTSTRAP, fit_all, fitted_objects, write_fits
 from nanogpt.scaling_laws.isoflop import DEFAULT_WINDOW_LN, POSITION_TEXT, BudgetMinimum, IsoFlopFit
 from nanogpt.scaling_laws.options import CONVENTION_HELP
@@ -189,6 +190,51 @@ def format_report(fits: dict, budgets: list[float] = ()) -> str:
     return "\n".join(out)
 
 
+def downstream_summary(data: pd.DataFrame) -> dict | None:
+    """Per budget, the lowest-loss run's CORE (or Gauntlet) score and the budget's best score:
+    what the report prints and the downstream figure draws; None without scores."""
+    metric = downstream_metric(data)
+    if metric is None:
+        return None
+    points = downstream_points(data, metric)
+    best_score = points["all"].loc[points["all"].groupby("budget")["score"].idxmax()]
+    by_budget = best_score.set_index("budget")
+    rows = []
+    for _, run in points["best"].iterrows():
+        top = by_budget.loc[run["budget"]]
+        rows.append(
+            {"budget": float(run["budget"]), "params": float(run["N"]), "loss": float(run["L"]),
+             "score": float(run["score"]), "best_score": float(top["score"]),
+             "best_score_params": float(top["N"])}
+        )  # fmt: skip
+    return {"metric": metric, "runs": len(points["all"]), "per_budget": rows, **scored_with(data)}
+
+
+def format_downstream(summary: dict) -> str:
+    """The downstream scores as a text table (the report's last section)."""
+    name = METRIC_NAMES.get(summary["metric"], summary["metric"])
+    how = []
+    if summary.get("eval_baselines"):
+        how.append(f"baselines {', '.join(summary['eval_baselines'])}")
+    if summary.get("eval_max_per_task"):
+        items = summary["eval_max_per_task"]
+        how.append(
+            "every item" if items == ["all"] else f"at most {', '.join(items)} items per task"
+        )
+    rows = [
+        [f"{r['budget']:.3g}", f"{r['params']:.3g}", f"{r['loss']:.4g}", f"{r['score']:.4f}",
+         f"{r['best_score']:.4f} (N {r['best_score_params']:.3g})"]
+        for r in summary["per_budget"]
+    ]  # fmt: skip
+    header = ["budget C", "lowest-loss N", "its loss", name, f"best {name} at C"]
+    head = (
+        f"{name} of the final models ({summary['runs']} runs; centred, 0 = chance"
+        + (f"; {'; '.join(how)}" if how else "")
+        + ")"
+    )
+    return head + "\n" + _table(header, rows)
+
+
 def errors_of(fits: dict) -> dict[str, str]:
     """Approaches that have no answer, and why: the exit status says so."""
     errors = {}
@@ -217,8 +263,9 @@ def analyze_results(
     """Fit once, write out_dir/fits.json atomically, draw the figures from that fits object
     into out_dir/plots, and print the report (the same text as `python -m nanogpt.scaling_laws`).
 
-    Returns {"fits": path of fits.json, "plots": [paths], "fits_object": the fits} or, when the
-    table cannot be read or holds no healthy run, {"analysis_error": why}. A table too small
+    Returns {"fits": path of fits.json, "plots": [paths], "fits_object": the fits} (and
+    "downstream": CORE per budget, when the table has scores) or, when the table cannot be read
+    or holds no healthy run, {"analysis_error": why}. A table too small
     for a fit still gives fits.json (with the fit's error) and whatever figures it supports.
     """
 
@@ -238,6 +285,9 @@ def analyze_results(
     out_dir = Path(out_dir)
     path = write_fits(fits, out_dir / "fits.json")
     say(format_report(fits))
+    downstream = downstream_summary(data)
+    if downstream is not None:
+        say("\n" + format_downstream(downstream))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         written = make_all_plots(data, out_dir / "plots", fits=fits, formats=formats)
@@ -245,4 +295,7 @@ def analyze_results(
         if issubclass(warning.category, UserWarning):  # ours, not numpy's
             say(f"plots: {warning.message}")
     say(f"fits: {path}; plots: {', '.join(str(p) for p in written) or 'none'}")
-    return {"fits": str(path), "plots": [str(p) for p in written], "fits_object": fits}
+    out = {"fits": str(path), "plots": [str(p) for p in written], "fits_object": fits}
+    if downstream is not None:
+        out["downstream"] = downstream
+    return out

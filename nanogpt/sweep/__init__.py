@@ -9,6 +9,8 @@ Read top to bottom it is: grid -> trials -> rows -> table -> fits -> plots.
   optimizer syncs gradients itself: no DDP, no ``prepare_model``), writes the trial's row file
   and returns the row, its one report to Tune.
 * ``results``: the row builder, the row files, the table (their merge) and the progress table.
+* ``trial_eval``: ``--eval core``: the bundle checked (and the evaluation priced) before any
+  trial, and each trial's final model scored on the trial's device (the row's ``core``).
 * ``runner``: ``run_sweep`` (plan, check, Tune, table, analysis), ``analyze``, ``clean_sweep``.
 
 Scheduling is Ray's: each trial's workers ask for a GPU (or a fraction of one, to pack small

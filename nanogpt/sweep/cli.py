@@ -32,6 +32,7 @@ from nanogpt.sweep import (
 )
 from nanogpt.sweep.grid import TRIAL_RUNNERS
 from nanogpt.sweep.runner import sweep_dataset
+from nanogpt.sweep.trial_eval import DEFAULT_MAX_PER_TASK, EVAL_SUITES, TrialEval
 
 # The embedded default: byte-level Shakespeare (259-token vocabulary, so the embedding and head
 # are a small part of each model), width 8 x DEPTH with 8-wide heads, 12 x 128 tokens per step.
@@ -63,10 +64,44 @@ EMBEDDED = dict(
 # Training fields the sweep sets per trial (or owns), so they are not flags here.
 SWEPT_OR_OWNED = frozenset(
     {"depth", "target_flops", "num_iterations", "seed", "resume", "run_name", "out_dir",
-     "checkpoint", "stop_at_step", "debug_nan_at_step", "mode"}
+     "checkpoint", "stop_at_step", "debug_nan_at_step", "mode",
+     # the sweep's --eval-bundle and --eval-max-per-task (given to training's evals too)
+     "eval_bundle", "eval_max_per_task"}
 )  # fmt: skip
 # The seed's sweep (make run-scaling-law): DEPTH 6..14 at 1e18..6e18 FLOPs on FineWeb-Edu.
 SEED = dict(name="isoflop", train=dict(data="fineweb_edu"))
+
+
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    """--eval and its options: the suite each trial's final model is scored on."""
+    e = p.add_argument_group("evaluating each trial's final model (nanogpt.evals)")
+    e.add_argument(
+        "--eval",
+        choices=EVAL_SUITES,
+        default="none",
+        help="after a trial trains, score its final model on this suite on the trial's device: "
+        "the results table's core (or gauntlet) column, and CORE against compute in the "
+        "analysis (default none)",
+    )
+    e.add_argument(
+        "--eval-bundle",
+        help="the Mosaic ICL eval bundle directory (default $NANOGPT_EVAL_BUNDLE or "
+        "~/.cache/nanogpt/eval_bundle; get it with python -m nanogpt.evals --download)",
+    )
+    e.add_argument(
+        "--eval-max-per-task",
+        type=int,
+        default=DEFAULT_MAX_PER_TASK,
+        help=f"items per task, a seeded subsample, the same for every trial; 0 = every item "
+        f"(default {DEFAULT_MAX_PER_TASK})",
+    )
+    e.add_argument(
+        "--eval-baselines",
+        choices=("dclm-v2", "v1", "bundle"),
+        default="dclm-v2",
+        help="CORE's random baselines: DCLM's fixed ones, the pre-fix v1 (to compare with "
+        "published numbers), or the bundle's CSV (default dclm-v2)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the dry run's bracket check: compute-optimal tokens per parameter (Chinchilla ~20)",
     )
     r.add_argument("--no-analyze", action="store_true", help="skip the fits and plots at the end")
+    add_eval_arguments(p)
     t = p.add_argument_group("training (every flag of python -m nanogpt.train)")
     add_dataclass_arguments(t, TrainConfig, exclude=SWEPT_OR_OWNED)
     return p
@@ -149,7 +185,19 @@ def sweep_from_args(argv: list[str] | None = None) -> tuple[SweepConfig, argpars
     for f in dataclasses.fields(TrainConfig):
         if hasattr(args, f.name):
             train_values[f.name] = getattr(args, f.name)
+    # Training's own evaluations (where TrainConfig has them) read the same bundle and subsample
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    if "eval_bundle" in fields and args.eval_bundle is not None:
+        train_values["eval_bundle"] = args.eval_bundle
+    if "eval_max_per_task" in fields:
+        train_values["eval_max_per_task"] = args.eval_max_per_task
     try:
+        evaluation = TrialEval(
+            suite=args.eval,
+            bundle=args.eval_bundle,
+            max_per_task=args.eval_max_per_task,
+            baselines=args.eval_baselines,
+        )
         train_cfg = TrainConfig(**train_values)
         grid_text = args.grid or (EMBEDDED["grid"] if embedded else None)
         sweep = SweepConfig(
@@ -169,6 +217,7 @@ def sweep_from_args(argv: list[str] | None = None) -> tuple[SweepConfig, argpars
             resume=args.resume,
             analyze=not args.no_analyze,
             train=train_cfg,
+            evaluation=evaluation,
         )
     except ValueError as e:
         parser.error(str(e))
@@ -193,11 +242,13 @@ def main(argv: list[str] | None = None) -> int:
             }
         print(dry_run(sweep, sweep_dataset(sweep), throughput, args.optimal_tokens_per_param))
         return 0
+    from nanogpt.evals.bundle import BundleError
+
     if args.fresh:
         clean_sweep(sweep)
     try:
         outputs = run_sweep(sweep)
-    except (FileExistsError, FileNotFoundError, ValueError) as e:
+    except (FileExistsError, FileNotFoundError, ValueError, BundleError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     bad = [r for r in outputs["rows"] if r.get("status") == "failed"]

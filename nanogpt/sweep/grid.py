@@ -15,6 +15,7 @@ from typing import Any
 from nanogpt import scaling
 from nanogpt.config import TrainConfig
 from nanogpt.results_row import planned_row
+from nanogpt.sweep.trial_eval import EvalPlan, TrialEval, plan_trial_eval
 
 # MFU of the whole training step at each DEPTH on one H200 (bf16, torch.compile, 1024 context,
 # 32 sequences per step, MuonAdamW included): DEPTH 6-14 measured with
@@ -177,6 +178,9 @@ class SweepConfig:
     stuck_grace_s: float = 120.0
     analyze: bool = True  # fit scaling laws and draw plots at the end
     train: TrainConfig = field(default_factory=TrainConfig)
+    # After training, each trial's final model is scored on this suite (--eval core): the
+    # row's core column (nanogpt.sweep.trial_eval); the default evaluates nothing
+    evaluation: TrialEval = field(default_factory=TrialEval)
     # Per-trial changes to the training config, keyed by trial_key (tests use this to plant
     # a divergence in one trial); not part of the swept values.
     trial_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -395,5 +399,56 @@ def dry_run(
     if not dataset.prepared:
         problems.append(f"the data is not prepared: `{dataset.prepare_command}`")
     lines += [f"bracket: {line}" for line in bracket_check(sweep, dataset, tokens_per_param)]
+    lines += eval_lines(sweep, dataset, rows)
     lines += [f"warning: {p}" for p in problems]
     return "\n".join(lines)
+
+
+def describe_eval_plan(
+    eval_plan: EvalPlan | None,
+    evaluation: TrialEval,
+    error: str | None,
+    forward_flops_per_token: list[float],
+    training_flops: float,
+) -> list[str]:
+    """The dry run's lines about the evaluation: what, on which bundle, and what it costs."""
+    if not evaluation.enabled:
+        return ["evaluation: none (pass --eval core to score each trial's final model on CORE)"]
+    subsample = (
+        f"at most {evaluation.max_per_task} items per task (seeded)"
+        if evaluation.max_per_task
+        else "every item"
+    )
+    head = (
+        f"evaluation: {evaluation.title} on each trial's final model, {subsample}, baselines "
+        f"{evaluation.baselines}"
+    )
+    if eval_plan is None:
+        return [head, f"warning: the sweep would stop before any trial: {error}"]
+    flops = [eval_plan.total_tokens * f for f in forward_flops_per_token]
+    share = sum(flops) / training_flops if training_flops else float("nan")
+    return [
+        f"{head}; bundle {eval_plan.bundle}",
+        f"evaluation cost: {len(eval_plan.items)} tasks, {eval_plan.total_items:,} items, about "
+        f"{human(eval_plan.total_tokens)} tokens per trial (forward only): {human(min(flops))}.."
+        f"{human(max(flops))} FLOPs per trial, {share:.2%} of the sweep's training FLOPs "
+        "(padding and generation's decode steps add to it)",
+    ]
+
+
+def eval_lines(sweep: SweepConfig, dataset: Dataset, rows: list[dict[str, Any]]) -> list[str]:
+    """The dry run's account of ``--eval``: the suite, its bundle, its cost (or why it would
+    stop the sweep)."""
+    evaluation = sweep.evaluation
+    eval_plan, error = None, None
+    if evaluation.enabled:
+        from nanogpt.evals.bundle import BundleError
+
+        try:
+            eval_plan = plan_trial_eval(evaluation, dataset.tokenizer, sweep.train.seq_len)
+        except BundleError as e:
+            error = str(e).replace("\n", "; ")
+    # A forward pass is a third of a training step's FLOPs (6N + attention -> 2N + attention/3).
+    forward = [r["flops_per_token"] / 3 for r in rows]
+    training = sum(r["flops_per_token"] * r["tokens_planned"] for r in rows)
+    return describe_eval_plan(eval_plan, evaluation, error, forward, training)

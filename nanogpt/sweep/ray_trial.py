@@ -25,6 +25,7 @@ from typing import Any
 from nanogpt.config import TrainConfig
 from nanogpt.sweep.grid import trial_key, trial_spec
 from nanogpt.sweep.results import trial_row, write_row
+from nanogpt.sweep.trial_eval import TrialEval, evaluate_or_note
 
 # Called as hook(metrics, run_dir, rank) at every report inside a trial's worker, before Ray
 # hears of it. The fault-tolerance tests kill a worker from one (tests/test_sweep.py); nothing in
@@ -53,6 +54,8 @@ class TrialSettings:
     in_process: bool = False
     trial_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     report_hook: ReportHook | None = None
+    # After training, rank 0 scores the final model on this suite on the trial's device
+    evaluation: TrialEval = field(default_factory=TrialEval)
 
     def trial_config(self, depth: int, budget: float, seed: int) -> TrainConfig:
         key = trial_key(depth, budget, seed)
@@ -84,6 +87,7 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     from nanogpt.train import train
 
     cfg = TrainConfig(**loop_config["cfg"])
+    evaluation = TrialEval(**loop_config.get("evaluation", {}))
     hook: ReportHook | None = loop_config.get("report_hook")
     rank = ray.train.get_context().get_world_rank()
     if torch.cuda.is_available():
@@ -122,13 +126,17 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     log_path = run_dir / ("train.log" if rank == 0 else f"train_rank{rank}.log")
     with log_path.open("a") as log, contextlib.redirect_stdout(log):
         summary = train(cfg, report)
+        if rank == 0:  # the other ranks are done; rank 0 evaluates alone (no collectives)
+            summary.update(evaluate_or_note(summary, run_dir, evaluation, cfg.device))
     summary["worker_entered_at"] = entered_at
     summary["worker_finished_at"] = time.time()
     summary["node_id"] = ray.get_runtime_context().get_node_id()  # where Ray placed rank 0
     return summary
 
 
-def train_in_process(cfg: TrainConfig, hook: ReportHook | None, cpus: float) -> dict[str, Any]:
+def train_in_process(
+    cfg: TrainConfig, hook: ReportHook | None, cpus: float, evaluation: TrialEval | None = None
+) -> dict[str, Any]:
     """Run ``train()`` in the Tune trial's own process (a one-worker CPU trial).
 
     A killed process fails the trial; Tune's FailureConfig retries it and ``resume="auto"``
@@ -150,6 +158,7 @@ def train_in_process(cfg: TrainConfig, hook: ReportHook | None, cpus: float) -> 
     run_dir.mkdir(parents=True, exist_ok=True)
     with (run_dir / "train.log").open("a") as log, contextlib.redirect_stdout(log):
         summary = train(cfg, report)
+        summary.update(evaluate_or_note(summary, run_dir, evaluation or TrialEval(), "cpu"))
     summary["worker_entered_at"] = entered_at
     summary["worker_finished_at"] = time.time()
     summary["node_id"] = ray.get_runtime_context().get_node_id()
@@ -171,7 +180,9 @@ def trial_function(params: dict[str, Any], settings: TrialSettings) -> dict[str,
     cfg = settings.trial_config(depth, budget, seed)
     started = time.time()
     if settings.in_process:
-        summary = train_in_process(cfg, settings.report_hook, settings.cpus_per_trial)
+        summary = train_in_process(
+            cfg, settings.report_hook, settings.cpus_per_trial, settings.evaluation
+        )
     else:
         summary = _fit_torch_trainer(cfg, key, settings)
     finished = time.time()
@@ -210,6 +221,7 @@ def _fit_torch_trainer(cfg: TrainConfig, key: str, settings: TrialSettings) -> d
             "cfg": dataclasses.asdict(cfg),
             "report_hook": settings.report_hook,
             "cpus_per_worker": per_worker["CPU"],
+            "evaluation": dataclasses.asdict(settings.evaluation),
         },
         torch_config=TorchConfig(backend="nccl" if settings.use_gpu else "gloo"),
         scaling_config=ScalingConfig(

@@ -34,6 +34,7 @@ from nanogpt.sweep.results import (
     write_row,
     write_table,
 )
+from nanogpt.sweep.trial_eval import plan_trial_eval, resolve_bundle
 
 FINISHED = ("ok", "diverged")  # a trial with a row of this status is not run again
 
@@ -256,6 +257,14 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
     dataset = sweep_dataset(sweep)
     specs = plan(sweep, dataset)
     check_plan(sweep, dataset, specs)  # before Ray: a grid that cannot run stops here
+    if sweep.evaluation.enabled:  # so does a missing or incomplete eval bundle
+        eval_plan = plan_trial_eval(sweep.evaluation, dataset.tokenizer, sweep.train.seq_len)
+        print(
+            f"evaluation: {sweep.evaluation.title} on each trial's final model, "
+            f"{eval_plan.total_items:,} items ({len(eval_plan.items)} tasks) from "
+            f"{eval_plan.bundle}, baselines {sweep.evaluation.baselines}",
+            flush=True,
+        )
     todo = _remaining(sweep, specs)
 
     import ray
@@ -333,6 +342,9 @@ def _trial_settings(sweep: SweepConfig, dataset: Dataset, use_gpu: bool) -> Tria
     """The one frozen object every trial gets besides its swept values."""
     import dataclasses
 
+    evaluation = sweep.evaluation
+    if evaluation.enabled:  # every worker reads the same directory
+        evaluation = dataclasses.replace(evaluation, bundle=resolve_bundle(evaluation.bundle))
     return TrialSettings(
         sweep_name=sweep.name,
         train=dataclasses.replace(sweep.train, data=dataset.path),
@@ -348,6 +360,7 @@ def _trial_settings(sweep: SweepConfig, dataset: Dataset, use_gpu: bool) -> Tria
         in_process=not use_gpu and sweep.trial_runner == "auto",
         trial_overrides=dict(sweep.trial_overrides),
         report_hook=sweep.report_hook,
+        evaluation=evaluation,
     )
 
 
