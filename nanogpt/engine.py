@@ -56,9 +56,12 @@ class KVCache:
         pad: torch.Tensor | None = None,
         causal_prefill: bool = True,
     ) -> None:
-        shape = (n_layer, batch_size, n_head, max_len, head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        # One tensor per layer, not one (n_layer, ...) tensor: torch.compile writes a decode
+        # step's column into a whole tensor in place, but a write through a view of a larger
+        # one becomes a copy of the whole cache every step.
+        shape = (batch_size, n_head, max_len, head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
         self.max_len = max_len
         self.pad = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.pos = torch.zeros((), dtype=torch.long, device=device)
@@ -106,13 +109,12 @@ class KVCache:
         """Write k, v (B, n_head, T, head_dim) at columns pos..pos+T-1; return what to attend
         over: the whole cache, or k and v themselves for a prefill into the empty cache."""
         cols = self.pos + self._columns[: k.size(2)]
-        # Index assignment (index_put_) rather than index_copy_: torch.compile writes it into
-        # the cache in place (the gpt-fast pattern), with no copy of the whole cache.
-        self.k[layer][:, :, cols] = k.to(self.k.dtype)
-        self.v[layer][:, :, cols] = v.to(self.v.dtype)
+        k_cache, v_cache = self.k[layer], self.v[layer]
+        k_cache[:, :, cols] = k.to(k_cache.dtype)  # index_put_, in place under torch.compile too
+        v_cache[:, :, cols] = v.to(v_cache.dtype)
         if self._prefilling():
             return k, v
-        return self.k[layer], self.v[layer]
+        return k_cache, v_cache
 
     def advance(self, n_tokens: int) -> None:
         self.pos.add_(n_tokens)

@@ -84,7 +84,7 @@ def test_prefill_logits_equal_the_full_forward_last_position():
         old = KVCache(2, len(prompts), 2, 32, max_len=48, device="cpu", pad=pad,
                       causal_prefill=False)  # fmt: skip
         torch.testing.assert_close(engine._forward(ids, old), prefill, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(cache.k, old.k, atol=1e-4, rtol=1e-4)  # the same cache
+        torch.testing.assert_close(cache.k, old.k, atol=1e-4, rtol=1e-4)  # the same keys
 
 
 def test_batched_rows_of_different_lengths_with_the_cache_equal_recomputing():
