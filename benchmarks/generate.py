@@ -20,14 +20,16 @@ replays its decode step as a CUDA graph, transformers' ``generate`` uses its own
   batch × (N − 1) / (t(N) − t(1)), so the prompt's prefill is not counted in either.
 
 Variants of the engine, each its own rows: ``--compile`` adds the engine with its decode step
-compiled by torch.compile (inside the same CUDA graph); ``--prefill-ab`` adds the old prefill
-(masked attention over the whole preallocated cache) and the model's bare forward pass over the
-prompt (no engine, no cache: the floor of the prefill). Each time is the median of
-``--repeats`` calls after ``--warmup`` untimed ones, with the device synchronised around each
-call: the engine keeps a cache, a CUDA graph and a compiled step per (batch, length) shape, so
-the warm-up pays allocation, capture and compilation once, as a server pays them on its first
-request of that shape; the first warm-up call's time is printed. A variant that fails prints
-its error and the others still run. The output starts with the versions and the hardware.
+compiled by torch.compile (inside the same CUDA graph; on a GPU also without the graph);
+``--prefill-ab`` adds the old prefill (masked attention over the whole preallocated cache) and
+the model's bare forward pass over the prompt (no engine, no cache: the floor of the prefill).
+
+Each time is the median of ``--repeats`` calls after ``--warmup`` untimed ones, with the device
+synchronised around each call. The engine keeps a cache, a CUDA graph and a compiled step per
+(batch, length) shape, so the warm-up pays allocation, capture and compilation once, as a
+server pays them on its first request of that shape; the first warm-up call's time is printed.
+A variant that fails prints its error, the others still run, and the exit status is 1. The
+output starts with the versions and the hardware.
 """
 
 from __future__ import annotations
@@ -250,6 +252,9 @@ def build_runners(args, device: torch.device, dtype: torch.dtype) -> tuple[list,
         prefill.append(ForwardRunner("nanogpt model forward alone", engine.engine))
     if args.compile:
         decode.append(NanoGPTRunner(f"{ENGINE} + compile", model, args, compile=True))
+        if device.type == "cuda" and not args.no_graphs:  # what the graph adds, or a fallback
+            plain = argparse.Namespace(**{**vars(args), "no_graphs": True})
+            decode.append(NanoGPTRunner(f"{ENGINE} + compile, no graphs", model, plain, compile=True))  # fmt: skip
     if not args.no_hf:
         hf = HFRunner(args, device, dtype)
         prefill.append(hf)
