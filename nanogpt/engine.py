@@ -232,9 +232,8 @@ class Engine:
         start = cache.pos.clone()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(
-            side
-        ):  # warm-up outside the graph (and compilation), as capture requires
+        # Warm-up (and compilation) outside the graph, as capture requires.
+        with torch.cuda.stream(side):
             for _ in range(2):
                 self._decode(tokens, cache)
                 cache.pos.copy_(start)
