@@ -250,16 +250,30 @@ def build_runners(args, device: torch.device, dtype: torch.dtype) -> tuple[list,
     if args.prefill_ab:
         prefill.append(NanoGPTRunner(f"{ENGINE}, old prefill", model, args, causal_prefill=False))
         prefill.append(ForwardRunner("nanogpt model forward alone", engine.engine))
+    if not args.no_hf:
+        hf = HFRunner(args, device, dtype)
+        prefill.append(hf)
+        decode.append(hf)
+    # The compiled variants come last: the slowest to warm up, so a run cut short by a time
+    # limit has the engine and transformers rows already printed.
     if args.compile:
         decode.append(NanoGPTRunner(f"{ENGINE} + compile", model, args, compile=True))
         if device.type == "cuda" and not args.no_graphs:  # what the graph adds, or a fallback
             plain = argparse.Namespace(**{**vars(args), "no_graphs": True})
             decode.append(NanoGPTRunner(f"{ENGINE} + compile, no graphs", model, plain, compile=True))  # fmt: skip
-    if not args.no_hf:
-        hf = HFRunner(args, device, dtype)
-        prefill.append(hf)
-        decode.append(hf)
     return prefill, decode
+
+
+def progress(row: dict) -> str:
+    """One line per measurement as it is made, so a run cut short keeps what it measured."""
+    if "error" in row:
+        return f"measured: {row['implementation']}: failed"
+    first = f"first call {row['first_call_s'] or 0:.2f} s"
+    if row["measure"] == "prefill":
+        return f"measured prefill: {row['implementation']}: {row['prefill_ms']:.2f} ms ({first})"
+    return (f"measured decode: {row['implementation']}, batch {row['batch']}: "
+            f"{row['decode_tokens_per_s']:,.0f} tokens/s, {row['decode_ms_per_step']:.2f} ms "
+            f"per step ({first})")  # fmt: skip
 
 
 def print_tables(rows: list[dict], args: argparse.Namespace) -> None:
@@ -316,11 +330,11 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     for runner in prefill_runners:
         attempt(rows, runner.name, lambda r=runner: measure_prefill(r, args, device, ids))
-        print(f"measured prefill: {runner.name}", flush=True)
+        print(progress(rows[-1]), flush=True)
     for runner in decode_runners:
         for batch in args.batch_sizes:
             attempt(rows, runner.name, lambda r=runner, b=batch: measure_decode(r, args, device, ids, b))  # fmt: skip
-            print(f"measured decode: {runner.name}, batch {batch}", flush=True)
+            print(progress(rows[-1]), flush=True)
     print_tables(rows, args)
     if args.json:
         with open(args.json, "w") as f:

@@ -38,6 +38,7 @@ def test_generate_benchmark_smoke_on_cpu(tmp_path, capsys):
     assert "| implementation | params | batch | decode tokens/s |" in printed
     assert "decode at batch 4: nanogpt engine is" in printed
     assert "prefill of 64 tokens: nanogpt engine, old prefill is" in printed
+    assert "measured decode: nanogpt engine, batch 4: " in printed  # each row as it is made
 
 
 def test_generate_benchmark_help_names_the_variants(capsys):
