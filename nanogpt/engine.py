@@ -209,6 +209,13 @@ class Engine:
         self.compile = compile
         self._decode = self._forward
         if compile:
+            # Each (batch, length bucket) shape is one more compiled graph of this one function,
+            # for every engine in the process; under fullgraph, passing dynamo's recompile limit
+            # (8 by default) is an error, so the limit is raised.
+            from torch._dynamo import config as dynamo
+
+            limit = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"
+            setattr(dynamo, limit, max(getattr(dynamo, limit), 64))
             backend = "inductor" if compile is True else str(compile)
             # fullgraph: a graph break would put host work (and syncs) inside the CUDA graph.
             self._decode = torch.compile(
