@@ -39,6 +39,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if there is one)")  # fmt: skip
     p.add_argument("--format", choices=PROMPT_FORMATS, default="auto", help="chat turns or raw text continuation (default: chat for mid-trained checkpoints)")  # fmt: skip
     p.add_argument("--system", default=None, help="a system message at the start of every chat")
+    p.add_argument("--compile", action="store_true", help="compile the decode step with torch.compile (for a GPU; each new batch/length shape compiles once, so the first reply of a shape waits)")  # fmt: skip
     args = p.parse_args(argv)
     if args.max_tokens < 1:
         p.error(f"--max-tokens must be >= 1, got {args.max_tokens}")
@@ -175,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = torch.device(args.device or default_device())
     weights = torch.bfloat16 if device.type == "cuda" else None  # bf16 weights on a GPU
     model, tokenizer, meta = load_model(args.checkpoint, device, weights)
-    engine = Engine(model, tokenizer)
+    engine = Engine(model, tokenizer, compile=args.compile)
     fmt = prompt_format(meta, args.format)
     session = ChatSession(engine, fmt, args.params, args.max_tokens, args.system)
     print(banner(meta, engine, fmt, session.params), flush=True)

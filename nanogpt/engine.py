@@ -7,9 +7,14 @@ writes one column for all rows. Each row's rotary positions start at 0 at its fi
 it would generate alone. (nanochat's engine prefills one prompt and copies it to every row; this
 one serves different prompts at once.)
 
-Decode attends over the whole preallocated cache under a mask, so every step has the same shapes:
-on a GPU the step is captured once in a CUDA graph and replayed (``cuda_graphs``), which removes
-the per-kernel launch cost that dominates small-batch decoding. Rows stop on their own stop
+Prefill writes the prompt's keys and values into the empty cache and attends over the prompt's
+own keys only: causal flash attention when no row is padded, a (B, 1, T, T) mask when rows have
+different lengths. Decode attends over the whole preallocated cache under a mask, so every step
+has the same shapes: on a GPU the step is captured once in a CUDA graph and replayed
+(``cuda_graphs``), which removes the per-kernel launch cost that dominates small-batch decoding,
+and ``compile=True`` has torch.compile fuse the step's kernels first. The cache and its graph are
+kept per (batch, length bucket) and reused by later requests of that shape, so neither the
+allocation nor the capture nor the compilation is paid per request. Rows stop on their own stop
 tokens (``<|im_end|>`` and ``<|endoftext|>`` by default); the batch ends when every row has.
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -31,7 +37,11 @@ class KVCache:
     """Keys and values of every layer for ``batch_size`` rows of ``max_len`` columns.
 
     ``pad`` (B,) is each row's left padding; ``pos`` is the next column to write, a 0-d tensor
-    so that a captured CUDA graph reads and advances it on the device.
+    so that a captured CUDA graph reads and advances it on the device. While the cache is empty
+    (before the first chunk), :meth:`update` hands back the chunk's own keys and values and
+    :meth:`attn_mask` gives None (causal) or the padding mask over the chunk alone, so a prefill
+    costs attention over the prompt, not over ``max_len`` columns. ``causal_prefill=False``
+    keeps the masked attention over the whole cache for prefill too (the benchmark's A/B).
     """
 
     def __init__(
@@ -44,29 +54,51 @@ class KVCache:
         device: torch.device | str,
         dtype: torch.dtype = torch.float32,
         pad: torch.Tensor | None = None,
+        causal_prefill: bool = True,
     ) -> None:
-        shape = (n_layer, batch_size, n_head, max_len, head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        # One tensor per layer, not one (n_layer, ...) tensor: torch.compile writes a decode
+        # step's column into a whole tensor in place, but a write through a view of a larger
+        # one becomes a copy of the whole cache every step.
+        shape = (batch_size, n_head, max_len, head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
         self.max_len = max_len
-        self.pad = (
-            torch.zeros(batch_size, dtype=torch.long, device=device)
-            if pad is None
-            else pad.to(device=device, dtype=torch.long)
-        )
+        self.pad = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.pos = torch.zeros((), dtype=torch.long, device=device)
         self._columns = torch.arange(max_len, device=device)
+        self.causal_prefill = causal_prefill
+        self.reset(pad)
+
+    def reset(self, pad: torch.Tensor | None = None) -> None:
+        """Empty the cache for a new batch with left padding ``pad`` (B,), in place: tensors
+        keep their storage, so a CUDA graph captured on this cache stays valid. Old keys and
+        values are left where they are; the mask never lets a query see them."""
+        pad_cpu = torch.zeros(self.pad.shape, dtype=torch.long) if pad is None else pad.cpu()
+        if pad_cpu.shape != self.pad.shape:
+            raise ValueError(
+                f"pad has shape {tuple(pad_cpu.shape)}; this cache holds {self.pad.numel()} rows"
+            )
+        self.pad.copy_(pad_cpu)
+        self.pos.zero_()
+        self.ragged = bool((pad_cpu != 0).any())  # host-side, so prefill needs no device sync
+        self.empty = True
 
     def positions(self, T: int) -> torch.Tensor:
         """Rotary positions (B, T) of the next T columns; padding columns get 0 (masked)."""
         cols = self.pos + self._columns[:T]
         return (cols[None, :] - self.pad[:, None]).clamp(min=0)
 
-    def attn_mask(self, T: int) -> torch.Tensor:
-        """(B, 1, T, max_len) bool: query column i sees key column j if j <= i and j is not
-        padding. A padding query sees itself, so no softmax row is empty (no NaN)."""
+    def _prefilling(self) -> bool:
+        return self.empty and self.causal_prefill
+
+    def attn_mask(self, T: int) -> torch.Tensor | None:
+        """(B, 1, T, S) bool: query column i sees key column j if j <= i and j is not padding.
+        A padding query sees itself, so no softmax row is empty (no NaN). S is ``max_len``,
+        or T for a prefill into the empty cache, where None means plain causal attention."""
+        if self._prefilling() and not self.ragged:
+            return None
         query = (self.pos + self._columns[:T])[None, :, None]  # (1, T, 1)
-        key = self._columns[None, None, :]  # (1, 1, S)
+        key = self._columns[None, None, : T if self._prefilling() else self.max_len]  # (1, 1, S)
         real_key = key >= self.pad[:, None, None]  # (B, 1, S)
         mask = (key <= query) & (real_key | (key == query))
         return mask[:, None]
@@ -74,14 +106,19 @@ class KVCache:
     def update(
         self, layer: int, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v (B, n_head, T, head_dim) at columns pos..pos+T-1; return the whole cache."""
+        """Write k, v (B, n_head, T, head_dim) at columns pos..pos+T-1; return what to attend
+        over: the whole cache, or k and v themselves for a prefill into the empty cache."""
         cols = self.pos + self._columns[: k.size(2)]
-        self.k[layer].index_copy_(2, cols, k.to(self.k.dtype))
-        self.v[layer].index_copy_(2, cols, v.to(self.v.dtype))
-        return self.k[layer], self.v[layer]
+        k_cache, v_cache = self.k[layer], self.v[layer]
+        k_cache[:, :, cols] = k.to(k_cache.dtype)  # index_put_, in place under torch.compile too
+        v_cache[:, :, cols] = v.to(v_cache.dtype)
+        if self._prefilling():
+            return k, v
+        return k_cache, v_cache
 
     def advance(self, n_tokens: int) -> None:
         self.pos.add_(n_tokens)
+        self.empty = False
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,11 +159,30 @@ class _Graph:
     logits: torch.Tensor  # (B, V) static output
 
 
+@dataclass
+class _Slot:
+    """A cache kept for requests of one (batch, length bucket), with its decode graph."""
+
+    cache: KVCache
+    graph: _Graph | None = None
+    busy: bool = False
+
+
+LENGTH_BUCKET = 256  # cache lengths are rounded up to this, so a few shapes serve every request
+
+
 class Engine:
     """Prefill and decode for one model and tokenizer.
 
     ``dtype`` defaults to bf16 on a GPU and fp32 on a CPU; ``cuda_graphs`` (default: on a GPU)
-    replays the decode step as a CUDA graph.
+    replays the decode step as a CUDA graph. ``compile=True`` compiles the decode step with
+    torch.compile (inductor, ``dynamic=False``: the preallocated cache makes its shapes static);
+    a string names another torch.compile backend (the CPU tests use ``"aot_eager"``). Prefill
+    stays eager: its shapes change with every prompt. With graphs or compile, caches are kept
+    for the ``cache_slots`` most recent (batch, length bucket) shapes and reused, so capture
+    and compilation happen once per shape (the first request of that shape pays for them).
+    ``causal_prefill=False`` is the old prefill (masked attention over the whole cache), kept
+    for the benchmark's A/B.
     """
 
     def __init__(
@@ -135,6 +191,9 @@ class Engine:
         tokenizer: AnyTokenizer,
         dtype: torch.dtype | None = None,
         cuda_graphs: bool | None = None,
+        compile: bool | str = False,
+        cache_slots: int = 4,
+        causal_prefill: bool = True,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -142,10 +201,28 @@ class Engine:
         on_gpu = self.device.type == "cuda"
         self.dtype = dtype or (torch.bfloat16 if on_gpu else torch.float32)
         self.cuda_graphs = on_gpu if cuda_graphs is None else (cuda_graphs and on_gpu)
+        self.causal_prefill = causal_prefill
         # Only ids the tokenizer can decode are sampled: the head's padding rows and any id the
         # model has beyond the tokenizer are cut off.
         self.vocab = min(model.config.vocab_size, tokenizer.n_vocab)
         self.stop_tokens = (tokenizer.im_end_id, tokenizer.eot_id)
+        self.compile = compile
+        self._decode = self._forward
+        if compile:
+            # Each (batch, length bucket) shape is one more compiled graph of this one function,
+            # for every engine in the process; under fullgraph, passing dynamo's recompile limit
+            # (8 by default) is an error, so the limit is raised.
+            from torch._dynamo import config as dynamo
+
+            limit = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"
+            setattr(dynamo, limit, max(getattr(dynamo, limit), 64))
+            backend = "inductor" if compile is True else str(compile)
+            # fullgraph: a graph break would put host work (and syncs) inside the CUDA graph.
+            self._decode = torch.compile(
+                self._forward, backend=backend, dynamic=False, fullgraph=True
+            )
+        self.cache_slots = cache_slots
+        self._slots: OrderedDict[tuple[int, int], _Slot] = OrderedDict()
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.dtype == torch.float32:
@@ -162,16 +239,48 @@ class Engine:
         start = cache.pos.clone()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up outside the graph, as capture requires
+        # Warm-up (and compilation) outside the graph, as capture requires.
+        with torch.cuda.stream(side):
             for _ in range(2):
-                self._forward(tokens, cache)
+                self._decode(tokens, cache)
                 cache.pos.copy_(start)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            logits = self._forward(tokens, cache)
+            logits = self._decode(tokens, cache)
         cache.pos.copy_(start)  # capture ran the step once; the cache column is rewritten
         return _Graph(graph, tokens, logits)
+
+    def _new_cache(self, batch: int, max_len: int, pad: torch.Tensor) -> KVCache:
+        cfg = self.model.config
+        return KVCache(
+            cfg.n_layer, batch, cfg.n_head, cfg.n_embd // cfg.n_head, max_len, self.device,
+            self.dtype, pad, causal_prefill=self.causal_prefill,
+        )  # fmt: skip
+
+    def _take_slot(self, batch: int, max_len: int, pad: torch.Tensor) -> _Slot:
+        """A cache for this batch: a kept one of its shape (reset) when graphs or compile need
+        static shapes, else a fresh one of exactly ``max_len`` columns."""
+        if not (self.cuda_graphs or self.compile) or self.cache_slots < 1:
+            return _Slot(self._new_cache(batch, max_len, pad))
+        bucket = -(-max_len // LENGTH_BUCKET) * LENGTH_BUCKET
+        key = (batch, min(bucket, self.model.config.sequence_len))  # >= max_len
+        slot = self._slots.get(key)
+        if slot is not None and slot.busy:  # a generation of this shape is still running
+            return _Slot(self._new_cache(*key, pad))
+        if slot is None:
+            slot = _Slot(self._new_cache(*key, pad))
+            self._slots[key] = slot
+            for old_key in [k for k, s in self._slots.items() if not s.busy]:
+                if len(self._slots) <= self.cache_slots:
+                    break
+                if old_key != key:
+                    del self._slots[old_key]  # the least recently used shape goes first
+        else:
+            slot.cache.reset(pad)
+        self._slots.move_to_end(key)
+        slot.busy = True
+        return slot
 
     def check_lengths(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> int:
         if not prompts or any(len(p) == 0 for p in prompts):
@@ -203,14 +312,14 @@ class Engine:
         the full forward pass every step (the reference, and the benchmark's baseline).
         """
         params = params or SamplingParams()
-        stops = torch.tensor(
-            list(self.stop_tokens if stop_tokens is None else stop_tokens) or [-1],
-            device=self.device,
-        )
+        stop_list = list(self.stop_tokens if stop_tokens is None else stop_tokens)
+        stop_set = set(stop_list)
+        stops = torch.tensor(stop_list or [-1], device=self.device)
+        filler = (stop_list or [-1])[0]  # what a finished row's column gets
         max_len = self.check_lengths(prompts, max_new_tokens)
         gen = make_generator(params.seed, self.device)
-        ids, pad = left_pad(prompts, self.tokenizer.eot_id)
-        ids, pad = ids.to(self.device), pad.to(self.device)
+        ids, pad_cpu = left_pad(prompts, self.tokenizer.eot_id)
+        ids, pad = ids.to(self.device), pad_cpu.to(self.device)
         batch = ids.size(0)
         seen = None
         if params.repetition_penalty != 1.0:
@@ -218,37 +327,41 @@ class Engine:
             real = torch.arange(ids.size(1), device=self.device)[None] >= pad[:, None]
             seen.scatter_(1, ids.clamp(max=self.vocab - 1), real)
         done = torch.zeros(batch, dtype=torch.bool, device=self.device)
-        step = self._cached_steps(ids, pad, max_len) if use_cache else self._full_steps(prompts)
-        logits = next(step)
-        for _ in range(max_new_tokens):
-            token = sample(logits, params, gen, seen)
-            token = torch.where(done, torch.full_like(token, int(stops[0])), token)
-            out = token.tolist()
-            yield [None if d else t for t, d in zip(out, done.tolist())]
-            if seen is not None:
-                seen.scatter_(1, token[:, None], True)
-            done |= torch.isin(token, stops)
-            if bool(done.all()):
-                return
-            logits = step.send(token)
+        finished = [False] * batch  # the host's copy of ``done``
+        step = self._cached_steps(ids, pad_cpu, max_len) if use_cache else self._full_steps(prompts)
+        try:
+            logits = next(step)
+            for i in range(max_new_tokens):
+                token = sample(logits, params, gen, seen)
+                token = torch.where(done, torch.full_like(token, filler), token)
+                out = token.tolist()  # the step's one device sync
+                yield [None if d else t for t, d in zip(out, finished)]
+                finished = [d or t in stop_set for t, d in zip(out, finished)]
+                if all(finished) or i + 1 == max_new_tokens:
+                    return  # no forward pass for a token nobody will read
+                if seen is not None:
+                    seen.scatter_(1, token[:, None], True)
+                done |= torch.isin(token, stops)
+                logits = step.send(token)
+        finally:
+            step.close()  # hands the cache back to the engine's slots
 
     def _cached_steps(self, ids: torch.Tensor, pad: torch.Tensor, max_len: int):
-        model_cfg = self.model.config
-        head_dim = model_cfg.n_embd // model_cfg.n_head
-        cache = KVCache(
-            model_cfg.n_layer, ids.size(0), model_cfg.n_head, head_dim, max_len,
-            self.device, self.dtype, pad,
-        )  # fmt: skip
-        token = yield self._forward(ids, cache)  # prefill
-        graph = self._capture(cache, ids.size(0)) if self.cuda_graphs else None
-        while True:
-            if graph is None:
-                logits = self._forward(token[:, None], cache)
-            else:
-                graph.tokens.copy_(token[:, None])
-                graph.graph.replay()
-                logits = graph.logits.clone()
-            token = yield logits
+        slot = self._take_slot(ids.size(0), max_len, pad)
+        try:
+            token = yield self._forward(ids, slot.cache)  # prefill, eager
+            while True:
+                if self.cuda_graphs:
+                    if slot.graph is None:
+                        slot.graph = self._capture(slot.cache, ids.size(0))
+                    slot.graph.tokens.copy_(token[:, None])
+                    slot.graph.graph.replay()
+                    logits = slot.graph.logits.clone()
+                else:
+                    logits = self._decode(token[:, None], slot.cache)
+                token = yield logits
+        finally:
+            slot.busy = False
 
     def _full_steps(self, prompts: Sequence[Sequence[int]]):
         rows = [torch.tensor(list(p), dtype=torch.long, device=self.device) for p in prompts]

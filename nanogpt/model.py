@@ -94,10 +94,14 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
             # The cached branch (nanogpt/engine.py owns the cache): store this chunk's keys and
-            # values, attend over the whole preallocated cache under the engine's mask
-            # (B, 1, T, max_len), which hides padding, unwritten slots and the future.
+            # values and get back what to attend over. Decode attends over the whole
+            # preallocated cache under the engine's mask (B, 1, T, max_len), which hides
+            # padding, unwritten slots and the future; a prefill into an empty cache attends
+            # over the prompt's own keys, causally (flash attention) when no row is padded.
             k, v = kv_cache.update(self.layer_idx, k, v)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None
+            )
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.c_proj(y)
 
@@ -238,12 +242,12 @@ class GPT(nn.Module):
             x = block(x, cos, sin, kv_cache, mask)
         if kv_cache is not None:
             kv_cache.advance(T)
-        x = rms_norm(x)
         if last_only and targets is None:
-            x = x[:, -1:]
+            x = x[:, -1:]  # before the norm and the head: generation needs the last position only
+        x = rms_norm(x)
 
         fused = cfg.fused_loss  # None picks by device (nanogpt.config.ModelOptions says why)
-        if fused is None:
+        if fused is None and targets is not None:
             fused = x.device.type != "cuda" or triton_loss.available(x.device)
         training_loss = targets is not None and loss_reduction == "mean" and torch.is_grad_enabled()
         if cfg.fp8_head and training_loss:

@@ -365,8 +365,11 @@ def create_app(
     return app
 
 
-def build_engines(checkpoint: str, devices: str = "auto") -> tuple[list[Engine], dict]:
-    """One engine per device: every GPU for ``auto`` (the CPU without one), or a comma list."""
+def build_engines(
+    checkpoint: str, devices: str = "auto", compile: bool = False
+) -> tuple[list[Engine], dict]:
+    """One engine per device: every GPU for ``auto`` (the CPU without one), or a comma list;
+    ``compile`` compiles each engine's decode step (nanogpt.engine.Engine)."""
     import torch
 
     from nanogpt.engine import load_model
@@ -380,7 +383,7 @@ def build_engines(checkpoint: str, devices: str = "auto") -> tuple[list[Engine],
     for name in names:
         weights = torch.bfloat16 if name.startswith("cuda") else None  # bf16 weights on a GPU
         model, tokenizer, meta = load_model(checkpoint, name, weights)
-        engines.append(Engine(model, tokenizer))
+        engines.append(Engine(model, tokenizer, compile=compile))
     return engines, meta
 
 
@@ -391,6 +394,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     p.add_argument("--devices", default="auto", help="worker devices, e.g. cuda:0,cuda:1 or cpu (default: every GPU, else the CPU)")  # fmt: skip
     p.add_argument("--format", choices=PROMPT_FORMATS, default="auto", help="chat turns or raw text continuation (default: chat for mid-trained checkpoints)")  # fmt: skip
+    p.add_argument("--compile", action="store_true", help="compile the decode step with torch.compile (for a GPU; each new batch/length shape compiles once, so the first reply of a shape waits)")  # fmt: skip
     d = Limits()
     p.add_argument("--max-messages", type=int, default=d.max_messages, help="messages per request")
     p.add_argument("--max-message-chars", type=int, default=d.max_message_chars, help="characters per message")  # fmt: skip
@@ -421,7 +425,7 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[FastAPI, argparse.Namesp
             "reverse proxy with access control (docs/README_INFERENCE.md).",
             file=sys.stderr,
         )
-    engines, meta = build_engines(args.checkpoint, args.devices)
+    engines, meta = build_engines(args.checkpoint, args.devices, args.compile)
     app = create_app(engines, meta, args.format, limits)
     fmt = prompt_format(meta, args.format)
     print(

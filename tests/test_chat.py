@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from chat_fixtures import write_checkpoint
 
-from nanogpt.chat import ChatSession, make_params
+from nanogpt.chat import ChatSession, make_params, parse_args
 from nanogpt.engine import Engine, load_model, prompt_format
 
 pexpect = pytest.importorskip("pexpect")
@@ -110,3 +110,8 @@ def test_commands_change_the_sampling_and_report_bad_values(tmp_path):
     chat.messages = [{"role": "user", "content": "x"}]
     chat.command("/clear")
     assert chat.messages == []
+
+
+def test_compile_is_off_unless_asked():
+    assert not parse_args(["--checkpoint", "x"]).compile
+    assert parse_args(["--checkpoint", "x", "--compile"]).compile

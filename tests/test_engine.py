@@ -8,7 +8,7 @@ import torch
 
 from nanogpt import checkpoint as ckpt
 from nanogpt.config import ModelConfig
-from nanogpt.engine import Engine, KVCache, TextStream, is_chat_model, load_model
+from nanogpt.engine import Engine, KVCache, TextStream, is_chat_model, left_pad, load_model
 from nanogpt.model import GPT
 from nanogpt.sampling import SamplingParams
 from nanogpt.tokenizer import get_tokenizer
@@ -65,6 +65,76 @@ def test_batched_rows_of_different_lengths_equal_each_row_alone():
     alone = [engine.generate_batch([p], 15, GREEDY, stop_tokens=[])[0] for p in prompts]
     assert together == alone
     assert len({tuple(r) for r in together}) > 1, "rows should differ"
+
+
+def test_prefill_logits_equal_the_full_forward_last_position():
+    """Same-length rows take causal flash attention over the prompt; rows of different lengths
+    a prompt-sized padding mask; both equal each row's own full forward pass."""
+    model = tiny_model(seed=4)
+    engine = Engine(model, get_tokenizer("bytes"))
+    gen = torch.Generator().manual_seed(4)
+    for lengths in ([9, 9, 9], [1, 12, 30, 5]):
+        prompts = [torch.randint(0, 256, (n,), generator=gen).tolist() for n in lengths]
+        ids, pad = left_pad(prompts, engine.tokenizer.eot_id)
+        cache = KVCache(2, len(prompts), 2, 32, max_len=48, device="cpu", pad=pad)
+        assert cache.attn_mask(ids.size(1)) is None or len(set(lengths)) > 1
+        prefill = engine._forward(ids, cache)
+        reference = torch.cat([model(torch.tensor([p]))[:, -1, :259] for p in prompts])
+        torch.testing.assert_close(prefill, reference, atol=1e-4, rtol=1e-4)
+        old = KVCache(2, len(prompts), 2, 32, max_len=48, device="cpu", pad=pad,
+                      causal_prefill=False)  # fmt: skip
+        torch.testing.assert_close(engine._forward(ids, old), prefill, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(cache.k, old.k, atol=1e-4, rtol=1e-4)  # the same keys
+
+
+def test_batched_rows_of_different_lengths_with_the_cache_equal_recomputing():
+    engine = Engine(tiny_model(seed=5), get_tokenizer("bytes"))
+    prompts = [list(b"x"), list(b"a somewhat longer prompt"), list(b"mid length")]
+    cached = engine.generate_batch(prompts, 18, GREEDY, stop_tokens=[])
+    full = engine.generate_batch(prompts, 18, GREEDY, stop_tokens=[], use_cache=False)
+    assert cached == full
+    assert all(len(row) == 18 for row in cached)
+
+
+def test_one_new_token_runs_the_prefill_only():
+    model = tiny_model()
+    calls = []
+    handle = model.register_forward_hook(lambda module, args, out: calls.append(args[0].shape))
+    try:
+        Engine(model, get_tokenizer("bytes")).generate_batch([[5, 6, 7]], 1, GREEDY)
+    finally:
+        handle.remove()
+    assert calls == [torch.Size([1, 3])]  # no decode step for a token nobody reads
+
+
+def test_compiled_decode_with_kept_caches_equals_eager():
+    """compile traces the whole decode step (fullgraph) and reuses a kept cache per shape;
+    aot_eager checks the tracing and the in-place cache writes without a C++ compiler."""
+    model, tok = tiny_model(seed=6), get_tokenizer("bytes")
+    eager = Engine(model, tok)
+    compiled = Engine(model, tok, compile="aot_eager")
+    first = [list(b"abc"), list(b"a longer prompt")]
+    second = [list(b"zz top"), list(b"q")]  # same batch and bucket: the kept cache, reset
+    for prompts in (first, second, first):
+        assert compiled.generate_batch(prompts, 12, GREEDY, stop_tokens=[]) == (
+            eager.generate_batch(prompts, 12, GREEDY, stop_tokens=[])
+        )
+    assert list(compiled._slots) == [(2, 64)]  # one shape, one cache (rounded up, capped)
+
+
+def test_kept_caches_are_bounded_and_not_shared_by_running_generations():
+    model, tok = tiny_model(seq=1024), get_tokenizer("bytes")
+    engine = Engine(model, tok, compile="aot_eager", cache_slots=2)
+    for batch in (1, 2, 3):
+        engine.generate_batch([[1, 2]] * batch, 3, GREEDY, stop_tokens=[])
+    assert list(engine._slots) == [(2, 256), (3, 256)]  # the least recently used went
+    a = engine.generate([[1, 2, 3]], 6, GREEDY, stop_tokens=[])
+    b = engine.generate([[9, 8]], 6, GREEDY, stop_tokens=[])
+    interleaved = [(next(a), next(b)) for _ in range(6)]
+    alone_a = engine.generate_batch([[1, 2, 3]], 6, GREEDY, stop_tokens=[])[0]
+    alone_b = engine.generate_batch([[9, 8]], 6, GREEDY, stop_tokens=[])[0]
+    assert [x[0][0] for x in interleaved] == alone_a
+    assert [x[1][0] for x in interleaved] == alone_b
 
 
 def test_sampled_batched_rows_are_seeded_and_reproducible():
@@ -141,10 +211,12 @@ def test_cuda_graph_decode_equals_eager_decode():
     prompts = [list(b"abc"), list(b"a longer prompt here")]
     eager = Engine(model, tok, dtype=torch.float32, cuda_graphs=False)
     graphs = Engine(model, tok, dtype=torch.float32, cuda_graphs=True)
+    compiled = Engine(model, tok, dtype=torch.float32, cuda_graphs=True, compile=True)
     kwargs = dict(params=GREEDY, stop_tokens=[])
-    assert graphs.generate_batch(prompts, 20, **kwargs) == eager.generate_batch(
-        prompts, 20, **kwargs
-    )
+    reference = eager.generate_batch(prompts, 20, **kwargs)
+    assert graphs.generate_batch(prompts, 20, **kwargs) == reference
+    assert graphs.generate_batch(prompts, 20, **kwargs) == reference  # the kept graph, replayed
+    assert compiled.generate_batch(prompts, 20, **kwargs) == reference
 
 
 def test_load_model_can_cast_the_weights_for_serving(tmp_path):

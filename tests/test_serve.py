@@ -243,6 +243,13 @@ def test_bad_command_lines_and_bodies_are_named():
     assert e.value.field == "body"
 
 
+def test_compile_flag_reaches_every_engine(bytes_checkpoint):
+    app, args = prepare(["--checkpoint", str(bytes_checkpoint), "--compile"])
+    assert args.compile and all(e.compile for e in app.state.pool.engines)
+    app, args = prepare(["--checkpoint", str(bytes_checkpoint)])
+    assert not any(e.compile for e in app.state.pool.engines)  # off unless asked
+
+
 def test_a_wide_host_only_when_asked_and_with_a_warning(capsys, bytes_checkpoint):
     app, args = prepare(["--checkpoint", str(bytes_checkpoint)])
     assert (args.host, args.port) == ("127.0.0.1", 8003)
