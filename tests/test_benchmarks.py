@@ -16,6 +16,7 @@ def load(name: str):
     return module
 
 
+@pytest.mark.slow  # 57 s on a shared 2-core CPU (2026-12-03)
 def test_train_throughput_rows_on_cpu(tmp_path, capsys):
     bench = load("train_throughput")
     out = tmp_path / "rows.json"

@@ -246,6 +246,7 @@ def test_interrupted_prepare_resumes_to_the_same_tokens(tmp_path, fixtures, name
     assert resumed["documents"] == whole["documents"] and resumed["tokens"] == whole["tokens"]
 
 
+@pytest.mark.slow  # 9 s on a shared 2-core CPU (2026-12-03)
 def test_a_killed_process_resumes_to_the_same_tokens(tmp_path):
     rng = random.Random(1)
     big = tmp_path / "big.txt"

@@ -233,6 +233,7 @@ def test_progress_moves_with_each_logged_step(tmp_path):
     assert next(x for x in starting.splitlines() if x.startswith(key)).endswith("starting")
 
 
+@pytest.mark.slow  # 10 s on a shared 2-core CPU (2026-12-03)
 def test_the_command_line_dry_runs(tmp_path):
     env = {**os.environ, "NANOGPT_DATA_DIR": str(tmp_path / "data")}
     run = dict(cwd=REPO, capture_output=True, text=True, timeout=120, env=env)

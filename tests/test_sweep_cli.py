@@ -70,6 +70,7 @@ def test_data_given_wins_over_the_default(tmp_path, monkeypatch):
 # --- the analysis at the end ------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 15 s on a shared 2-core CPU (2026-12-03)
 def test_analyze_fits_the_results_table_once_and_draws_from_that_fit(tmp_path, capsys):
     """analyze() on a sweep directory: fits.json with the numbers fit_all gives for the same
     table and options, figures drawn, the report printed; nothing about the table is lost."""
