@@ -6,9 +6,9 @@
 Rows:
 - ``encode``: the documents tokenized one after another in this process (`encode_document`);
 - ``pool``: the same work split over a warm ``multiprocessing.Pool`` (start-up not counted), in
-  chunks as the prepare scripts send them;
+  chunks as the prepare commands send them;
 - ``prepare``: ``run_prepare`` end to end into a temporary directory (worker start-up, shard
-  writing and the meta file included), as ``data/shakespeare/prepare.py`` runs it.
+  writing and the meta file included), as ``python -m nanogpt.data.prepare shakespeare`` runs it.
 
 Each figure is the median of --repeats runs. Prints a markdown table for docs/benchmarks.md.
 """
@@ -30,7 +30,7 @@ import tiktoken
 
 try:
     from nanogpt.data.documents import encode_text
-    from nanogpt.data.prepare import Split, _encode_chunk, run_prepare
+    from nanogpt.data.prepare import Split, encode_chunk, run_prepare
     from nanogpt.data.shakespeare import shakespeare_files
     from nanogpt.tokenizer import get_tokenizer
 except ModuleNotFoundError as error:  # not installed, and not run from the checkout root
@@ -76,10 +76,10 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(("encode", 1, seconds))
         else:
             with multiprocessing.get_context().Pool(procs, initializer=get_tokenizer) as pool:
-                pool.starmap(_encode_chunk, [(encode_text, c) for c in chunks[:procs]])  # warm up
+                pool.starmap(encode_chunk, [(encode_text, c) for c in chunks[:procs]])  # warm up
                 seconds = median_time(
                     lambda pool=pool: pool.starmap(
-                        _encode_chunk, [(encode_text, c) for c in chunks]
+                        encode_chunk, [(encode_text, c) for c in chunks]
                     ),
                     args.repeats,
                 )

@@ -319,3 +319,16 @@ def test_tests_that_start_processes_or_ray_are_marked_slow():
         if not {"slow", "gpu"} & marks
     ]
     assert not offenders, "mark these @pytest.mark.slow:\n" + "\n".join(offenders)
+
+
+def test_the_package_names_no_file_of_the_checkout_as_a_command():
+    """An installed package has no data/<name>/prepare.py: its messages, help and docstrings
+    name `python -m nanogpt.data.prepare NAME` (nanogpt-prepare) instead."""
+    checkout_script = re.compile(r"data/\w+/prepare\.py")
+    offenders = [
+        f"{_rel(path)}:{number}"
+        for path in _modules().values()
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if checkout_script.search(line)
+    ]
+    assert not offenders, "name `python -m nanogpt.data.prepare NAME` in:\n" + "\n".join(offenders)

@@ -58,7 +58,7 @@ def _ship_this_module_by_value() -> None:
 
 
 GPT2_DATA = Dataset(
-    "/data/fineweb_edu", "gpt2", 50259, 10**10, "python data/fineweb_edu/prepare.py"
+    "/data/fineweb_edu", "gpt2", 50259, 10**10, "python -m nanogpt.data.prepare fineweb_edu"
 )
 
 
@@ -116,13 +116,13 @@ def test_the_dry_run_says_whether_each_budget_is_bracketed_and_suggests_depths()
 
 def test_a_grid_that_cannot_run_is_refused_before_anything_starts():
     missing = Dataset(
-        "/nowhere/fineweb_edu", "gpt2", 50259, None, "python data/fineweb_edu/prepare.py"
+        "/nowhere/fineweb_edu", "gpt2", 50259, None, "python -m nanogpt.data.prepare fineweb_edu"
     )
     sweep = SweepConfig(depths=[6], flops=[1e18])
-    with pytest.raises(FileNotFoundError, match="python data/fineweb_edu/prepare.py"):
+    with pytest.raises(FileNotFoundError, match="python -m nanogpt.data.prepare fineweb_edu"):
         check_plan(sweep, missing, plan(sweep, missing))
     small = Dataset(
-        "/data/shakespeare", "gpt2", 50259, 1_419_253, "python data/shakespeare/prepare.py"
+        "/data/shakespeare", "gpt2", 50259, 1_419_253, "python -m nanogpt.data.prepare shakespeare"
     )
     with pytest.raises(ValueError, match="repeat their data.*--allow-repeat"):
         check_plan(sweep, small, plan(sweep, small))
@@ -140,7 +140,7 @@ def test_the_seed_sweep_without_prepared_fineweb_stops_at_once_with_the_command(
     import ray
 
     sweep = SweepConfig(depths=[6, 8], flops=[1e18], storage=str(tmp_path / "out"))
-    with pytest.raises(FileNotFoundError, match=r"python data/fineweb_edu/prepare.py"):
+    with pytest.raises(FileNotFoundError, match=r"python -m nanogpt.data.prepare fineweb_edu"):
         run_sweep(sweep)
     assert not ray.is_initialized()  # refused before Ray started
 
@@ -246,7 +246,7 @@ def test_the_command_line_dry_runs(tmp_path):
          "--dry-run"], **run,
     )  # fmt: skip
     assert seed.returncode == 0, seed.stderr
-    assert "NOT PREPARED: run `python data/fineweb_edu/prepare.py` first" in seed.stdout
+    assert "NOT PREPARED: run `python -m nanogpt.data.prepare fineweb_edu` first" in seed.stdout
     assert seed.stdout.count("bracket: budget") == 3 and "| epochs |" in seed.stdout
     wrong = subprocess.run([sys.executable, "sweeps/isoflop.py", "--depths", "6"], **run)
     assert wrong.returncode == 2 and "--depths and --flops go together" in wrong.stderr

@@ -51,7 +51,7 @@ def test_a_grid_without_data_trains_on_fineweb_edu(tmp_path, monkeypatch):
     assert Path(dataset.path) == (tmp_path / "fineweb_edu").resolve()
     # Not prepared yet: priced as GPT-2 BPE, with the command that prepares it
     assert dataset.train_tokens is None and dataset.tokenizer == "gpt2"
-    assert dataset.prepare_command == "python data/fineweb_edu/prepare.py"
+    assert dataset.prepare_command == "python -m nanogpt.data.prepare fineweb_edu"
     # Once prepared, the same sweep finds it and counts its tokens
     _prepared(tmp_path / "fineweb_edu", "gpt2", 5000, 1000)
     dataset = sweep_dataset(sweep)

@@ -270,8 +270,8 @@ def check_plan(sweep: SweepConfig, dataset: Dataset, rows: list[dict[str, Any]])
             f"{len(repeating)} of {len(rows)} trials would repeat their data more than "
             f"{MAX_EPOCHS} times (the most: {worst['trial_key']}, {worst['epochs_planned']:.1f} "
             f"epochs of the {human(dataset.train_tokens or 0)} training tokens in "
-            f"{dataset.path}); use a bigger dataset (FineWeb-Edu: python "
-            "data/fineweb_edu/prepare.py), smaller budgets, or pass --allow-repeat"
+            f"{dataset.path}); use a bigger dataset (FineWeb-Edu: python -m "
+            "nanogpt.data.prepare fineweb_edu), smaller budgets, or pass --allow-repeat"
         )
 
 
