@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as torch_dist
 
 try:
     from nanogpt import atomic, dist, scaling
@@ -149,8 +148,7 @@ def reduce_over_ranks(value: float, device: torch.device, op: str) -> float:
     if not dist.is_initialized():
         return value
     t = torch.tensor([value], dtype=torch.float64, device=device)
-    torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX if op == "max" else torch_dist.ReduceOp.SUM)
-    return float(t.item())
+    return float((dist.all_reduce_max if op == "max" else dist.all_reduce_sum)(t).item())
 
 
 # ------------------------------------------------------------------------------ main

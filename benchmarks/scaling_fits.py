@@ -31,7 +31,7 @@ import pandas as pd
 
 try:
     from nanogpt.scaling_laws import fit_isoflop, fit_parametric, load_results
-    from nanogpt.scaling_laws.parametric import _minimise, _to_theta
+    from nanogpt.scaling_laws.parametric import HUBER_DELTA, minimise_scipy, to_theta
     from nanogpt.scaling_laws.synthetic import BESIROGLU_LAW, synthetic_isoflop_grid
 except ModuleNotFoundError as error:  # not installed, and not run from the checkout root
     if error.name != "nanogpt":
@@ -166,13 +166,13 @@ def speed_table(repeats: int, scipy_sample: int) -> str:
     fit_parametric(data, n_bootstrap=0)
     full_fit_s = time.perf_counter() - started
     # The old way: scipy's L-BFGS-B on each resample in turn, from the full-data optimum.
-    theta = _to_theta({k: getattr(fit, k).value for k in ("E", "A", "B", "alpha", "beta")})
+    theta = to_theta({k: getattr(fit, k).value for k in ("E", "A", "B", "alpha", "beta")})
     log_n, log_d, log_loss = (np.log(data[c].to_numpy(float)) for c in ("N", "D", "L"))
     rng = np.random.default_rng(0)
     started = time.perf_counter()
     for _ in range(scipy_sample):
         pick = rng.integers(0, len(data), len(data))
-        _minimise(theta, (log_n[pick], log_d[pick], log_loss[pick], 1e-3))
+        minimise_scipy(theta, (log_n[pick], log_d[pick], log_loss[pick], HUBER_DELTA))
     scipy_s = (time.perf_counter() - started) / scipy_sample * 1000 + full_fit_s
     lines = [
         f"Approach 3, 1000 resamples, 240 Chinchilla points ({os.cpu_count()} CPUs, "

@@ -28,7 +28,7 @@ from nanogpt.scaling_laws import (
 )
 from nanogpt.scaling_laws.analysis import fitted_objects
 from nanogpt.scaling_laws.cli import main as cli_main
-from nanogpt.scaling_laws.parametric import _minimise, _minimise_batch, _to_theta
+from nanogpt.scaling_laws.parametric import _minimise_batch, minimise_scipy, to_theta
 from nanogpt.scaling_laws.results import group_budgets
 from nanogpt.scaling_laws.synthetic import BESIROGLU_LAW
 
@@ -361,14 +361,14 @@ def test_batched_refits_reach_scipys_optimum():
     data = load_results(synthetic_results(seed=2))[0]
     args = tuple(np.log(data[c].to_numpy(float)) for c in ("N", "D", "L")) + (1e-3,)
     full = fit_parametric(data, n_bootstrap=0)
-    theta = _to_theta({k: getattr(full, k).value for k in ("E", "A", "B", "alpha", "beta")})
+    theta = to_theta({k: getattr(full, k).value for k in ("E", "A", "B", "alpha", "beta")})
     rng = np.random.default_rng(0)
     picks = rng.integers(0, len(data), (8, len(data)))
     counts = np.stack([np.bincount(p, minlength=len(data)) for p in picks]).astype(float)
     rows, values, converged = _minimise_batch(theta, args, counts)
     assert converged.all()
     for k, pick in enumerate(picks):
-        reference = _minimise(theta, (args[0][pick], args[1][pick], args[2][pick], 1e-3))
+        reference = minimise_scipy(theta, (args[0][pick], args[1][pick], args[2][pick], 1e-3))
         # The same objective (a resample is the runs weighted by their counts) ...
         assert values[k] <= reference[1] * (1 + 1e-8) + 1e-15
         # ... at the same optimum.

@@ -5,6 +5,7 @@
 - no `sys.path` edits anywhere in the repository;
 - no module reaches into another module's private (underscore) names;
 - `torch.distributed` only in nanogpt/dist.py and the optimizer (which owns gradient sync);
+- benchmarks/, sweeps/ and plots/ held to the same two rules;
 - every test that starts processes (mp.spawn, torchrun) or a Ray cluster is marked `slow`.
 
 The limits are docs/README_ARCHITECTURE.md's ("a module that outgrows ~600 lines becomes a
@@ -32,6 +33,8 @@ TRITON_KERNELS = {"nanogpt/_softcap_ce_kernel.py"}
 
 # The modules that may talk to torch.distributed directly.
 DISTRIBUTED_OWNERS = {"nanogpt/dist.py", "nanogpt/optim/collectives.py"}
+# The command lines outside the package, held to its rules on private names and torch.distributed.
+SCRIPT_DIRS = ("benchmarks", "sweeps", "plots")
 
 
 def _modules() -> dict[str, Path]:
@@ -146,12 +149,20 @@ def test_no_import_cycles():
     assert not cycles, "import circles in nanogpt/: " + "; ".join(" <-> ".join(c) for c in cycles)
 
 
+def _scripts() -> list[Path]:
+    """The command lines around the package (benchmarks/, sweeps/, plots/): they use its public
+    API like any other user."""
+    return [p for d in SCRIPT_DIRS for p in sorted((ROOT / d).rglob("*.py"))]
+
+
 def test_no_private_cross_imports():
     """``from nanogpt.x import _name`` couples a module to another's internals."""
     offenders = []
-    for path in _modules().values():
+    for path in [*_modules().values(), *_scripts()]:
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("nanogpt"):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                ("nanogpt", "benchmarks")
+            ):
                 private = [a.name for a in node.names if a.name.startswith("_")]
                 if private:
                     offenders.append(f"{_rel(path)}:{node.lineno} imports {', '.join(private)}")
@@ -209,21 +220,31 @@ def _sys_path_uses(path: Path) -> list[str]:
     ]
 
 
+def _torch_distributed_uses(path: Path) -> list[int]:
+    """Lines that import torch.distributed or reach it as ``torch.distributed.<name>``."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Attribute) and ast.unparse(node) == "torch.distributed":
+            names = ["torch.distributed"]
+        if any(n == "torch.distributed" or n.startswith("torch.distributed.") for n in names):
+            lines.append(node.lineno)
+    return sorted(set(lines))
+
+
 def test_torch_distributed_only_in_its_owners():
-    """Rank, world size and collectives go through nanogpt.dist (and the optimizer's own)."""
-    offenders = []
-    for path in _modules().values():
-        rel = _rel(path)
-        if rel in DISTRIBUTED_OWNERS or rel in EXEMPT_UNTIL_MERGED:
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
-            if any(n == "torch.distributed" or n.startswith("torch.distributed.") for n in names):
-                offenders.append(f"{rel}:{node.lineno}")
+    """Rank, world size and collectives go through nanogpt.dist (and the optimizer's own), in
+    the package and in the benchmarks and sweeps around it."""
+    offenders = [
+        f"{_rel(path)}:{line}"
+        for path in [*_modules().values(), *_scripts()]
+        if _rel(path) not in DISTRIBUTED_OWNERS | EXEMPT_UNTIL_MERGED
+        for line in _torch_distributed_uses(path)
+    ]
     assert not offenders, "use nanogpt.dist instead of torch.distributed in:\n" + "\n".join(
         offenders
     )
