@@ -29,14 +29,12 @@ try:
     from nanogpt import atomic, dist, scaling
     from nanogpt.optim import MuonAdamW, newton_schulz
     from nanogpt.tokenizer import N_VOCAB
-except ModuleNotFoundError as error:  # not installed, and not run from the checkout root
+except ModuleNotFoundError as error:  # a script, with nanogpt neither installed nor on the path
     if error.name != "nanogpt":
         raise
-    raise SystemExit(
-        "benchmarks/optimizer.py imports the nanogpt package: install it (`make environment`, "
-        "or `pip install .`), or run it from the checkout's root as "
-        "`python -m benchmarks.optimizer`"
-    ) from None
+    from needs_nanogpt import missing_nanogpt  # benchmarks/needs_nanogpt.py, beside this file
+
+    raise missing_nanogpt(__file__) from None
 
 PADDED_VOCAB = scaling.padded_vocab(N_VOCAB)  # GPT-2's ids + the chat tokens, padded: 50,304
 

@@ -33,14 +33,12 @@ try:
     from nanogpt.scaling_laws import fit_isoflop, fit_parametric, load_results
     from nanogpt.scaling_laws.parametric import HUBER_DELTA, minimise_scipy, to_theta
     from nanogpt.scaling_laws.synthetic import BESIROGLU_LAW, synthetic_isoflop_grid
-except ModuleNotFoundError as error:  # not installed, and not run from the checkout root
+except ModuleNotFoundError as error:  # a script, with nanogpt neither installed nor on the path
     if error.name != "nanogpt":
         raise
-    raise SystemExit(
-        "benchmarks/scaling_fits.py imports the nanogpt package: install it (`make environment`, "
-        "or `pip install .`), or run it from the checkout's root as "
-        "`python -m benchmarks.scaling_fits`"
-    ) from None
+    from needs_nanogpt import missing_nanogpt  # benchmarks/needs_nanogpt.py, beside this file
+
+    raise missing_nanogpt(__file__) from None
 
 A_TRUE = BESIROGLU_LAW["beta"] / (BESIROGLU_LAW["alpha"] + BESIROGLU_LAW["beta"])
 SPANS = (0.5, 1.0, 1.5)  # half-width of each budget's grid, decades of N

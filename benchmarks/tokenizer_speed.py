@@ -33,14 +33,12 @@ try:
     from nanogpt.data.prepare import Split, encode_chunk, run_prepare
     from nanogpt.data.shakespeare import shakespeare_files
     from nanogpt.tokenizer import get_tokenizer
-except ModuleNotFoundError as error:  # not installed, and not run from the checkout root
+except ModuleNotFoundError as error:  # a script, with nanogpt neither installed nor on the path
     if error.name != "nanogpt":
         raise
-    raise SystemExit(
-        "benchmarks/tokenizer_speed.py imports the nanogpt package: install it (`make environment`, "
-        "or `pip install .`), or run it from the checkout's root as "
-        "`python -m benchmarks.tokenizer_speed`"
-    ) from None
+    from needs_nanogpt import missing_nanogpt  # benchmarks/needs_nanogpt.py, beside this file
+
+    raise missing_nanogpt(__file__) from None
 
 
 def median_time(fn, repeats: int) -> float:

@@ -1,21 +1,9 @@
-"""Prepare the chat task mixture: the checkout's shortcut for `python -m nanogpt.data.prepare task_mixture`.
+"""Prepare the chat task mixture: the checkout's shortcut for `python -m nanogpt.data.prepare task_mixture`
+(the command lives in the package, so an installed one has it too: `nanogpt-prepare task_mixture`)."""
 
-    python data/task_mixture/prepare.py --help      # the same options as `python -m nanogpt.data.prepare task_mixture --help`
+from nanogpt.data.prepare.commands import checkout_shortcut
 
-The command lives in the package (nanogpt/data/prepare/commands.py), so that an installed
-package has it too (`nanogpt-prepare task_mixture`); this file only forwards to it.
-"""
-
-from __future__ import annotations
-
-import sys
-
-from nanogpt.data.prepare.commands import prepare
-
-
-def main(argv: list[str] | None = None) -> dict:
-    return prepare(["task_mixture", *(sys.argv[1:] if argv is None else argv)])
-
+main = checkout_shortcut("task_mixture")
 
 if __name__ == "__main__":
     main()

@@ -58,6 +58,16 @@ def prepare(argv: Sequence[str]) -> dict:
     return dataset_command(name)(options)
 
 
+def checkout_shortcut(name: str) -> Callable[[Sequence[str] | None], dict]:
+    """The ``main`` of the checkout's ``data/<name>/prepare.py``: this dataset's command, with
+    the script's own arguments (``sys.argv[1:]``) unless given others."""
+
+    def main(argv: Sequence[str] | None = None) -> dict:
+        return prepare([name, *(sys.argv[1:] if argv is None else argv)])
+
+    return main
+
+
 def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {name:<{width}}  {what}" for name, what in COMMANDS.items()]
