@@ -57,7 +57,7 @@ format: ## apply ruff's formatting and safe fixes
 demo: ## the embedded default: a byte-level Shakespeare depth x FLOP sweep through Ray that shows a scaling law
 	$(PYTHON) sweeps/isoflop.py --fresh
 
-run-scaling-law: ## the seed's sweep on FineWeb-Edu: DEPTH 6..14 x 1e18..6e18 FLOPs (about 62 H200-hours; see sweep-dry-run)
+run-scaling-law: ## the seed's sweep on FineWeb-Edu: DEPTH 6..14 x 1e18..6e18 FLOPs (about 60 H200-hours; see sweep-dry-run)
 	$(PYTHON) sweeps/isoflop.py --depths 6..14 --flops 1e18..6e18 --num-flops 3 --resume $(ARGS)
 
 sweep-dry-run: ## print the seed's sweep grid and its estimated GPU-hours, run nothing

@@ -3,6 +3,7 @@ and real local-Ray runs (few and small, marked slow)."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,8 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from nanogpt import scaling
 from nanogpt.config import TrainConfig
 from nanogpt.sweep import (
+    MEASURED_H200_MFU,
     RESULT_COLUMNS,
     Dataset,
     SweepConfig,
@@ -100,6 +103,35 @@ def test_plan_and_dry_run_show_shapes_data_epochs_and_cost():
     assert "| d12_c1e18_s0 | 12 | 768 | 124 M | 1e+18 | 2,231 | 1.17 G | 9.47 | 0.117 |" in text
     assert "data: /data/fineweb_edu (gpt2 tokens, vocabulary 50,259); 10,000,000,000" in text
     assert "H200-hours" in text
+
+
+def test_the_dry_run_prices_a_trial_at_the_measured_h200_mfu():
+    """The MFU table is docs/benchmarks.md's same-call tokens/s (DEPTH 6-14) times FLOPs per
+    token over the H200's peak, and the dry run's time for a trial is its FLOPs over that MFU
+    times the peak."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md").read_text()
+    table = doc[doc.index("### Same-call table after the changes") :].split("\n\n")[2]
+    # | DEPTH | shape | nanoGPT ms | nanoGPT tokens/s | project ms | project tokens/s | ...
+    measured = {
+        int(cells[0]): int(cells[5].replace(",", ""))
+        for cells in (
+            [c.strip() for c in line.strip("|").split("|")]
+            for line in table.splitlines()
+            if re.match(r"\| \d+ \|", line)
+        )
+    }
+    assert sorted(measured) == [6, 8, 10, 12, 14] and measured[12] == 477_426
+    peak = scaling.PEAK_BF16_FLOPS["H200"]
+    for depth, tokens_per_s in measured.items():
+        flops_per_token = scaling.flops_per_token(scaling.shape_for_depth(depth))
+        assert MEASURED_H200_MFU[depth] == round(tokens_per_s * flops_per_token / peak, 3)
+
+    sweep = SweepConfig(depths=[10], flops=[1e18], train=TrainConfig())
+    row = plan(sweep, GPT2_DATA)[0]
+    line = next(x for x in dry_run(sweep, GPT2_DATA).splitlines() if x.startswith("| d10_"))
+    hours = float(line.strip(" |").rsplit("|", 1)[1])
+    flops = row["tokens_planned"] * row["flops_per_token"]
+    assert hours == pytest.approx(flops / (MEASURED_H200_MFU[10] * peak) / 3600, rel=5e-3)
 
 
 def test_the_dry_run_says_whether_each_budget_is_bracketed_and_suggests_depths():
