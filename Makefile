@@ -57,7 +57,7 @@ format: ## apply ruff's formatting and safe fixes
 demo: ## the embedded default: a byte-level Shakespeare depth x FLOP sweep through Ray that shows a scaling law
 	$(PYTHON) sweeps/isoflop.py --fresh
 
-run-scaling-law: ## the seed's sweep on FineWeb-Edu: DEPTH 6..14 x 1e18..6e18 FLOPs (about 62 H200-hours; see sweep-dry-run)
+run-scaling-law: ## the seed's sweep on FineWeb-Edu: DEPTH 6..14 x 1e18..6e18 FLOPs (about 60 H200-hours; see sweep-dry-run)
 	$(PYTHON) sweeps/isoflop.py --depths 6..14 --flops 1e18..6e18 --num-flops 3 --resume $(ARGS)
 
 sweep-dry-run: ## print the seed's sweep grid and its estimated GPU-hours, run nothing
@@ -71,13 +71,13 @@ ddp-train: ## train on NGPUS GPUs (torchrun): MODE, DEPTH, TARGET_FLOPS, CHECKPO
 		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(ARGS)
 
 prepare-shakespeare: ## tokenize the embedded Shakespeare corpus into data/shakespeare (seconds, no network)
-	$(PYTHON) data/shakespeare/prepare.py
+	$(PYTHON) -m nanogpt.data.prepare shakespeare
 
 prepare-fineweb: ## download and tokenize FineWeb-Edu sample-10BT into data/fineweb_edu (~20 GB)
-	$(PYTHON) data/fineweb_edu/prepare.py
+	$(PYTHON) -m nanogpt.data.prepare fineweb_edu
 
 prepare-task-mixture: ## download and tokenize the chat task mixture into data/task_mixture
-	$(PYTHON) data/task_mixture/prepare.py
+	$(PYTHON) -m nanogpt.data.prepare task_mixture
 
 depth-table: ## print the DEPTH table of docs/README_DEPTH_PARAMETERIZATION.md
 	$(PYTHON) -m nanogpt.scaling --depths 2..20

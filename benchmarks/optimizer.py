@@ -24,20 +24,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as torch_dist
 
 try:
     from nanogpt import atomic, dist, scaling
     from nanogpt.optim import MuonAdamW, newton_schulz
     from nanogpt.tokenizer import N_VOCAB
-except ModuleNotFoundError as error:  # not installed, and not run from the checkout root
+except ModuleNotFoundError as error:  # a script, with nanogpt neither installed nor on the path
     if error.name != "nanogpt":
         raise
-    raise SystemExit(
-        "benchmarks/optimizer.py imports the nanogpt package: install it (`make environment`, "
-        "or `pip install .`), or run it from the checkout's root as "
-        "`python -m benchmarks.optimizer`"
-    ) from None
+    from needs_nanogpt import missing_nanogpt  # benchmarks/needs_nanogpt.py, beside this file
+
+    raise missing_nanogpt(__file__) from None
 
 PADDED_VOCAB = scaling.padded_vocab(N_VOCAB)  # GPT-2's ids + the chat tokens, padded: 50,304
 
@@ -149,8 +146,7 @@ def reduce_over_ranks(value: float, device: torch.device, op: str) -> float:
     if not dist.is_initialized():
         return value
     t = torch.tensor([value], dtype=torch.float64, device=device)
-    torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX if op == "max" else torch_dist.ReduceOp.SUM)
-    return float(t.item())
+    return float((dist.all_reduce_max if op == "max" else dist.all_reduce_sum)(t).item())
 
 
 # ------------------------------------------------------------------------------ main

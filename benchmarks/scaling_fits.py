@@ -31,16 +31,14 @@ import pandas as pd
 
 try:
     from nanogpt.scaling_laws import fit_isoflop, fit_parametric, load_results
-    from nanogpt.scaling_laws.parametric import _minimise, _to_theta
+    from nanogpt.scaling_laws.parametric import HUBER_DELTA, minimise_scipy, to_theta
     from nanogpt.scaling_laws.synthetic import BESIROGLU_LAW, synthetic_isoflop_grid
-except ModuleNotFoundError as error:  # not installed, and not run from the checkout root
+except ModuleNotFoundError as error:  # a script, with nanogpt neither installed nor on the path
     if error.name != "nanogpt":
         raise
-    raise SystemExit(
-        "benchmarks/scaling_fits.py imports the nanogpt package: install it (`make environment`, "
-        "or `pip install .`), or run it from the checkout's root as "
-        "`python -m benchmarks.scaling_fits`"
-    ) from None
+    from needs_nanogpt import missing_nanogpt  # benchmarks/needs_nanogpt.py, beside this file
+
+    raise missing_nanogpt(__file__) from None
 
 A_TRUE = BESIROGLU_LAW["beta"] / (BESIROGLU_LAW["alpha"] + BESIROGLU_LAW["beta"])
 SPANS = (0.5, 1.0, 1.5)  # half-width of each budget's grid, decades of N
@@ -166,13 +164,13 @@ def speed_table(repeats: int, scipy_sample: int) -> str:
     fit_parametric(data, n_bootstrap=0)
     full_fit_s = time.perf_counter() - started
     # The old way: scipy's L-BFGS-B on each resample in turn, from the full-data optimum.
-    theta = _to_theta({k: getattr(fit, k).value for k in ("E", "A", "B", "alpha", "beta")})
+    theta = to_theta({k: getattr(fit, k).value for k in ("E", "A", "B", "alpha", "beta")})
     log_n, log_d, log_loss = (np.log(data[c].to_numpy(float)) for c in ("N", "D", "L"))
     rng = np.random.default_rng(0)
     started = time.perf_counter()
     for _ in range(scipy_sample):
         pick = rng.integers(0, len(data), len(data))
-        _minimise(theta, (log_n[pick], log_d[pick], log_loss[pick], 1e-3))
+        minimise_scipy(theta, (log_n[pick], log_d[pick], log_loss[pick], HUBER_DELTA))
     scipy_s = (time.perf_counter() - started) / scipy_sample * 1000 + full_fit_s
     lines = [
         f"Approach 3, 1000 resamples, 240 Chinchilla points ({os.cpu_count()} CPUs, "

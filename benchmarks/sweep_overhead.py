@@ -29,14 +29,12 @@ from pathlib import Path
 try:
     from nanogpt.config import TrainConfig
     from nanogpt.sweep import SweepConfig, parse_depths, parse_flops, run_sweep
-except ModuleNotFoundError as error:  # not installed, and not run from the checkout root
+except ModuleNotFoundError as error:  # a script, with nanogpt neither installed nor on the path
     if error.name != "nanogpt":
         raise
-    raise SystemExit(
-        "benchmarks/sweep_overhead.py imports the nanogpt package: install it (`make environment`, "
-        "or `pip install .`), or run it from the checkout's root as "
-        "`python -m benchmarks.sweep_overhead`"
-    ) from None
+    from needs_nanogpt import missing_nanogpt  # benchmarks/needs_nanogpt.py, beside this file
+
+    raise missing_nanogpt(__file__) from None
 
 
 class GpuSampler:

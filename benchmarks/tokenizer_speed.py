@@ -6,9 +6,9 @@
 Rows:
 - ``encode``: the documents tokenized one after another in this process (`encode_document`);
 - ``pool``: the same work split over a warm ``multiprocessing.Pool`` (start-up not counted), in
-  chunks as the prepare scripts send them;
+  chunks as the prepare commands send them;
 - ``prepare``: ``run_prepare`` end to end into a temporary directory (worker start-up, shard
-  writing and the meta file included), as ``data/shakespeare/prepare.py`` runs it.
+  writing and the meta file included), as ``python -m nanogpt.data.prepare shakespeare`` runs it.
 
 Each figure is the median of --repeats runs. Prints a markdown table for docs/benchmarks.md.
 """
@@ -30,17 +30,15 @@ import tiktoken
 
 try:
     from nanogpt.data.documents import encode_text
-    from nanogpt.data.prepare import Split, _encode_chunk, run_prepare
+    from nanogpt.data.prepare import Split, encode_chunk, run_prepare
     from nanogpt.data.shakespeare import shakespeare_files
     from nanogpt.tokenizer import get_tokenizer
-except ModuleNotFoundError as error:  # not installed, and not run from the checkout root
+except ModuleNotFoundError as error:  # a script, with nanogpt neither installed nor on the path
     if error.name != "nanogpt":
         raise
-    raise SystemExit(
-        "benchmarks/tokenizer_speed.py imports the nanogpt package: install it (`make environment`, "
-        "or `pip install .`), or run it from the checkout's root as "
-        "`python -m benchmarks.tokenizer_speed`"
-    ) from None
+    from needs_nanogpt import missing_nanogpt  # benchmarks/needs_nanogpt.py, beside this file
+
+    raise missing_nanogpt(__file__) from None
 
 
 def median_time(fn, repeats: int) -> float:
@@ -76,10 +74,10 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(("encode", 1, seconds))
         else:
             with multiprocessing.get_context().Pool(procs, initializer=get_tokenizer) as pool:
-                pool.starmap(_encode_chunk, [(encode_text, c) for c in chunks[:procs]])  # warm up
+                pool.starmap(encode_chunk, [(encode_text, c) for c in chunks[:procs]])  # warm up
                 seconds = median_time(
                     lambda pool=pool: pool.starmap(
-                        _encode_chunk, [(encode_text, c) for c in chunks]
+                        encode_chunk, [(encode_text, c) for c in chunks]
                     ),
                     args.repeats,
                 )

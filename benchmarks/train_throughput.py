@@ -40,14 +40,12 @@ try:
     from nanogpt.config import TRAIN_PRESETS, TrainConfig
     from nanogpt.model import GPT
     from nanogpt.train import build_optimizer, peak_flops
-except ModuleNotFoundError as error:  # not installed, and not run from the checkout root
+except ModuleNotFoundError as error:  # a script, with nanogpt neither installed nor on the path
     if error.name != "nanogpt":
         raise
-    raise SystemExit(
-        "benchmarks/train_throughput.py imports the nanogpt package: install it (`make environment`, "
-        "or `pip install .`), or run it from the checkout's root as "
-        "`python -m benchmarks.train_throughput`"
-    ) from None
+    from needs_nanogpt import missing_nanogpt  # benchmarks/needs_nanogpt.py, beside this file
+
+    raise missing_nanogpt(__file__) from None
 
 # Settings that change how the step runs, never what it computes. "attention" restricts SDPA to
 # one backend (picked when the compiled graph is traced); "inductor" sets torch._inductor.config.

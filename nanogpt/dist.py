@@ -98,6 +98,14 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
+    """The largest ``t`` over the ranks, in place, and return it (the benchmarks' slowest rank);
+    one process: ``t`` unchanged."""
+    if is_initialized():
+        torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
+    return t
+
+
 def barrier() -> None:
     if is_initialized():
         torch_dist.barrier()

@@ -17,6 +17,8 @@ bf16 logits into their gradient in place (nanogpt/triton_loss.py), and chunks ar
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from nanogpt import triton_loss
@@ -112,6 +114,35 @@ class _FusedHeadLoss(torch.autograd.Function):
         return gh, gw, None, None, None, None, None, None, None
 
 
+# (summed loss of the chunk, d(sum)/d(h) of its rows, the weight's gradient so far)
+ChunkStep = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _chunk_loop(
+    h: torch.Tensor,
+    targets: torch.Tensor,
+    chunk_rows: int,
+    mm_dtype: torch.dtype,
+    step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], ChunkStep],
+    grad_w: torch.Tensor | None,
+    grad_w_shape: tuple[int, ...] = (),
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What every chunk loop shares: ``chunk_rows`` rows of ``h`` at a time (in ``mm_dtype``)
+    through ``step(rows, their targets, grad_w so far)``; the loss summed, d(sum)/d(h) written
+    back row by row. A loop that starts ``grad_w`` at None gets zeros of ``grad_w_shape`` when
+    there are no rows at all."""
+    grad_h = torch.empty(h.shape, dtype=h.dtype, device=h.device)
+    loss_sum = torch.zeros((), dtype=torch.float32, device=h.device)
+    for start in range(0, h.shape[0], chunk_rows):
+        end = min(start + chunk_rows, h.shape[0])
+        part_loss, part_grad_h, grad_w = step(h[start:end].to(mm_dtype), targets[start:end], grad_w)
+        loss_sum += part_loss
+        grad_h[start:end] = part_grad_h.to(h.dtype)
+    if grad_w is None:  # no rows at all
+        grad_w = torch.zeros(grad_w_shape, dtype=torch.float32, device=h.device)
+    return grad_h, grad_w, loss_sum
+
+
 def _torch_chunks(
     h: torch.Tensor,
     weight: torch.Tensor,
@@ -124,19 +155,14 @@ def _torch_chunks(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The chunk loop in PyTorch: summed loss, d(sum)/d(h), d(sum)/d(weight[:vocab_size])."""
     w = weight[:vocab_size].to(mm_dtype)
-    grad_h = torch.empty(h.shape, dtype=h.dtype, device=h.device)
-    grad_w = torch.zeros((vocab_size, weight.shape[1]), dtype=torch.float32, device=h.device)
-    loss_sum = torch.zeros((), dtype=torch.float32, device=h.device)
     chunk = _chunk_fn(h.device)
-    for start in range(0, h.shape[0], chunk_rows):
-        end = min(start + chunk_rows, h.shape[0])
-        part_loss, part_grad_h, part_grad_w = chunk(
-            h[start:end].to(mm_dtype), w, targets[start:end], softcap, z_loss
-        )
-        loss_sum += part_loss
-        grad_h[start:end] = part_grad_h.to(h.dtype)
-        grad_w += part_grad_w
-    return grad_h, grad_w, loss_sum
+
+    def step(hc: torch.Tensor, tc: torch.Tensor, grad_w: torch.Tensor) -> ChunkStep:
+        part_loss, part_grad_h, part_grad_w = chunk(hc, w, tc, softcap, z_loss)
+        return part_loss, part_grad_h, grad_w.add_(part_grad_w)
+
+    grad_w = torch.zeros((vocab_size, weight.shape[1]), dtype=torch.float32, device=h.device)
+    return _chunk_loop(h, targets, chunk_rows, mm_dtype, step, grad_w)
 
 
 def _triton_chunks(
@@ -155,21 +181,13 @@ def _triton_chunks(
     the kernel gives the padding columns gradient 0, so they stay out of everything.
     """
     w = weight.to(mm_dtype)
-    grad_h = torch.empty(h.shape, dtype=h.dtype, device=h.device)
-    grad_w = None
-    loss_sum = torch.zeros((), dtype=torch.float32, device=h.device)
-    for start in range(0, h.shape[0], chunk_rows):
-        end = min(start + chunk_rows, h.shape[0])
-        hc = h[start:end].to(mm_dtype)
+
+    def step(hc: torch.Tensor, tc: torch.Tensor, grad_w: torch.Tensor | None) -> ChunkStep:
         logits = hc @ w.t()  # (rows, V_padded), becomes the gradient in place
-        loss_sum += triton_loss.softcap_ce_rows_(
-            logits, targets[start:end], vocab_size, softcap, z_loss
-        ).sum()
-        grad_h[start:end] = logits @ w
-        grad_w = _accumulate_f32(grad_w, logits.t(), hc)
-    if grad_w is None:  # no rows at all
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device)
-    return grad_h, grad_w, loss_sum
+        part_loss = triton_loss.softcap_ce_rows_(logits, tc, vocab_size, softcap, z_loss).sum()
+        return part_loss, logits @ w, _accumulate_f32(grad_w, logits.t(), hc)
+
+    return _chunk_loop(h, targets, chunk_rows, mm_dtype, step, None, tuple(weight.shape))
 
 
 _E4M3_MAX = 448.0  # largest finite float8 e4m3fn
@@ -208,27 +226,22 @@ def _fp8_chunks(
     w8, w_scale = _to_e4m3(weight)  # (V_padded, C)
     w8_t = w8.t().contiguous()  # (C, V_padded): .t() of it is w8 column-major
     g_scale = torch.tensor(1.0 / triton_loss.FP8_GRAD_SCALE, device=h.device)
-    grad_h = torch.empty(h.shape, dtype=h.dtype, device=h.device)
-    grad_w = None
-    loss_sum = torch.zeros((), dtype=torch.float32, device=h.device)
-    for start in range(0, h.shape[0], chunk_rows):
-        end = min(start + chunk_rows, h.shape[0])
-        hc = h[start:end].to(mm_dtype)
+
+    def step(hc: torch.Tensor, tc: torch.Tensor, grad_w: torch.Tensor | None) -> ChunkStep:
         h8, h_scale = _to_e4m3(hc)
         logits = torch._scaled_mm(
             h8, w8.t(), scale_a=h_scale, scale_b=w_scale, out_dtype=mm_dtype
         )  # (rows, V_padded), becomes the gradient in place
         g8 = torch.empty(logits.shape, dtype=torch.float8_e5m2, device=h.device)
-        loss_sum += triton_loss.softcap_ce_rows_(
-            logits, targets[start:end], vocab_size, softcap, z_loss, grad_fp8=g8
+        part_loss = triton_loss.softcap_ce_rows_(
+            logits, tc, vocab_size, softcap, z_loss, grad_fp8=g8
         ).sum()
-        grad_h[start:end] = torch._scaled_mm(
+        part_grad_h = torch._scaled_mm(
             g8, w8_t.t(), scale_a=g_scale, scale_b=w_scale, out_dtype=mm_dtype
         )
-        grad_w = _accumulate_f32(grad_w, logits.t(), hc)
-    if grad_w is None:
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device)
-    return grad_h, grad_w, loss_sum
+        return part_loss, part_grad_h, _accumulate_f32(grad_w, logits.t(), hc)
+
+    return _chunk_loop(h, targets, chunk_rows, mm_dtype, step, None, tuple(weight.shape))
 
 
 _MM_OUT_DTYPE: dict[str, bool] = {}  # device type -> whether torch.mm/addmm take out_dtype there

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ def load(name: str):
     return module
 
 
+@pytest.mark.slow  # 57 s on a shared 2-core CPU (2026-12-03)
 def test_train_throughput_rows_on_cpu(tmp_path, capsys):
     bench = load("train_throughput")
     out = tmp_path / "rows.json"
@@ -161,3 +163,25 @@ def test_benchmarks_run_from_the_checkout_root_without_path_edits():
     assert out.returncode == 0, out.stderr
     assert "usage:" in out.stdout
     assert out.stdout.strip().splitlines()[-1] == str(ROOT / "nanogpt" / "__init__.py")
+
+
+@pytest.mark.parametrize("name", ["optimizer", "scaling_fits", "tokenizer_speed"])
+def test_a_benchmark_without_nanogpt_on_the_path_says_how_to_run_it(tmp_path, name):
+    """`python benchmarks/NAME.py` where nanogpt is not importable: one clear line (the shared
+    benchmarks/needs_nanogpt.py), not a traceback. -S skips the site directory's .pth files, so
+    an editable install is out of sight while the other packages stay importable."""
+    import subprocess
+    import sys
+    import sysconfig
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = sysconfig.get_paths()["purelib"]
+    out = subprocess.run(
+        [sys.executable, "-S", str(ROOT / "benchmarks" / f"{name}.py"), "--help"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert out.stderr.strip() == (
+        f"benchmarks/{name}.py imports the nanogpt package: install it (`make environment`, or "
+        f"`pip install .`), or run it from the checkout's root as `python -m benchmarks.{name}`"
+    )

@@ -121,7 +121,7 @@ def test_corrupt_files_get_errors_that_name_the_file(tmp_path, damage, message):
     with pytest.raises(TokenFileError, match=message) as err:
         read_tokens(path)
     assert str(path) in str(err.value)
-    assert "data/openwebtext/prepare.py" in str(err.value)  # and what to do about it
+    assert "python -m nanogpt.data.prepare openwebtext" in str(err.value)  # and what to do about it
 
 
 def test_loader_validates_every_shard_up_front_and_ids_as_it_reads(tmp_path):
@@ -175,10 +175,12 @@ def test_the_data_root_is_the_checkouts_data_dir_else_the_users_cache(tmp_path, 
 
 def test_resolve_data_dir_and_list_shards(tmp_path, monkeypatch):
     monkeypatch.setenv("NANOGPT_DATA_DIR", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=r"python data/shakespeare/prepare.py"):
+    with pytest.raises(FileNotFoundError, match=r"python -m nanogpt.data.prepare shakespeare"):
         resolve_data_dir("shakespeare")
     (tmp_path / "fineweb_edu").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"no token files .* data/fineweb_edu/prepare.py"):
+    with pytest.raises(
+        FileNotFoundError, match=r"no token files .*`python -m nanogpt.data.prepare fineweb_edu`"
+    ):
         resolve_data_dir("fineweb_edu")
     make_dataset(tmp_path / "fineweb_edu", "fineweb_edu", {"train": [10, 10, 10], "val": [10]})
     assert resolve_data_dir("fineweb_edu") == tmp_path / "fineweb_edu"

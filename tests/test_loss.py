@@ -67,6 +67,7 @@ def five_adamw_steps(model: GPT, idx: torch.Tensor) -> list[float]:
     return losses
 
 
+@pytest.mark.slow  # 20 s on a shared 2-core CPU (2026-12-03)
 def test_training_with_the_fused_loss_follows_the_plain_one():
     fused, plain = pair()
     idx = torch.randint(0, 200, (4, 32))
@@ -125,6 +126,7 @@ def test_model_loss_and_gradients_with_the_triton_kernel_match_the_plain_path(ov
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.slow  # 13 s on a shared 2-core CPU (2026-12-03)
 def test_triton_chunk_loop_does_not_depend_on_the_chunk_size():
     from nanogpt.loss import fused_head_loss
 
@@ -165,6 +167,7 @@ def test_triton_path_matches_plain_on_gpu_in_bf16():
         torch.testing.assert_close(p.grad, q.grad, rtol=5e-2, atol=5e-4, msg=name)
 
 
+@pytest.mark.slow  # 55 s on a shared 2-core CPU (2026-12-03)
 def test_training_on_the_optimised_path_follows_the_plain_one():
     """Five AdamW steps through the GPU path's loss (Triton kernel, chunked, padded head) give
     the losses of the plain path: the speed work changes nothing that is computed."""

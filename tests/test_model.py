@@ -56,7 +56,14 @@ def test_tied_embeddings_count_once():
     assert model_summary(model.config)["params_total"] == model.param_counts()["params_total"]
 
 
-@pytest.mark.parametrize("depth,seq_len", [(2, 128), (4, 256), (6, 64)])
+@pytest.mark.parametrize(
+    "depth,seq_len",
+    [
+        (2, 128),
+        pytest.param(4, 256, marks=pytest.mark.slow),  # 13 s on a shared 2-core CPU (2026-12-03)
+        pytest.param(6, 64, marks=pytest.mark.slow),  # 12 s
+    ],
+)
 def test_flops_per_token_matches_torch_flop_counter(depth, seq_len):
     # The math SDPA backend runs attention as plain matmuls, which the counter sees; it counts
     # matmuls only (norms, softmax, rotary, loss are left out, and so is our formula).
@@ -104,6 +111,7 @@ def test_softcap_bounds_logits_and_z_loss_adds_to_the_loss():
     assert with_z > plain
 
 
+@pytest.mark.slow  # 57 s on a shared 2-core CPU (2026-12-03)
 def test_a_few_steps_lower_the_loss():
     torch.manual_seed(0)
     model = GPT(tiny())

@@ -59,6 +59,7 @@ def _assert_images(paths: list[Path], formats=("png", "pdf")) -> None:
     assert not leftovers, f"temporary files left behind: {leftovers}"
 
 
+@pytest.mark.slow  # 20 s on a shared 2-core CPU (2026-12-03)
 def test_make_all_plots_writes_every_figure_as_png_and_pdf(sweep_dir, tmp_path):
     rc_before = dict(matplotlib.rcParams)
     backend_before = matplotlib.get_backend()
@@ -72,7 +73,14 @@ def test_make_all_plots_writes_every_figure_as_png_and_pdf(sweep_dir, tmp_path):
     assert dict(matplotlib.rcParams) == rc_before
 
 
-@pytest.mark.parametrize("name", FIGURES)
+# isoflop and optimal_scaling: 12 and 16 s on a shared 2-core CPU (2026-12-03)
+SLOW_FIGURES = {"isoflop", "optimal_scaling"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(f, marks=pytest.mark.slow) if f in SLOW_FIGURES else f for f in FIGURES],
+)
 def test_plot_scripts_write_next_to_the_results(sweep_dir, name, capsys):
     script = _load_script(name)
     argv = [str(sweep_dir / "results.csv"), "--format", "png", "--bootstrap", "20"]

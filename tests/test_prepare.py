@@ -1,4 +1,5 @@
-"""The prepare scripts, run on small local files with each dataset's real schema (no network)."""
+"""The prepare commands (``python -m nanogpt.data.prepare NAME``), run on small local files with
+each dataset's real schema (no network)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ import torch
 
 from nanogpt.data import DataLoader, TokenFileError, list_shards, read_mask, read_tokens
 from nanogpt.data.documents import gsm8k_messages, interleave, mmlu_messages
+from nanogpt.data.paths import PREPARE_COMMAND, prepare_command
 from nanogpt.data.prepare import parse_count
+from nanogpt.data.prepare.commands import COMMANDS, prepare
+from nanogpt.data.prepare.commands import main as prepare_main
 from nanogpt.tokenizer import get_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +34,8 @@ WORDS = "the of and to in is that for it as was with be by on not café naïve �
 
 
 def script(name: str):
-    """data/<name>/prepare.py as a module (the scripts are not a package)."""
+    """data/<name>/prepare.py, the checkout's shortcut, as a module (the scripts are not a
+    package)."""
     spec = importlib.util.spec_from_file_location(
         f"prepare_{name}", ROOT / "data" / name / "prepare.py"
     )
@@ -121,7 +126,7 @@ def fixtures(tmp_path_factory) -> dict[str, Path]:
 
 
 def run(name: str, out: Path, *args: str) -> dict:
-    return script(name).main([*args, "--out-dir", str(out), "--no-progress"])
+    return prepare([name, *args, "--out-dir", str(out), "--no-progress"])
 
 
 def args_for(name: str, fx: Path) -> list[str]:
@@ -246,6 +251,7 @@ def test_interrupted_prepare_resumes_to_the_same_tokens(tmp_path, fixtures, name
     assert resumed["documents"] == whole["documents"] and resumed["tokens"] == whole["tokens"]
 
 
+@pytest.mark.slow  # 9 s on a shared 2-core CPU (2026-12-03)
 def test_a_killed_process_resumes_to_the_same_tokens(tmp_path):
     rng = random.Random(1)
     big = tmp_path / "big.txt"
@@ -253,7 +259,7 @@ def test_a_killed_process_resumes_to_the_same_tokens(tmp_path):
     args = [str(big), "--shard-tokens", "10000", "--num-proc", "1", "--no-progress"]
     out = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, str(ROOT / "data/text/prepare.py"), *args, "--out-dir", str(out)]
+    command = [sys.executable, "-m", "nanogpt.data.prepare", "text", *args, "--out-dir", str(out)]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 60
@@ -265,8 +271,8 @@ def test_a_killed_process_resumes_to_the_same_tokens(tmp_path):
         proc.wait()
     if (out / "meta.json").exists():
         pytest.skip("the prepare finished before it could be killed")
-    script("text").main([*args, "--out-dir", str(out)])
-    script("text").main([*args, "--out-dir", str(tmp_path / "whole")])
+    prepare(["text", *args, "--out-dir", str(out)])
+    prepare(["text", *args, "--out-dir", str(tmp_path / "whole")])
     assert outputs(out) == outputs(tmp_path / "whole")
 
 
@@ -303,7 +309,8 @@ def test_a_damaged_prepared_shard_names_the_command_that_remakes_it(tmp_path, fi
     message = str(err.value)
     assert str(shard) in message and "but the file holds" in message
     assert (
-        "python data/openwebtext/prepare.py --local-files" in message and "--overwrite" in message
+        "python -m nanogpt.data.prepare openwebtext --local-files" in message
+        and "--overwrite" in message
     )
 
 
@@ -453,3 +460,70 @@ def test_text_conversations_and_columns(tmp_path, fixtures):
     (tmp_path / "latin.txt").write_bytes("caf\xe9\n".encode("latin-1") + b"x\n")
     with pytest.raises(SystemExit, match="latin.txt: not UTF-8"):
         run("text", tmp_path / "latin", str(tmp_path / "latin.txt"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The way in: `python -m nanogpt.data.prepare NAME`, from anywhere
+
+
+def test_the_module_form_prepares_from_another_directory_and_records_itself(tmp_path):
+    """What an installed package offers: the `-m` command, run outside the checkout, with the
+    data root from $NANOGPT_DATA_DIR; meta.json records that command, so errors repeat it."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"line {i} of a tiny corpus\n" for i in range(40)))
+    root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NANOGPT_DATA_DIR": str(root)}
+    args = ["text", str(corpus), "--name", "tiny", "--val-every", "10", "--num-proc", "1"]
+    done = subprocess.run(
+        [sys.executable, "-m", "nanogpt.data.prepare", *args, "--no-progress"],
+        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"-> {root / 'tiny'}" in done.stdout
+    meta = json.loads((root / "tiny" / "meta.json").read_text())
+    assert meta["command"].startswith(f"{PREPARE_COMMAND} text {corpus}")
+    assert meta["documents"] == {"val": 4, "train": 36}
+    assert prepare_command(root / "tiny").startswith(PREPARE_COMMAND)
+
+
+def test_the_embedded_corpus_through_the_command_records_the_command(tmp_path):
+    out = tmp_path / "shakespeare_bytes"
+    summary = prepare(["shakespeare", "--tokenizer", "bytes", "--out-dir", str(out),
+                       "--no-progress", "--num-proc", "1"])  # fmt: skip
+    assert summary["status"] == "done" and summary["tokenizer"] == "bytes"
+    assert summary["command"] == f"{PREPARE_COMMAND} shakespeare --tokenizer bytes"
+    assert "prepare.py" not in json.dumps(summary)
+
+
+def test_the_listing_names_every_dataset(capsys):
+    with pytest.raises(SystemExit) as done:
+        prepare_main(["--help"])
+    listing = capsys.readouterr().out
+    assert done.value.code == 0 and all(f"  {name} " in listing for name in COMMANDS)
+    assert listing.startswith(f"usage: {PREPARE_COMMAND} NAME")
+    with pytest.raises(SystemExit) as bare:
+        prepare_main([])
+    assert bare.value.code == 2 and "NAME is one of" in capsys.readouterr().err
+
+
+def test_names_hyphenated_unknown_and_the_checkout_shortcuts(tmp_path, fixtures):
+    args = args_for("fineweb_edu", fixtures)
+    hyphen = run("fineweb-edu", tmp_path / "a", *args)
+    shortcut = script("fineweb_edu").main(
+        [*args, "--out-dir", str(tmp_path / "b"), "--no-progress"]
+    )
+    assert hyphen["documents"] == shortcut["documents"] == {"val": 20, "train": 280}
+    assert outputs(tmp_path / "a") == outputs(tmp_path / "b")
+    with pytest.raises(SystemExit, match="no dataset 'fineweb'; one of shakespeare, fineweb_edu"):
+        prepare(["fineweb"])
+    assert sorted(p.parent.name for p in ROOT.glob("data/*/prepare.py")) == sorted(COMMANDS)
+
+
+def test_an_old_checkout_command_in_meta_json_is_named_in_the_module_form(tmp_path):
+    out = tmp_path / "openwebtext"
+    out.mkdir()
+    (out / "meta.json").write_text(
+        json.dumps({"command": "python data/openwebtext/prepare.py --local-files x.jsonl"})
+    )
+    assert prepare_command(out) == f"{PREPARE_COMMAND} openwebtext --local-files x.jsonl"

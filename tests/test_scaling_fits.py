@@ -28,7 +28,7 @@ from nanogpt.scaling_laws import (
 )
 from nanogpt.scaling_laws.analysis import fitted_objects
 from nanogpt.scaling_laws.cli import main as cli_main
-from nanogpt.scaling_laws.parametric import _minimise, _minimise_batch, _to_theta
+from nanogpt.scaling_laws.parametric import _minimise_batch, minimise_scipy, to_theta
 from nanogpt.scaling_laws.results import group_budgets
 from nanogpt.scaling_laws.synthetic import BESIROGLU_LAW
 
@@ -81,6 +81,7 @@ def test_approach2_intervals_cover_the_true_exponent():
     assert 0.85 <= np.mean(covered) <= 1.0, np.mean(covered)
 
 
+@pytest.mark.slow  # 126 s on a shared 2-core CPU (2026-12-03)
 def test_approach3_intervals_cover_the_true_exponent():
     covered, inside = [], []
     for seed in range(20):
@@ -155,6 +156,7 @@ def _numbers(fits: dict) -> dict:
     }
 
 
+@pytest.mark.slow  # 45 s on a shared 2-core CPU (2026-12-03)
 def test_the_sweep_the_command_line_and_the_plots_give_the_same_numbers(sweep_dir, capsys):
     from nanogpt.sweep.runner import analyze
 
@@ -181,6 +183,7 @@ def test_the_sweep_the_command_line_and_the_plots_give_the_same_numbers(sweep_di
     assert capsys.readouterr().out.splitlines()[-1].split(": ", 1)[1] == line.split(": ", 1)[1]
 
 
+@pytest.mark.slow  # 41 s on a shared 2-core CPU (2026-12-03)
 def test_figures_draw_the_fits_object_and_never_refit(sweep_dir, tmp_path, capsys):
     """A fits.json whose exponent was edited: the figure shows the edited number, so it drew
     the object rather than fitting the table."""
@@ -203,6 +206,7 @@ def test_figures_draw_the_fits_object_and_never_refit(sweep_dir, tmp_path, capsy
     assert any("Approach 2: a = 0.123" in t for t in labels)
 
 
+@pytest.mark.slow  # 48 s on a shared 2-core CPU (2026-12-03)
 def test_fits_json_round_trips_what_the_figures_draw(sweep_dir, tmp_path):
     data = load_results(sweep_dir)[0]
     fits = fit_all(data, n_bootstrap=40)
@@ -233,6 +237,7 @@ def test_params_or_tokens_can_be_derived_from_compute():
         load_results(table, params_col=None, tokens_col=None)
 
 
+@pytest.mark.slow  # 11 s on a shared 2-core CPU (2026-12-03)
 def test_cli_reads_a_table_of_compute_and_tokens_only(tmp_path, capsys):
     table = synthetic_isoflop_grid(noise=0.002).drop(columns=["params_scaling"])
     table = table.rename(columns={"flops_budget": "C", "tokens": "D", "final_val_loss": "loss"})
@@ -244,6 +249,7 @@ def test_cli_reads_a_table_of_compute_and_tokens_only(tmp_path, capsys):
     assert "the FLOP column as written (6ND); loss in nats/token" in text
 
 
+@pytest.mark.slow  # 17 s on a shared 2-core CPU (2026-12-03)
 def test_labels_follow_the_tables_convention_and_unit(tmp_path):
     table = synthetic_results(seed=0).assign(tokenizer="bytes")
     data = load_results(table, flops_label="6ND")[0]
@@ -311,6 +317,7 @@ def test_scattered_compute_is_not_an_isoflop_grid():
     assert any(w.startswith("not an isoFLOP grid") for w in data.attrs["warnings"])
 
 
+@pytest.mark.slow  # 15 s on a shared 2-core CPU (2026-12-03)
 @pytest.mark.skipif(not CHINCHILLA_CSV.is_file(), reason="needs ../shared/data")
 def test_the_worked_example_of_the_docs_on_the_chinchilla_points(tmp_path, capsys):
     """docs/README_SCALING_LAWS.md, 'Reading in a published table'."""
@@ -330,6 +337,7 @@ def test_the_worked_example_of_the_docs_on_the_chinchilla_points(tmp_path, capsy
 # --- 5. flags for weak fits ----------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 21 s on a shared 2-core CPU (2026-12-03)
 def test_few_interior_budgets_are_flagged_everywhere(tmp_path, capsys):
     table = synthetic_isoflop_grid(budgets=(1e18, 1e19), noise=0.002)
     table.to_csv(tmp_path / "two.csv", index=False)
@@ -344,6 +352,7 @@ def test_few_interior_budgets_are_flagged_everywhere(tmp_path, capsys):
     assert "FLAGS: few interior budgets" in title
 
 
+@pytest.mark.slow  # 53 s on a shared 2-core CPU (2026-12-03)
 def test_an_interval_at_a_bound_is_flagged():
     smallest_wins = Path(__file__).resolve().parent / "data" / "cpu_sweep_smallest_wins.csv"
     fits = fit_all(load_results(smallest_wins)[0], n_bootstrap=30)
@@ -375,18 +384,19 @@ def test_approaches_that_disagree_are_flagged(sweep_dir):
 # --- 6. the batched Approach 3 refits ------------------------------------------------------------
 
 
+@pytest.mark.slow  # 8 s on a shared 2-core CPU (2026-12-03)
 def test_batched_refits_reach_scipys_optimum():
     data = load_results(synthetic_results(seed=2))[0]
     args = tuple(np.log(data[c].to_numpy(float)) for c in ("N", "D", "L")) + (1e-3,)
     full = fit_parametric(data, n_bootstrap=0)
-    theta = _to_theta({k: getattr(full, k).value for k in ("E", "A", "B", "alpha", "beta")})
+    theta = to_theta({k: getattr(full, k).value for k in ("E", "A", "B", "alpha", "beta")})
     rng = np.random.default_rng(0)
     picks = rng.integers(0, len(data), (8, len(data)))
     counts = np.stack([np.bincount(p, minlength=len(data)) for p in picks]).astype(float)
     rows, values, converged = _minimise_batch(theta, args, counts)
     assert converged.all()
     for k, pick in enumerate(picks):
-        reference = _minimise(theta, (args[0][pick], args[1][pick], args[2][pick], 1e-3))
+        reference = minimise_scipy(theta, (args[0][pick], args[1][pick], args[2][pick], 1e-3))
         # The same objective (a resample is the runs weighted by their counts) ...
         assert values[k] <= reference[1] * (1 + 1e-8) + 1e-15
         # ... at the same optimum.
@@ -402,6 +412,7 @@ def test_make_all_plots_without_fits_fits_once(tmp_path):
     ]
 
 
+@pytest.mark.slow  # 16 s on a shared 2-core CPU (2026-12-03)
 def test_the_benchmark_prints_its_tables(capsys):
     import importlib.util
 

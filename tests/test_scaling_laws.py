@@ -22,7 +22,7 @@ from nanogpt.scaling_laws import (
     synthetic_results,
 )
 from nanogpt.scaling_laws.cli import main as cli_main
-from nanogpt.scaling_laws.parametric import _objective, _to_theta
+from nanogpt.scaling_laws.parametric import _objective, to_theta
 from nanogpt.scaling_laws.synthetic import BESIROGLU_LAW
 
 CHINCHILLA_CSV = (
@@ -233,7 +233,7 @@ def test_a_fit_started_at_hoffmanns_printed_values_does_not_stay_there(chinchill
         np.log(chinchilla["L"].to_numpy()),
         1e-3,
     )
-    at_hoffmann = _objective(_to_theta(HOFFMANN_PRINTED), *args)[0]
+    at_hoffmann = _objective(to_theta(HOFFMANN_PRINTED), *args)[0]
     fit = fit_parametric(chinchilla, n_bootstrap=0, init=HOFFMANN_PRINTED)
     assert fit.objective < 0.9 * at_hoffmann
     # It leaves Hoffmann's point by many of Besiroglu's standard errors...

@@ -83,6 +83,7 @@ def test_no_power_law_through_minima_the_runs_do_not_bracket(smallest_wins):
     assert _exponents(report) == [] and report["law_budgets"] == []
 
 
+@pytest.mark.slow  # 14 s on a shared 2-core CPU (2026-12-03)
 def test_cli_says_the_minima_are_not_interior(tmp_path, capsys):
     code = cli_main([str(SMALLEST_WINS_CSV), "--bootstrap", "30", "--budget", "1e13"])
     captured = capsys.readouterr()
@@ -110,6 +111,7 @@ def test_cli_says_the_minima_are_not_interior(tmp_path, capsys):
     assert "not fitted" in approach2_prediction["error"]
 
 
+@pytest.mark.slow  # 14 s on a shared 2-core CPU (2026-12-03)
 def test_figures_keep_to_the_data(smallest_wins, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # every figure is drawn
@@ -258,6 +260,7 @@ def test_bootstrap_keeps_resamples_whose_minimum_is_extrapolated():
 # --- Approach 3: a fit at a bound is flagged ----------------------------------------------------
 
 
+@pytest.mark.slow  # 17 s on a shared 2-core CPU (2026-12-03)
 def test_parametric_flags_a_parameter_at_its_bound(smallest_wins):
     fit = fit_parametric(smallest_wins, n_bootstrap=20)
     assert fit.E.value < 1e-6  # the method is unchanged: E does run to 0 on these runs

@@ -3,6 +3,7 @@ and real local-Ray runs (few and small, marked slow)."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,8 +14,10 @@ import pandas as pd
 import pytest
 from eval_fixtures import write_core_bundle
 
+from nanogpt import scaling
 from nanogpt.config import TrainConfig
 from nanogpt.sweep import (
+    MEASURED_H200_MFU,
     RESULT_COLUMNS,
     Dataset,
     SweepConfig,
@@ -66,7 +69,7 @@ def _ship_this_module_by_value() -> None:
 
 
 GPT2_DATA = Dataset(
-    "/data/fineweb_edu", "gpt2", 50259, 10**10, "python data/fineweb_edu/prepare.py"
+    "/data/fineweb_edu", "gpt2", 50259, 10**10, "python -m nanogpt.data.prepare fineweb_edu"
 )
 
 
@@ -110,6 +113,35 @@ def test_plan_and_dry_run_show_shapes_data_epochs_and_cost():
     assert "H200-hours" in text
 
 
+def test_the_dry_run_prices_a_trial_at_the_measured_h200_mfu():
+    """The MFU table is docs/benchmarks.md's same-call tokens/s (DEPTH 6-14) times FLOPs per
+    token over the H200's peak, and the dry run's time for a trial is its FLOPs over that MFU
+    times the peak."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md").read_text()
+    table = doc[doc.index("### Same-call table after the changes") :].split("\n\n")[2]
+    # | DEPTH | shape | nanoGPT ms | nanoGPT tokens/s | project ms | project tokens/s | ...
+    measured = {
+        int(cells[0]): int(cells[5].replace(",", ""))
+        for cells in (
+            [c.strip() for c in line.strip("|").split("|")]
+            for line in table.splitlines()
+            if re.match(r"\| \d+ \|", line)
+        )
+    }
+    assert sorted(measured) == [6, 8, 10, 12, 14] and measured[12] == 477_426
+    peak = scaling.PEAK_BF16_FLOPS["H200"]
+    for depth, tokens_per_s in measured.items():
+        flops_per_token = scaling.flops_per_token(scaling.shape_for_depth(depth))
+        assert MEASURED_H200_MFU[depth] == round(tokens_per_s * flops_per_token / peak, 3)
+
+    sweep = SweepConfig(depths=[10], flops=[1e18], train=TrainConfig())
+    row = plan(sweep, GPT2_DATA)[0]
+    line = next(x for x in dry_run(sweep, GPT2_DATA).splitlines() if x.startswith("| d10_"))
+    hours = float(line.strip(" |").rsplit("|", 1)[1])
+    flops = row["tokens_planned"] * row["flops_per_token"]
+    assert hours == pytest.approx(flops / (MEASURED_H200_MFU[10] * peak) / 3600, rel=5e-3)
+
+
 def test_the_dry_run_says_whether_each_budget_is_bracketed_and_suggests_depths():
     # Chinchilla's ~20 tokens per parameter puts 1e18 FLOPs near DEPTH 10 at 64 x DEPTH.
     sweep = SweepConfig(depths_by_budget={1e18: [6, 8, 12, 14], 1e20: [6, 8]})
@@ -124,13 +156,13 @@ def test_the_dry_run_says_whether_each_budget_is_bracketed_and_suggests_depths()
 
 def test_a_grid_that_cannot_run_is_refused_before_anything_starts():
     missing = Dataset(
-        "/nowhere/fineweb_edu", "gpt2", 50259, None, "python data/fineweb_edu/prepare.py"
+        "/nowhere/fineweb_edu", "gpt2", 50259, None, "python -m nanogpt.data.prepare fineweb_edu"
     )
     sweep = SweepConfig(depths=[6], flops=[1e18])
-    with pytest.raises(FileNotFoundError, match="python data/fineweb_edu/prepare.py"):
+    with pytest.raises(FileNotFoundError, match="python -m nanogpt.data.prepare fineweb_edu"):
         check_plan(sweep, missing, plan(sweep, missing))
     small = Dataset(
-        "/data/shakespeare", "gpt2", 50259, 1_419_253, "python data/shakespeare/prepare.py"
+        "/data/shakespeare", "gpt2", 50259, 1_419_253, "python -m nanogpt.data.prepare shakespeare"
     )
     with pytest.raises(ValueError, match="repeat their data.*--allow-repeat"):
         check_plan(sweep, small, plan(sweep, small))
@@ -148,7 +180,7 @@ def test_the_seed_sweep_without_prepared_fineweb_stops_at_once_with_the_command(
     import ray
 
     sweep = SweepConfig(depths=[6, 8], flops=[1e18], storage=str(tmp_path / "out"))
-    with pytest.raises(FileNotFoundError, match=r"python data/fineweb_edu/prepare.py"):
+    with pytest.raises(FileNotFoundError, match=r"python -m nanogpt.data.prepare fineweb_edu"):
         run_sweep(sweep)
     assert not ray.is_initialized()  # refused before Ray started
 
@@ -241,6 +273,7 @@ def test_progress_moves_with_each_logged_step(tmp_path):
     assert next(x for x in starting.splitlines() if x.startswith(key)).endswith("starting")
 
 
+@pytest.mark.slow  # 10 s on a shared 2-core CPU (2026-12-03)
 def test_the_command_line_dry_runs(tmp_path):
     env = {**os.environ, "NANOGPT_DATA_DIR": str(tmp_path / "data")}
     run = dict(cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
@@ -253,7 +286,7 @@ def test_the_command_line_dry_runs(tmp_path):
          "--dry-run"], **run,
     )  # fmt: skip
     assert seed.returncode == 0, seed.stderr
-    assert "NOT PREPARED: run `python data/fineweb_edu/prepare.py` first" in seed.stdout
+    assert "NOT PREPARED: run `python -m nanogpt.data.prepare fineweb_edu` first" in seed.stdout
     assert seed.stdout.count("bracket: budget") == 3 and "| epochs |" in seed.stdout
     wrong = subprocess.run([sys.executable, "sweeps/isoflop.py", "--depths", "6"], **run)
     assert wrong.returncode == 2 and "--depths and --flops go together" in wrong.stderr

@@ -51,7 +51,7 @@ def test_a_grid_without_data_trains_on_fineweb_edu(tmp_path, monkeypatch):
     assert Path(dataset.path) == (tmp_path / "fineweb_edu").resolve()
     # Not prepared yet: priced as GPT-2 BPE, with the command that prepares it
     assert dataset.train_tokens is None and dataset.tokenizer == "gpt2"
-    assert dataset.prepare_command == "python data/fineweb_edu/prepare.py"
+    assert dataset.prepare_command == "python -m nanogpt.data.prepare fineweb_edu"
     # Once prepared, the same sweep finds it and counts its tokens
     _prepared(tmp_path / "fineweb_edu", "gpt2", 5000, 1000)
     dataset = sweep_dataset(sweep)
@@ -70,6 +70,7 @@ def test_data_given_wins_over_the_default(tmp_path, monkeypatch):
 # --- the analysis at the end ------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 15 s on a shared 2-core CPU (2026-12-03)
 def test_analyze_fits_the_results_table_once_and_draws_from_that_fit(tmp_path, capsys):
     """analyze() on a sweep directory: fits.json with the numbers fit_all gives for the same
     table and options, figures drawn, the report printed; nothing about the table is lost."""

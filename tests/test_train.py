@@ -56,6 +56,7 @@ def losses(run_dir: Path) -> dict[int, float]:
     return out
 
 
+@pytest.mark.slow  # 77 s on a shared 2-core CPU (2026-12-03)
 def test_a_tiny_run_lowers_the_loss_and_writes_its_outputs(corpus, tmp_path):
     reports = []
     summary = train(
@@ -77,6 +78,7 @@ def test_a_tiny_run_lowers_the_loss_and_writes_its_outputs(corpus, tmp_path):
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "ok"
 
 
+@pytest.mark.slow  # 56 s on a shared 2-core CPU (2026-12-03)
 def test_interrupted_and_resumed_equals_uninterrupted(corpus, tmp_path):
     whole = train(tiny_cfg(corpus, tmp_path / "a"))
     first = train(tiny_cfg(corpus, tmp_path / "b", stop_at_step=5))
@@ -88,6 +90,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(corpus, tmp_path):
     assert second["final_val_loss"] == whole["final_val_loss"]
 
 
+@pytest.mark.slow  # 8 s on a shared 2-core CPU (2026-12-03)
 def test_a_nan_ends_the_run_as_diverged(corpus, tmp_path):
     reports = []
     summary = train(
@@ -115,6 +118,7 @@ def test_divergence_is_a_non_finite_loss_or_a_smoothed_blow_up_after_warmup():
     assert "loss is inf" in Divergence(1.5, 0, ema=5.0, best=5.0).update(9, float("inf"))
 
 
+@pytest.mark.slow  # 9 s on a shared 2-core CPU (2026-12-03)
 def test_a_blown_up_loss_ends_the_run_as_diverged(corpus, tmp_path):
     summary = train(tiny_cfg(corpus, tmp_path, lr_adamw=50.0, lr_muon=50.0, num_iterations=30))
     assert summary["status"] == "diverged" and summary["steps"] < 30
@@ -199,6 +203,7 @@ def test_byte_level_data_builds_a_byte_level_model_and_checkpoints_say_so(tmp_pa
     assert 0 < summary["epochs"] < 0.01
 
 
+@pytest.mark.slow  # 13 s on a shared 2-core CPU (2026-12-03)
 def test_a_checkpoint_used_with_data_of_another_tokenizer_is_a_named_error(corpus, tmp_path):
     corpus_bytes = ensure_shakespeare(tmp_path / "shakespeare_bytes", tokenizer="bytes")
     gpt2_run = train(tiny_cfg(corpus, tmp_path, num_iterations=2))
@@ -219,6 +224,7 @@ def test_a_checkpoint_used_with_data_of_another_tokenizer_is_a_named_error(corpu
     assert out.returncode == 2 and "trained on 'gpt2' tokens" in out.stderr, out.stderr[-2000:]
 
 
+@pytest.mark.slow  # 17 s on a shared 2-core CPU (2026-12-03)
 def test_mid_training_starts_from_a_checkpoint(corpus, tmp_path):
     pre = train(tiny_cfg(corpus, tmp_path, num_iterations=4))
     mid = train(
@@ -305,6 +311,7 @@ def test_schedule_warms_up_then_decays_to_the_floor():
     assert all(a >= b for a, b in zip(values[10:], values[11:]))
 
 
+@pytest.mark.slow  # 11 s on a shared 2-core CPU (2026-12-03)
 def test_wandb_offline_writes_a_local_run(corpus, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     summary = train(tiny_cfg(corpus, tmp_path, num_iterations=2, wandb="offline"))

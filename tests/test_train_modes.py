@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from nanogpt.config import TrainConfig
 from nanogpt.data import ensure_shakespeare, write_tokens
@@ -36,6 +37,7 @@ def write_chat_dataset(root: Path) -> Path:
     return out
 
 
+@pytest.mark.slow  # 14 s on a shared 2-core CPU (2026-12-03)
 def test_mode_all_pretrains_then_mid_trains_from_the_checkpoint(tmp_path, monkeypatch):
     data_root = tmp_path / "data"
     corpus = ensure_shakespeare(data_root / "shakespeare")

@@ -5,9 +5,10 @@ the prepare command), ``format`` (the token file format: write, read, validate),
 (a name or directory resolved to its shards, its meta.json, its size), ``windows`` (a split as
 one sequence of windows, the shuffle), ``loader`` (``DataLoader``, ``val_batches``),
 ``multiplex`` (``MultiplexLoader``, ``parse_mixture``); and for making datasets, ``prepare``
-(``run_prepare``: tokenize, shard, resume), ``documents`` (encoders and readers of records) and
-``shakespeare`` (the embedded default corpus), ``web_text`` (the command line of hub text
-corpora). The names below are the ones to import from
+(``run_prepare``: tokenize, shard, resume; the ``python -m nanogpt.data.prepare NAME`` command),
+``documents`` (encoders and readers of records) and one module per dataset: ``shakespeare`` (the
+embedded default corpus), ``web_text`` (FineWeb-Edu, OpenWebText), ``task_mixture`` (chat),
+``text_files`` (your own files). The names below are the ones to import from
 ``nanogpt.data``; the prepare modules are imported from where they live, so that loading data
 does not import the tokenizer.
 """

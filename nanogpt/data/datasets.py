@@ -30,7 +30,7 @@ def resolve_data_dir(name_or_path: str | Path) -> Path:
     """A dataset directory from a name (``"shakespeare"``) or a path.
 
     A name is looked up under ``data_root()`` (``$NANOGPT_DATA_DIR``; default ``data/`` in the
-    checkout, else ``~/.cache/nanogpt/data``). A directory without token files raises FileNotFoundError naming the prepare script to run.
+    checkout, else ``~/.cache/nanogpt/data``). A directory without token files raises FileNotFoundError naming the prepare command to run.
     """
     text = str(name_or_path)
     path = Path(text).expanduser()

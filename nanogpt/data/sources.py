@@ -44,7 +44,7 @@ def run_data(data: str | None, mode: str) -> tuple[str | Path, str]:
         pass
     return (
         ensure_shakespeare(),
-        "data: FineWeb-Edu is not prepared (python data/fineweb_edu/prepare.py), so this run "
+        "data: FineWeb-Edu is not prepared (python -m nanogpt.data.prepare fineweb_edu), so this run "
         "uses the embedded Shakespeare corpus",
     )
 

@@ -1,5 +1,15 @@
-"""The command line of a plain-text hub corpus (a ``text`` column, one split): FineWeb-Edu and
-OpenWebText use it (data/fineweb_edu/prepare.py, data/openwebtext/prepare.py).
+"""Plain-text hub corpora (a ``text`` column, one split): FineWeb-Edu and OpenWebText.
+
+    python -m nanogpt.data.prepare fineweb_edu                          # sample-10BT, streamed from the hub
+    python -m nanogpt.data.prepare fineweb_edu --config sample-100BT    # a larger sample
+    python -m nanogpt.data.prepare fineweb_edu --local-files DIR_OR_FILES.parquet   # no hub
+    python -m nanogpt.data.prepare openwebtext                          # streamed from the hub
+
+FineWeb-Edu sample-10BT: about 9.7 M documents and 10 B tokens, so about 20 GB of shards (100 M
+tokens each); the first --val-docs documents of the stream (default 10,000, about 10 M tokens)
+are the validation split, the rest train. OpenWebText: about 8.0 M documents and 9 B tokens,
+about 18 GB; the first 4,000 documents (about 4.5 M tokens, the size of nanoGPT's 0.05% split)
+are validation. Interrupted? Run the same command again: it resumes.
 """
 
 from __future__ import annotations
@@ -7,7 +17,30 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from nanogpt.data.paths import PREPARE_COMMAND
 from nanogpt.data.prepare import Split, add_common_args, parse_args, parse_count, run_from_args
+
+# name: the options of prepare_web_text that make its command
+WEB_CORPORA: dict[str, dict] = {
+    "fineweb_edu": {
+        "hub_name": "HuggingFaceFW/fineweb-edu",
+        "description": "Prepare FineWeb-Edu (HuggingFaceFW/fineweb-edu) as GPT-2 token shards.",
+        "default_val_docs": 10_000,
+        "default_config": "sample-10BT",
+        "config_help": "hub config: sample-10BT (default), sample-100BT, sample-350BT, "
+        "default (all)",
+    },
+    "openwebtext": {
+        "hub_name": "Skylion007/openwebtext",
+        "description": "Prepare OpenWebText (Skylion007/openwebtext) as GPT-2 token shards.",
+        "default_val_docs": 4_000,
+    },
+}
+
+
+def main(name: str, argv: Sequence[str] | None = None) -> dict:
+    """``python -m nanogpt.data.prepare fineweb_edu|openwebtext [options]``."""
+    return prepare_web_text(argv, name=name, **WEB_CORPORA[name])
 
 
 def prepare_web_text(
@@ -24,7 +57,7 @@ def prepare_web_text(
     --val-docs documents are validation, the rest train. FineWeb-Edu and OpenWebText use it."""
     from nanogpt.data.documents import column, expand_files, load_rows, skip_take
 
-    parser = argparse.ArgumentParser(description=description)
+    parser = argparse.ArgumentParser(prog=f"{PREPARE_COMMAND} {name}", description=description)
     if default_config is not None:
         parser.add_argument("--config", default=default_config, help=config_help)
     parser.add_argument(
@@ -69,4 +102,4 @@ def prepare_web_text(
     }
     if default_config is not None:
         source["config"] = None if local else config
-    return run_from_args(args, name, splits, source=source, script=f"data/{name}/prepare.py")
+    return run_from_args(args, name, splits, source=source, command_name=name)

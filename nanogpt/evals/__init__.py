@@ -149,32 +149,29 @@ def evaluate(
     if suite not in SUITES:
         raise ValueError(f"suite {suite!r} is not one of {', '.join(SUITES)}")
     meta = meta or {}
-    if suite == "all":
-        from nanogpt.engine import is_chat_model
 
-        names = ["core", "gauntlet"] + (["chatcore", "ifeval"] if is_chat_model(meta) else [])
-        suites = {
-            name: evaluate(
-                model, tokenizer, name, bundle_dir, meta=meta, data_dir=data_dir, limit=limit,
-                device=device, baselines=baselines, batch_tokens=batch_tokens,
-                distributed=distributed, log=log,
-            )
-            for name in names
-        }  # fmt: skip
-        notes = [] if "chatcore" in names else ["chat suites skipped: not a mid-trained model"]
-        return {"suite": "all", "suites": suites, "notes": notes}
-    if suite in BASE_SUITES:
-        if bundle_dir is None:
-            raise BundleError("core and gauntlet need an eval bundle: pass --bundle or --download")
-        bundle = open_bundle(bundle_dir)
-        return run_icl_suite(
-            model, tokenizer, suite, bundle, limit=limit, device=device, baselines=baselines,
-            batch_tokens=batch_tokens, distributed=distributed, log=log,
-        )  # fmt: skip
-    if data_dir is None and bundle_dir is None:
-        raise ValueError(f"suite {suite!r} needs --data-dir (or --bundle) with its JSONL files")
-    folder = Path(data_dir if data_dir is not None else bundle_dir)  # type: ignore[arg-type]
-    return chat_suite(suite)(model, tokenizer, meta, folder, limit=limit, device=device)
+    def run_one(name: str) -> dict[str, Any]:
+        if name in BASE_SUITES:
+            if bundle_dir is None:
+                raise BundleError(
+                    "core and gauntlet need an eval bundle: pass --bundle or --download"
+                )
+            return run_icl_suite(
+                model, tokenizer, name, open_bundle(bundle_dir), limit=limit, device=device,
+                baselines=baselines, batch_tokens=batch_tokens, distributed=distributed, log=log,
+            )  # fmt: skip
+        if data_dir is None and bundle_dir is None:
+            raise ValueError(f"suite {name!r} needs --data-dir (or --bundle) with its JSONL files")
+        folder = Path(data_dir if data_dir is not None else bundle_dir)  # type: ignore[arg-type]
+        return chat_suite(name)(model, tokenizer, meta, folder, limit=limit, device=device)
+
+    if suite != "all":
+        return run_one(suite)
+    from nanogpt.engine import is_chat_model
+
+    names = ["core", "gauntlet"] + (["chatcore", "ifeval"] if is_chat_model(meta) else [])
+    notes = [] if "chatcore" in names else ["chat suites skipped: not a mid-trained model"]
+    return {"suite": "all", "suites": {name: run_one(name) for name in names}, "notes": notes}
 
 
 __all__ = ["SUITES", "evaluate", "run_icl_suite"]

@@ -374,6 +374,15 @@ def run_humaneval(
     return [r.passed for r in results], notes
 
 
+def prompt_style(meta: dict) -> tuple[bool, list[str]]:
+    """Whether a chat suite renders its prompts as chat (a mid-trained model's checkpoint), and
+    the note its result carries when it does not."""
+    chat = is_chat_model(meta)
+    return chat, [] if chat else [
+        "a base (not mid-trained) model: prompts are plain text, not chat"
+    ]
+
+
 def summarize(suite: str, tasks: dict[str, dict], notes: list[str]) -> dict:
     """The suite's result: per task accuracy, centred score and count; the mean centred score."""
     scores = [t["centered"] for t in tasks.values()]
@@ -408,8 +417,7 @@ def run_chatcore(
     if unknown:
         raise ValueError(f"unknown ChatCORE task(s) {unknown}; choose from {list(TASKS)}")
     data_dir = Path(data_dir)
-    chat = is_chat_model(meta)
-    notes = [] if chat else ["a base (not mid-trained) model: prompts are plain text, not chat"]
+    chat, notes = prompt_style(meta)
     if set(tasks) != set(TASKS):
         notes.append(f"ChatCORE over {len(tasks)} of its {len(TASKS)} tasks: {', '.join(tasks)}")
     # Every file is checked before any model work, so a missing one fails at once.

@@ -466,7 +466,7 @@ def evaluate_task(
     flags[rank::world] = torch.tensor(outcomes, dtype=torch.float32)
     if distributed and world > 1:
         flags = flags.to(device)
-        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.SUM)
+        dist.all_reduce_sum(flags)
         flags = flags.cpu()
     hits = flags.bool().tolist()
     if not task.has_categories:

@@ -31,8 +31,14 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from nanogpt.engine import Engine, is_chat_model
-from nanogpt.evals.chatcore import generate_replies, read_jsonl, subsample, task_file
+from nanogpt.engine import Engine
+from nanogpt.evals.chatcore import (
+    generate_replies,
+    prompt_style,
+    read_jsonl,
+    subsample,
+    task_file,
+)
 
 INSTRUCTION_IDS = (
     "keywords:existence",
@@ -227,7 +233,7 @@ def run_ifeval(
     less where the context is shorter), scored by the 25 checks."""
     load_checks()  # fail on a missing dependency before generating anything
     records = subsample(load_ifeval(task_file(Path(data_dir), "ifeval")), limit)
-    chat = is_chat_model(meta)
+    chat, notes = prompt_style(meta)
     if chat:
         prompts = [
             tokenizer.render_for_completion([{"role": "user", "content": r["prompt"]}])
@@ -238,7 +244,6 @@ def run_ifeval(
     engine = Engine(model.eval(), tokenizer)
     replies = generate_replies(engine, prompts, max_new_tokens, batch_size=batch_size)
     tasks = score_responses(records, replies)
-    notes = [] if chat else ["a base (not mid-trained) model: prompts are plain text, not chat"]
     context = model.config.sequence_len
     if context < max_new_tokens + max(len(p) for p in prompts):
         notes.append(

@@ -211,14 +211,19 @@ def _tails(rows: int) -> np.ndarray:
     return np.where(np.arange(rows) % 2 == 0, -np.inf, np.inf)
 
 
-def _minimise(theta0: np.ndarray, args: tuple) -> tuple[np.ndarray, float, str]:
+def minimise_scipy(theta0: np.ndarray, args: tuple) -> tuple[np.ndarray, float, str]:
+    """One fit with scipy's L-BFGS-B from ``theta0`` (see ``to_theta``) on ``args`` = (log N,
+    log D, log L, Huber delta): (theta, objective, scipy's message). The full-data fit's starts
+    use it; the benchmarks time it against the batched refits."""
     result = minimize(
         _objective, theta0, args=args, jac=True, method="L-BFGS-B", options=LBFGS_OPTIONS
     )
     return result.x, float(result.fun), str(result.message)
 
 
-def _to_theta(params: dict[str, float]) -> np.ndarray:
+def to_theta(params: dict[str, float]) -> np.ndarray:
+    """{E, A, B, alpha, beta} -> the vector the optimiser works on: (log A, log B, log E, alpha,
+    beta)."""
     return np.array(
         [
             math.log(params["A"]),
@@ -489,11 +494,11 @@ def fit_parametric(
     args = (log_n, log_d, log_loss, delta)
 
     if init is not None:
-        starts = _to_theta(init)[None, :]
+        starts = to_theta(init)[None, :]
     else:
         scores = _grid_objective(HOFFMANN_GRID, *args)
         starts = HOFFMANN_GRID[np.argsort(scores)[:n_starts]]
-    best = min((_minimise(start, args) for start in starts), key=lambda result: result[1])
+    best = min((minimise_scipy(start, args) for start in starts), key=lambda result: result[1])
     theta, objective, message = best
 
     samples, lost, n_failed = _bootstrap(theta, args, n_points, n_bootstrap, seed)

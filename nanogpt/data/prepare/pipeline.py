@@ -1,4 +1,4 @@
-"""What every ``data/<name>/prepare.py`` shares: tokenize documents in worker processes, write
+"""What every dataset's prepare command shares: tokenize documents in worker processes, write
 shards atomically, resume after an interruption, show progress, and print a summary.
 
 A prepare run reads each split's documents in a fixed order, tokenizes chunks of them in a
@@ -10,13 +10,12 @@ rerun skips exactly those documents and rewrites anything after them: nothing is
 or lost, and the output does not depend on ``num_proc``. ``meta.json`` is written last; its
 presence means "complete", and a rerun then prints "already prepared" and does nothing.
 
-The command-line options every prepare script shares are here too (``add_common_args``,
-``run_from_args``).
+The command-line options every prepare command shares are in ``options.py``; the commands
+themselves (``python -m nanogpt.data.prepare NAME``) in ``commands.py``.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime
 import functools
@@ -25,9 +24,7 @@ import json
 import multiprocessing
 import os
 import re
-import shlex
 import shutil
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -45,8 +42,7 @@ from nanogpt.data.format import (
     VERSION,
     write_tokens,
 )
-from nanogpt.data.paths import data_root_help, default_out_dir
-from nanogpt.tokenizer import TOKENIZERS, VOCAB_SIZES, get_tokenizer
+from nanogpt.tokenizer import TOKENIZERS, get_tokenizer
 
 HUB_SHARD_TOKENS = 100_000_000  # like llm.c's fineweb shards (200 MB each)
 
@@ -63,9 +59,11 @@ class Split:
 # Tokenizing chunks of documents in worker processes (the encoders are in documents.py)
 
 
-def _encode_chunk(
+def encode_chunk(
     encode: Callable[[Any], Encoded], records: list[Any]
 ) -> tuple[np.ndarray, np.ndarray | None, list[int]]:
+    """Tokenize one chunk of records: (uint16 tokens, uint8 loss mask or None, each record's
+    token count). What a worker process runs; benchmarks time it alone."""
     ids: list[int] = []
     masks: list[int] = []
     lengths = []
@@ -85,7 +83,7 @@ def _encoded_chunks(
     """Encoded chunks in input order; at most 2 * num_proc chunks are in flight at a time."""
     if num_proc <= 1:
         for chunk in chunks:
-            yield (*_encode_chunk(encode, chunk), len(chunk))
+            yield (*encode_chunk(encode, chunk), len(chunk))
         return
     # Pool.imap would read the whole input ahead of the workers; apply_async with a bounded
     # queue keeps memory flat on a 10-billion-token stream.
@@ -95,7 +93,7 @@ def _encoded_chunks(
     pending: deque = deque()
     try:
         for chunk in chunks:
-            pending.append((pool.apply_async(_encode_chunk, (encode, chunk)), len(chunk)))
+            pending.append((pool.apply_async(encode_chunk, (encode, chunk)), len(chunk)))
             if len(pending) >= 2 * num_proc:
                 result, n = pending.popleft()
                 yield (*result.get(), n)
@@ -240,7 +238,6 @@ def run_prepare(
     num_proc: int | None = None,
     chunk_docs: int = 256,
     source: dict | None = None,
-    script: str | None = None,
     command: str | None = None,
     overwrite: bool = False,
     stop_after_shards: int | None = None,
@@ -302,7 +299,7 @@ def run_prepare(
                 f"{name}: stopped after {run.shards_this_run} shard(s), as asked; rerun to resume"
             )
             return {**run.progress, "status": "stopped"}
-        meta = _meta(run, tokenizer, has_mask, shard_tokens, source, script, command)
+        meta = _meta(run, tokenizer, has_mask, shard_tokens, source, command)
         atomic.write_json(meta_path, meta)
         shutil.rmtree(run.partial, ignore_errors=True)
     _print_summary(name, meta, time.time() - run.started, out_dir)
@@ -323,7 +320,6 @@ def _meta(
     has_mask: bool,
     shard_tokens: int,
     source: dict | None,
-    script: str | None,
     command: str | None,
 ) -> dict:
     """meta.json of a finished dataset: what it holds, how it was made, how to make it again."""
@@ -340,8 +336,7 @@ def _meta(
         "shards": {k: v["shards"] for k, v in state.items()},
         "shard_tokens": shard_tokens,
         "source": source or {},
-        "script": script,
-        "command": command or (f"python {script}" + _tokenizer_flag(tokenizer) if script else None),
+        "command": command,
         "seconds": round(run.seconds(), 1),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -357,10 +352,6 @@ def _print_summary(name: str, meta: dict, seconds: float, out_dir: Path) -> None
         f"{name}: {docs:,} documents ({split_docs}), {toks:,} tokens ({split_tokens}), "
         f"{files} files{masks}, {seconds:.1f} s -> {out_dir}"
     )
-
-
-def _tokenizer_flag(tokenizer: str) -> str:
-    return "" if tokenizer == "gpt2" else f" --tokenizer {tokenizer}"
 
 
 def _already(meta_path: Path) -> dict:
@@ -441,105 +432,3 @@ def _prepare_split(
     if state["documents"] == 0:
         print(f"{run.name}: warning: the {split.name} split has no documents")
     run.save_progress()
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line pieces shared by the scripts
-
-
-def parse_count(text: str) -> int:
-    """``100M``, ``1e8``, ``100_000_000`` → 100000000."""
-    units = {"k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}
-    t = text.strip().lower().replace("_", "").replace(",", "")
-    try:
-        if t and t[-1] in units:
-            return int(float(t[:-1]) * units[t[-1]])
-        return int(float(t))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a count (e.g. 100M, 1e8)") from None
-
-
-def add_common_args(parser: argparse.ArgumentParser, shard_tokens: int = HUB_SHARD_TOKENS) -> None:
-    """The flags every prepare script shares; the epilog says where named datasets live."""
-    parser.epilog = parser.epilog or data_root_help()
-    parser.add_argument(
-        "--tokenizer",
-        choices=TOKENIZERS,
-        default="gpt2",
-        help=f"gpt2 (BPE, {VOCAB_SIZES['gpt2']:,} ids) or bytes (UTF-8 bytes, "
-        f"{VOCAB_SIZES['bytes']} ids); meta.json records it (default gpt2)",
-    )
-    parser.add_argument(
-        "--out-dir",
-        type=Path,
-        default=None,
-        help="where the shards go (default: $NANOGPT_DATA_DIR/<name>, or <name>_bytes with "
-        "--tokenizer bytes; see below)",
-    )
-    parser.add_argument(
-        "--shard-tokens",
-        type=parse_count,
-        default=shard_tokens,
-        help=f"most tokens per shard, cut at document boundaries (default {shard_tokens:,})",
-    )
-    parser.add_argument(
-        "--num-proc",
-        type=int,
-        default=os.cpu_count(),
-        help="tokenizer processes (default: all cores; 1 tokenizes in this process)",
-    )
-    parser.add_argument(
-        "--chunk-docs",
-        type=int,
-        default=256,
-        help="documents per unit of work sent to a tokenizer process (default 256)",
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="delete earlier output and prepare again"
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument(
-        "--stop-after-shards",
-        type=int,
-        default=None,
-        help="stop after writing this many shards, as an interruption would (to try resuming)",
-    )
-
-
-def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    """``parser.parse_args``, keeping the arguments so that meta.json can record the command."""
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
-    return args
-
-
-def run_from_args(
-    args: argparse.Namespace,
-    name: str,
-    splits: Sequence[Split],
-    encode: Callable[..., Encoded] = encode_text,
-    *,
-    has_mask: bool = False,
-    source: dict | None = None,
-    script: str | None = None,
-    chunk_docs: int | None = None,
-) -> dict:
-    """``run_prepare`` with the options of ``add_common_args``."""
-    tokenizer = getattr(args, "tokenizer", "gpt2")
-    return run_prepare(
-        name,
-        args.out_dir if args.out_dir is not None else default_out_dir(name, tokenizer),
-        splits,
-        encode,
-        tokenizer=tokenizer,
-        has_mask=has_mask,
-        shard_tokens=args.shard_tokens,
-        num_proc=args.num_proc,
-        chunk_docs=chunk_docs or args.chunk_docs,
-        source=source,
-        script=script,
-        command=shlex.join(["python", script, *getattr(args, "argv", [])]) if script else None,
-        overwrite=args.overwrite,
-        stop_after_shards=args.stop_after_shards,
-        progress=not args.no_progress,
-    )
