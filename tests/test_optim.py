@@ -146,6 +146,65 @@ def test_fast_muon_step_equals_the_plain_one():
         assert (b - a).norm() < 0.05 * moved, ((b - a).norm(), moved)
 
 
+def _adamw_update_run(update, steps: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (300, 300) parameter stepped by ``update`` (adamw_update, eager or compiled) through a
+    flat view, as AdamWBucket does, and by torch.optim.AdamW's single-tensor path."""
+    torch.manual_seed(0)
+    ours = nn.Parameter(torch.randn(300, 300))
+    ref = nn.Parameter(ours.detach().clone())
+    lr, wd, beta1, beta2, eps = 1e-2, 0.1, 0.9, 0.95, 1e-8
+    torch_opt = torch.optim.AdamW(
+        [ref], lr=lr, weight_decay=wd, betas=(beta1, beta2), eps=eps, foreach=False
+    )
+    exp_avg, exp_avg_sq = torch.zeros(ours.numel()), torch.zeros(ours.numel())
+    scalars = [torch.zeros(()) for _ in range(3)]
+    clip = torch.tensor(0.5)
+    for step in range(1, steps + 1):
+        g = torch.randn(300, 300, generator=torch.Generator().manual_seed(step))
+        ref.grad = g * clip
+        torch_opt.step()
+        scalars[0].fill_(1.0 - lr * wd)
+        scalars[1].fill_(lr / (1.0 - beta1**step))
+        scalars[2].fill_((1.0 - beta2**step) ** 0.5)
+        with torch.no_grad():
+            values = ours.view(-1)[: ours.numel()]  # a view of the parameter, as in a bucket
+            update(values, g.view(-1), exp_avg, exp_avg_sq, clip, *scalars, beta1, beta2, eps)
+    return ours.detach(), ref.detach()
+
+
+def test_adamw_update_is_torch_adamw():
+    """compile_adamw's function, eager and traced (aot_eager: functionalised, as Inductor sees
+    it, in-place updates of a view of the parameter included), is torch.optim.AdamW's step."""
+    from nanogpt.optim.adamw import adamw_update, compiled_adamw_update
+
+    ours, ref = _adamw_update_run(adamw_update)
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-7)
+    ours, ref = _adamw_update_run(compiled_adamw_update("aot_eager"))
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.slow  # torch.compile (Inductor) on a CPU
+def test_compiled_adamw_step_equals_the_unfused_one():
+    def run(compiled: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        params = [nn.Parameter(torch.randn(300, 300)), nn.Parameter(torch.randn(70000))]
+        params += [nn.Parameter(torch.randn(10))]  # small: a packed bucket (a copy, not a view)
+        opt = MuonAdamW(
+            [dict(kind="adamw", params=params, lr=1e-2, weight_decay=0.1)],
+            fused_adamw=False,
+            compile_adamw=compiled,
+        )
+        for i in range(3):
+            gen = torch.Generator().manual_seed(i)
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen)
+            opt.step()
+        return [p.detach().clone() for p in params]
+
+    for a, b in zip(run(False), run(True), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
 # ------------------------------------------------------------------------------ one rank
 
 
