@@ -78,6 +78,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (compile, caches)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--no-compile", action="store_true", help="run the model eagerly")
+    p.add_argument(
+        "--optimizer-profile",
+        type=int,
+        default=3,
+        help="profile N optimizer steps alone per lead (CUDA only; 0: off)",
+    )
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = p.parse_args(argv)
     leads = [name.strip() for name in args.leads.split(",") if name.strip()]
@@ -138,7 +144,37 @@ def time_lead(
         sync(device)
         best = min(best, (time.perf_counter() - t0) / args.steps)
     finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
-    return {"step_ms": 1000 * best, "warmup_s": warmup_s, "weights_finite": finite}
+    row = {"step_ms": 1000 * best, "warmup_s": warmup_s, "weights_finite": finite}
+    if args.optimizer_profile > 0 and device.type == "cuda":
+        with dist.autocast(device):
+            loss = forward(x, y)
+        loss.backward()  # gradients for the optimizer to read; its steps leave them in place
+        row.update(optimizer_kernels(optimizer, args.optimizer_profile))
+        optimizer.zero_grad(set_to_none=True)
+    return row
+
+
+def optimizer_kernels(optimizer, n: int) -> dict:
+    """The optimizer step alone under torch.profiler: GPU kernel time per step (all kernels, and
+    those that are not matmuls), the profiler's CPU-side ranges left out. The whole-step
+    difference of a lead worth ~1% is inside the run-to-run noise; this is not."""
+    from torch.profiler import ProfilerActivity, profile
+
+    optimizer.step()  # compiled leads: compile outside the profile
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(n):
+            optimizer.step()
+        torch.cuda.synchronize()
+    total = matmul = 0.0
+    for evt in prof.key_averages():
+        if not str(evt.device_type).endswith("CUDA") or evt.key.startswith(("Optimizer.", "Prof")):
+            continue
+        t = (getattr(evt, "self_device_time_total", None) or evt.self_cuda_time_total) / 1000 / n
+        total += t
+        if any(k in evt.key.lower() for k in ("gemm", "nvjet", "cutlass", "xmma", "sm90")):
+            matmul += t
+    return {"optimizer_gpu_ms": total, "optimizer_non_matmul_ms": total - matmul}
 
 
 def measure_depth(depth: int, args: argparse.Namespace, device: torch.device) -> list[dict]:
@@ -176,11 +212,15 @@ def measure_depth(depth: int, args: argparse.Namespace, device: torch.device) ->
 
 def format_row(r: dict) -> str:
     if "error" in r:
-        return f"| {r['depth']} | {r['lead']} | failed | - | - | {r['error']} |"
+        return f"| {r['depth']} | {r['lead']} | failed | - | - | - | {r['error']} |"
     speedup = f"{r['speedup']:.3f}x" if r.get("speedup") else "-"
+    opt = "-"
+    if "optimizer_gpu_ms" in r:
+        opt = f"{r['optimizer_gpu_ms']:.2f} ({r['optimizer_non_matmul_ms']:.2f})"
     return (
         f"| {r['depth']} | {r['lead']} | {r['step_ms']:.2f} | {r['tokens_per_s']:,.0f} "
-        f"| {speedup} | {r['what']}{'' if r['weights_finite'] else ' (weights not finite!)'} |"
+        f"| {speedup} | {opt} "
+        f"| {r['what']}{'' if r['weights_finite'] else ' (weights not finite!)'} |"
     )
 
 
@@ -204,8 +244,11 @@ def main(argv: list[str] | None = None) -> int:
         f"best of {args.repeats} x {args.steps} timed steps after {args.warmup} warm-up "
         f"(excluded), {time.perf_counter() - start:.0f} s in all"
     )
-    print("| DEPTH | lead | step ms | tokens/s | speedup vs base (same run) | what |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| DEPTH | lead | step ms | tokens/s | speedup vs base (same run) "
+        "| optimizer GPU ms (non-matmul) | what |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(format_row(r))
     for depth in args.depth_list:

@@ -59,7 +59,7 @@ def test_speed_leads_rows_and_ratios_on_cpu(tmp_path, capsys):
         assert "error" not in r and r["weights_finite"]
         assert r["speedup"] == pytest.approx(base_ms / r["step_ms"])
     table = capsys.readouterr().out
-    assert "| DEPTH | lead | step ms | tokens/s | speedup vs base (same run) | what |" in table
+    assert "| DEPTH | lead | step ms | tokens/s | speedup vs base (same run) |" in table
     with pytest.raises(SystemExit):
         bench.parse_args(["--leads", "warp-speed"])
 
