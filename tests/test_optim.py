@@ -293,7 +293,7 @@ def _make_params(device: torch.device | str = "cpu") -> list[nn.Parameter]:
     return [nn.Parameter((torch.randn(s, generator=g) * 0.1).to(device)) for s in shapes]
 
 
-def _make_optimizer(params: list[nn.Parameter]) -> MuonAdamW:
+def _make_optimizer(params: list[nn.Parameter], fast_muon: bool = False) -> MuonAdamW:
     groups = [
         dict(kind="muon", params=params[0:8], lr=0.02, weight_decay=0.01),
         dict(kind="muon", params=params[8:9], lr=0.03, weight_decay=0.0, nesterov=False),
@@ -302,7 +302,7 @@ def _make_optimizer(params: list[nn.Parameter]) -> MuonAdamW:
         dict(kind="adamw", params=params[11:], lr=0.05, weight_decay=0.0, eps=1e-10),
     ]
     # Clipping at 1.0: the averaged random gradients' norms (~0.2 and ~2) straddle it.
-    return MuonAdamW(groups, max_grad_norm=1.0, ns_dtype=torch.float32)
+    return MuonAdamW(groups, max_grad_norm=1.0, ns_dtype=torch.float32, fast_muon=fast_muon)
 
 
 def _rank_grads(step: int, rank: int, params: list[nn.Parameter]) -> list[torch.Tensor]:
@@ -322,7 +322,9 @@ def _set_grads(params, grads) -> None:
         p.grad = grad.clone()
 
 
-def _worker(rank: int, world: int, store: str, out_dir: str, backend: str = "gloo") -> None:
+def _worker(
+    rank: int, world: int, store: str, out_dir: str, backend: str = "gloo", fast_muon: bool = False
+) -> None:
     torch.set_num_threads(1)
     device = torch.device("cpu")
     if backend == "nccl":
@@ -335,7 +337,7 @@ def _worker(rank: int, world: int, store: str, out_dir: str, backend: str = "glo
     )
     try:
         params = _make_params(device)
-        opt = _make_optimizer(params)
+        opt = _make_optimizer(params, fast_muon)
         norms = []
         for step in range(STEPS_BEFORE_SAVE):
             _set_grads(params, _rank_grads(step, rank, params))
@@ -352,7 +354,7 @@ def _worker(rank: int, world: int, store: str, out_dir: str, backend: str = "glo
         path = Path(out_dir) / f"optim_rank{rank}.pt"
         torch.save(saved_state, path)
         resumed = [nn.Parameter(p.clone()) for p in saved_params]
-        resumed_opt = _make_optimizer(resumed)
+        resumed_opt = _make_optimizer(resumed, fast_muon)
         resumed_opt.load_state_dict(torch.load(path, weights_only=True))
         for step in range(STEPS_BEFORE_SAVE, STEPS_BEFORE_SAVE + STEPS_AFTER_SAVE):
             _set_grads(resumed, _rank_grads(step, rank, resumed))
@@ -398,6 +400,15 @@ def test_sharded_on_nccl_equals_single_rank(tmp_path):
     # reference; looser, since GPU and CPU matmuls round differently.
     mp.spawn(_worker, args=(2, _store(tmp_path), str(tmp_path), "nccl"), nprocs=2, join=True)
     _check_against_single_rank(2, tmp_path, atol=1e-5)
+
+
+@pytest.mark.slow  # spawns 2 processes
+def test_sharded_fast_muon_equals_single_rank(tmp_path):
+    """fast_muon on 2 ranks (each updates its block of the stack, then the all-gather) equals
+    the 1-rank plain optimizer: the option changes how Newton-Schulz runs, not what it gives."""
+    args = (2, _store(tmp_path), str(tmp_path), "gloo", True)
+    mp.spawn(_worker, args=args, nprocs=2, join=True)
+    _check_against_single_rank(2, tmp_path, atol=5e-6)
 
 
 def _check_against_single_rank(world: int, tmp_path: Path, atol: float) -> None:
