@@ -62,7 +62,8 @@ LEADS: dict[str, tuple[dict[str, bool], str]] = {
         "every optimizer lead",
     ),
 }
-DEFAULT_LEADS = "base,fast-muon,compiled-adamw,compiled-muon,fast+compiled-muon,all"
+# Cheap and most informative first; the compiled leads share graphs in this order.
+DEFAULT_LEADS = "base,fast-muon,compiled-adamw,all,fast+compiled-muon,compiled-muon"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -83,6 +84,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=3,
         help="profile N optimizer steps alone per lead (CUDA only; 0: off)",
+    )
+    p.add_argument(
+        "--optimizer-top", type=int, default=0, help="with it, print each lead's top K kernels"
+    )
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="skip the leads (not the closing baseline) that would start after this many seconds",
     )
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = p.parse_args(argv)
@@ -149,12 +159,12 @@ def time_lead(
         with dist.autocast(device):
             loss = forward(x, y)
         loss.backward()  # gradients for the optimizer to read; its steps leave them in place
-        row.update(optimizer_kernels(optimizer, args.optimizer_profile))
+        row.update(optimizer_kernels(optimizer, args.optimizer_profile, args.optimizer_top))
         optimizer.zero_grad(set_to_none=True)
     return row
 
 
-def optimizer_kernels(optimizer, n: int) -> dict:
+def optimizer_kernels(optimizer, n: int, top: int = 0) -> dict:
     """The optimizer step alone under torch.profiler: GPU kernel time per step (all kernels, and
     those that are not matmuls), the profiler's CPU-side ranges left out. The whole-step
     difference of a lead worth ~1% is inside the run-to-run noise; this is not."""
@@ -167,17 +177,23 @@ def optimizer_kernels(optimizer, n: int) -> dict:
             optimizer.step()
         torch.cuda.synchronize()
     total = matmul = 0.0
+    kernels = []
     for evt in prof.key_averages():
         if not str(evt.device_type).endswith("CUDA") or evt.key.startswith(("Optimizer.", "Prof")):
             continue
         t = (getattr(evt, "self_device_time_total", None) or evt.self_cuda_time_total) / 1000 / n
         total += t
+        kernels.append((t, evt.count // n, evt.key))
         if any(k in evt.key.lower() for k in ("gemm", "nvjet", "cutlass", "xmma", "sm90")):
             matmul += t
+    for t, calls, name in sorted(kernels, reverse=True)[:top]:
+        print(f"    optimizer kernel: {t:.3f} ms, {calls} calls: {name[:100]}")
     return {"optimizer_gpu_ms": total, "optimizer_non_matmul_ms": total - matmul}
 
 
-def measure_depth(depth: int, args: argparse.Namespace, device: torch.device) -> list[dict]:
+def measure_depth(
+    depth: int, args: argparse.Namespace, device: torch.device, start: float
+) -> list[dict]:
     torch._dynamo.reset()
     cfg = TrainConfig(depth=depth, seq_len=args.seq_len, device_batch_size=args.batch_size)
     torch.manual_seed(0)
@@ -187,8 +203,15 @@ def measure_depth(depth: int, args: argparse.Namespace, device: torch.device) ->
         forward = torch.compile(model)
     tokens = args.batch_size * args.seq_len
     rows = []
-    for lead in args.lead_list:
+    for index, lead in enumerate(args.lead_list):
         row = {"depth": depth, "lead": lead, "what": LEADS[lead][1]}
+        closing = index == len(args.lead_list) - 1
+        if args.budget_s is not None and not closing:
+            if time.perf_counter() - start > args.budget_s:
+                row["error"] = f"skipped: past the {args.budget_s:.0f} s budget"
+                rows.append(row)
+                print("measured: " + format_row(row), flush=True)
+                continue
         try:
             row.update(time_lead(model, forward, cfg, lead, args, device))
             row["tokens_per_s"] = tokens / (row["step_ms"] / 1000)
@@ -236,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     rows = []
     for depth in args.depth_list:
-        rows += measure_depth(depth, args, device)
+        rows += measure_depth(depth, args, device, start)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     print(
         f"\n# speed_leads: {name}, torch {torch.__version__}, {date.today()}, batch "
