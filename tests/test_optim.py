@@ -532,8 +532,10 @@ def test_muon_beats_adamw_in_the_same_steps():
 
 
 @pytest.mark.slow  # torch.compile on a CPU
-def test_compiled_muon_update_equals_the_eager_one():
-    """compile_muon (torch.compile of Muon's per-bucket maths) changes speed, not results."""
+@pytest.mark.parametrize("fast", [False, True])
+def test_compiled_muon_update_equals_the_eager_one(fast):
+    """compile_muon (torch.compile of Muon's per-bucket maths) changes speed, not results; with
+    fast_muon too (the folded iteration traced and compiled)."""
 
     def run(compiled: bool) -> list[torch.Tensor]:
         torch.manual_seed(0)
@@ -542,6 +544,7 @@ def test_compiled_muon_update_equals_the_eager_one():
         opt = MuonAdamW(
             [{"kind": "muon", "params": params, "lr": 0.02}],
             compile_muon=compiled,
+            fast_muon=fast,
             ns_dtype=torch.float32,  # bf16 rounding would differ between fused and eager kernels
         )
         for i in range(3):
