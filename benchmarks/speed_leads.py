@@ -14,7 +14,8 @@ and the ratio is against the mean of the two (their difference is the run's drif
 within it is noise). Compilation and ``--warmup`` steps are excluded; the ``--steps`` timed
 steps run back to back with one synchronisation at the end, ``--repeats`` times, and the best
 repeat counts (the least disturbed). A lead that fails prints its error as its row, and the
-others still run. Leads (see LEADS): options of ``MuonAdamW`` that default to off.
+others still run. Leads (see LEADS): options of ``MuonAdamW`` and ``ModelConfig`` that default
+to off.
 """
 
 from __future__ import annotations
@@ -41,29 +42,48 @@ except ModuleNotFoundError as error:  # not installed, and not run from the chec
         "with PYTHONPATH=. (or install the package)"
     ) from None
 
-# Each lead: MuonAdamW attributes set after build_optimizer (all default to off), and what it is.
-LEADS: dict[str, tuple[dict[str, bool], str]] = {
+# Each lead: MuonAdamW attributes set after build_optimizer, and under "model" ModelConfig
+# fields set on the model's config (the compiled forward retraces for them); all default to
+# off, so "base" is the default step. The second item says what the lead is.
+LEADS: dict[str, tuple[dict, str]] = {
     "base": ({}, "the default step"),
     "fast-muon": (
         {"fast_muon": True},
         "Newton-Schulz without copies of X, fp32 result, one foreach update",
     ),
-    "compiled-muon": ({"compile_muon": True}, "torch.compile of Muon's per-bucket maths"),
-    "fast+compiled-muon": (
-        {"fast_muon": True, "compile_muon": True},
-        "both of the above",
-    ),
     "compiled-adamw": (
         {"compile_adamw": True},
         "AdamW's update as one Inductor kernel per bucket",
     ),
-    "all": (
-        {"fast_muon": True, "compile_muon": True, "compile_adamw": True},
-        "every optimizer lead",
+    "loss-chunk-16k": (
+        {"model": {"loss_chunk_rows": 16384}},
+        "fused loss in chunks of 16,384 rows (default 8,192)",
     ),
+    "loss-chunk-32k": (
+        {"model": {"loss_chunk_rows": 32768}},
+        "fused loss in one chunk of 32,768 rows",
+    ),
+    "all-optimizer": (
+        {"fast_muon": True, "compile_muon": True, "compile_adamw": True},
+        "fast-muon + compiled-muon + compiled-adamw",
+    ),
+    "all": (
+        {
+            "fast_muon": True,
+            "compile_muon": True,
+            "compile_adamw": True,
+            "model": {"loss_chunk_rows": 32768},
+        },
+        "every lead (loss in one 32,768-row chunk)",
+    ),
+    "fast+compiled-muon": ({"fast_muon": True, "compile_muon": True}, "fast-muon + compiled-muon"),
+    "compiled-muon": ({"compile_muon": True}, "torch.compile of Muon's per-bucket maths"),
 }
 # Cheap and most informative first; the compiled leads share graphs in this order.
-DEFAULT_LEADS = "base,fast-muon,compiled-adamw,all,fast+compiled-muon,compiled-muon"
+DEFAULT_LEADS = (
+    "base,fast-muon,compiled-adamw,loss-chunk-16k,loss-chunk-32k,all-optimizer,all,"
+    "fast+compiled-muon,compiled-muon"
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -121,7 +141,24 @@ def time_lead(
     model: GPT, forward, cfg: TrainConfig, lead: str, args: argparse.Namespace, device
 ) -> dict:
     """Fresh weights and a fresh optimizer with the lead's options; the best repeat's step."""
-    options, _ = LEADS[lead]
+    options = dict(LEADS[lead][0])
+    model_options = options.pop("model", {})
+    for name in model_options:
+        if not hasattr(model.config, name):
+            raise AttributeError(f"ModelConfig has no field {name!r} in this checkout")
+    saved = {name: getattr(model.config, name) for name in model_options}
+    try:
+        for name, value in model_options.items():
+            setattr(model.config, name, value)
+        return _time_lead(model, forward, cfg, options, args, device)
+    finally:
+        for name, value in saved.items():
+            setattr(model.config, name, value)
+
+
+def _time_lead(
+    model: GPT, forward, cfg: TrainConfig, options: dict, args: argparse.Namespace, device
+) -> dict:
     torch.manual_seed(0)
     model.init_weights()
     optimizer = build_optimizer(model, cfg)

@@ -49,12 +49,13 @@ def test_speed_leads_rows_and_ratios_on_cpu(tmp_path, capsys):
     bench = load("speed_leads")
     out = tmp_path / "leads.json"
     args = ["--device", "cpu", "--depths", "1", "--seq-len", "16", "--batch-size", "1",
-            "--steps", "1", "--repeats", "1", "--warmup", "1", "--leads", "fast-muon",
+            "--steps", "1", "--repeats", "1", "--warmup", "1", "--leads", "fast-muon,loss-chunk-16k",
             "--json", str(out)]  # fmt: skip
     assert bench.main(args) == 0
     rows = json.loads(out.read_text())["rows"]
-    assert [r["lead"] for r in rows] == ["base", "fast-muon", "base"]  # baseline first and last
-    base_ms = (rows[0]["step_ms"] + rows[2]["step_ms"]) / 2
+    # The baseline first and last.
+    assert [r["lead"] for r in rows] == ["base", "fast-muon", "loss-chunk-16k", "base"]
+    base_ms = (rows[0]["step_ms"] + rows[3]["step_ms"]) / 2
     for r in rows:
         assert "error" not in r and r["weights_finite"]
         assert r["speedup"] == pytest.approx(base_ms / r["step_ms"])
