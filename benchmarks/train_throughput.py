@@ -59,10 +59,14 @@ VARIANTS: dict[str, dict] = {
     "autotune": {"compile": "max-autotune-no-cudagraphs"},
     "cudnn+autotune": {"attention": "cudnn", "compile": "max-autotune-no-cudagraphs"},
     "compiled-muon": {"compile_muon": True},
+    # MuonAdamW options (off by default; benchmarks/speed_leads.py measures them against base).
+    "fast-muon": {"optimizer": {"fast_muon": True}},
+    "compiled-adamw": {"optimizer": {"compile_adamw": True}},
     # Model options (nanogpt.config.ModelConfig fields) that change how, not what, it computes;
     # fp8-head changes the head's rounding (its own row, never a default).
     "unfused-qkv": {"model": {"fused_qkv": False}},
     "fp8-head": {"model": {"fp8_head": True}},
+    "loss-chunk-32k": {"model": {"loss_chunk_rows": 32768}},
 }
 
 
@@ -232,6 +236,8 @@ def _measure(
     model = GPT(dataclasses.replace(cfg.model_config(), **settings.get("model", {}))).to(device)
     optimizer = build_optimizer(model, cfg)
     optimizer.compile_muon = bool(settings.get("compile_muon", False))
+    for name, value in settings.get("optimizer", {}).items():
+        setattr(optimizer, name, value)
     forward = model
     compile_mode = settings.get("compile", args.compile)
     if compile_mode != "none" and device.type == "cuda":

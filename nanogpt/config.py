@@ -41,6 +41,9 @@ class ModelOptions:
     loss_kernel: str | None = None  # fused chunk kernel: torch or triton; none = triton on a GPU
     fused_qkv: bool = True  # one GEMM for queries, keys and values (same weights, same maths)
     fp8_head: bool = False  # head GEMMs of the training loss in FP8, scaled (CUDA sm89+ only)
+    # Bigger chunks: fewer passes accumulating the head's fp32 gradient and taller GEMMs, for
+    # (rows x padded vocabulary) bf16 logits of memory (0.8 GB per 8,192 rows at GPT-2's).
+    loss_chunk_rows: int | None = None  # rows per chunk of the fused training loss; none = 8192
 
     def option_problems(self) -> list[str]:
         """What is wrong with these options, each naming its flag; empty when all is well."""
@@ -53,6 +56,8 @@ class ModelOptions:
                     f"{name} (--{name.replace('_', '-')}) must be >= 0 (0 turns it off), "
                     f"got {getattr(self, name)}"
                 )
+        if self.loss_chunk_rows is not None and self.loss_chunk_rows < 1:
+            problems.append(f"--loss-chunk-rows must be >= 1, got {self.loss_chunk_rows}")
         if self.loss_kernel is not None and self.loss_kernel not in LOSS_KERNELS:
             problems.append(
                 f"--loss-kernel {self.loss_kernel!r} is not one of {', '.join(LOSS_KERNELS)}"

@@ -47,6 +47,26 @@ def test_train_throughput_rejects_bad_flags():
         bench.main(["--device", "cpu", "--variants", "warp-speed"])
 
 
+def test_speed_leads_rows_and_ratios_on_cpu(tmp_path, capsys):
+    bench = load("speed_leads")
+    out = tmp_path / "leads.json"
+    args = ["--device", "cpu", "--depths", "1", "--seq-len", "16", "--batch-size", "1",
+            "--steps", "1", "--repeats", "1", "--warmup", "1", "--leads", "fast-muon,loss-chunk-16k",
+            "--json", str(out)]  # fmt: skip
+    assert bench.main(args) == 0
+    rows = json.loads(out.read_text())["rows"]
+    # The baseline first and last.
+    assert [r["lead"] for r in rows] == ["base", "fast-muon", "loss-chunk-16k", "base"]
+    base_ms = (rows[0]["step_ms"] + rows[3]["step_ms"]) / 2
+    for r in rows:
+        assert "error" not in r and r["weights_finite"]
+        assert r["speedup"] == pytest.approx(base_ms / r["step_ms"])
+    table = capsys.readouterr().out
+    assert "| DEPTH | lead | step ms | tokens/s | speedup vs base (same run) |" in table
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--leads", "warp-speed"])
+
+
 def test_slot_timeline_charges_only_the_gaps_while_trials_wait():
     bench = load("sweep_overhead")
 

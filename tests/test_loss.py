@@ -126,6 +126,27 @@ def test_model_loss_and_gradients_with_the_triton_kernel_match_the_plain_path(ov
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.parametrize("loss_chunk_rows", [16, 100, 128])  # uneven, a few, one chunk
+def test_model_loss_chunk_rows_changes_nothing_computed(loss_chunk_rows):
+    """ModelConfig.loss_chunk_rows (a speed option: taller chunks on a GPU) gives the default
+    chunking's loss and gradients; and a chunk size below 1 is refused, naming the flag."""
+    default, _ = pair()
+    chunked, _ = pair(loss_chunk_rows=loss_chunk_rows)
+    idx = torch.randint(0, 200, (4, 32), generator=torch.Generator().manual_seed(3))
+    targets = idx.roll(-1, dims=1)
+    losses = []
+    for model in (default, chunked):
+        loss = model(idx, targets)
+        loss.backward()
+        losses.append(loss.detach())
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-6, atol=1e-6)
+    named = zip(default.named_parameters(), chunked.named_parameters(), strict=True)
+    for (name, p), (_, q) in named:
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-7, msg=name)
+    with pytest.raises(ValueError, match="--loss-chunk-rows"):
+        ModelConfig(n_layer=2, n_head=2, n_embd=64, loss_chunk_rows=0)
+
+
 @pytest.mark.slow  # 13 s on a shared 2-core CPU (2026-12-03)
 def test_triton_chunk_loop_does_not_depend_on_the_chunk_size():
     from nanogpt.loss import fused_head_loss

@@ -82,6 +82,129 @@ def test_newton_schulz_batched_equals_one_by_one_and_zero_stays_zero():
     assert torch.isfinite(batched).all() and batched[2].abs().max() == 0
 
 
+@pytest.mark.parametrize("shape", [(32, 128), (128, 32), (3, 48, 96), (2, 96, 48)])
+def test_newton_schulz_fold_linear_is_the_same_polynomial(shape):
+    """fold_linear (X <- (aI + bA + cA^2) X, no copy of X per step) computes what the plain
+    iteration computes: equal in fp32, and in bf16 as close to the fp32 result as the plain
+    bf16 iteration is (within 2x of its error), with singular values in the same band."""
+    g = torch.randn(*shape, generator=torch.Generator().manual_seed(4))
+    exact = newton_schulz(g, 5, dtype=torch.float32)
+    folded = newton_schulz(g, 5, dtype=torch.float32, fold_linear=True)
+    assert folded.shape == g.shape and folded.is_contiguous()
+    torch.testing.assert_close(folded, exact, rtol=1e-5, atol=1e-5)
+
+    plain16 = newton_schulz(g, 5).float()
+    fold16 = newton_schulz(g, 5, fold_linear=True, result_dtype=torch.float32)
+    assert fold16.dtype == torch.float32 and fold16.is_contiguous()
+
+    def error(x):
+        return ((x - exact).norm() / exact.norm()).item()
+
+    assert error(fold16) < 2 * error(plain16) + 1e-3, (error(fold16), error(plain16))
+    s = torch.linalg.svdvals(fold16)
+    assert s.min() > 0.75 and s.max() < 1.2, (s.min(), s.max())
+
+
+def test_newton_schulz_fold_linear_zero_steps_and_zero_matrix():
+    g = torch.randn(2, 24, 8, generator=torch.Generator().manual_seed(5))
+    g[1] = 0.0
+    plain = newton_schulz(g, 0, dtype=torch.float32)
+    torch.testing.assert_close(newton_schulz(g, 0, dtype=torch.float32, fold_linear=True), plain)
+    out = newton_schulz(g, 5, dtype=torch.float32, fold_linear=True)
+    assert torch.isfinite(out).all() and out[1].abs().max() == 0
+
+
+def _muon_run(fast: bool, ns_dtype: torch.dtype | None, steps: int = 3) -> list[torch.Tensor]:
+    torch.manual_seed(0)
+    shapes = [(32, 16), (32, 16), (32, 16), (16, 48), (48, 16)]  # one stack, a wide, a tall
+    params = [nn.Parameter(torch.randn(s)) for s in shapes]
+    opt = MuonAdamW(
+        [{"kind": "muon", "params": params, "lr": 0.02, "weight_decay": 0.1}],
+        max_grad_norm=1.0,
+        ns_dtype=ns_dtype,
+        fast_muon=fast,
+    )
+    for i in range(steps):
+        gen = torch.Generator().manual_seed(10 + i)
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen)
+        opt.step()
+    return [p.detach().clone() for p in params]
+
+
+def test_fast_muon_step_equals_the_plain_one():
+    """fast_muon (folded Newton-Schulz, result in the parameters' dtype, one foreach update)
+    gives the plain step's parameters: to fp32 rounding with ns_dtype fp32, and with bf16
+    Newton-Schulz within bf16 rounding of the update (lr 0.02 x ~2% of the direction)."""
+    for a, b in zip(_muon_run(False, torch.float32), _muon_run(True, torch.float32), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    start = _muon_run(False, torch.float32, steps=0)
+    for a, b, p0 in zip(
+        _muon_run(False, torch.bfloat16), _muon_run(True, torch.bfloat16), start, strict=True
+    ):
+        moved = (a - p0).norm()
+        assert (b - a).norm() < 0.05 * moved, ((b - a).norm(), moved)
+
+
+def _adamw_update_run(update, steps: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (300, 300) parameter stepped by ``update`` (adamw_update, eager or compiled) through a
+    flat view, as AdamWBucket does, and by torch.optim.AdamW's single-tensor path."""
+    torch.manual_seed(0)
+    ours = nn.Parameter(torch.randn(300, 300))
+    ref = nn.Parameter(ours.detach().clone())
+    lr, wd, beta1, beta2, eps = 1e-2, 0.1, 0.9, 0.95, 1e-8
+    torch_opt = torch.optim.AdamW(
+        [ref], lr=lr, weight_decay=wd, betas=(beta1, beta2), eps=eps, foreach=False
+    )
+    exp_avg, exp_avg_sq = torch.zeros(ours.numel()), torch.zeros(ours.numel())
+    scalars = [torch.zeros(()) for _ in range(3)]
+    clip = torch.tensor(0.5)
+    for step in range(1, steps + 1):
+        g = torch.randn(300, 300, generator=torch.Generator().manual_seed(step))
+        ref.grad = g * clip
+        torch_opt.step()
+        scalars[0].fill_(1.0 - lr * wd)
+        scalars[1].fill_(lr / (1.0 - beta1**step))
+        scalars[2].fill_((1.0 - beta2**step) ** 0.5)
+        with torch.no_grad():
+            values = ours.view(-1)[: ours.numel()]  # a view of the parameter, as in a bucket
+            update(values, g.view(-1), exp_avg, exp_avg_sq, clip, *scalars, beta1, beta2, eps)
+    return ours.detach(), ref.detach()
+
+
+def test_adamw_update_is_torch_adamw():
+    """compile_adamw's function, eager and traced (aot_eager: functionalised, as Inductor sees
+    it, in-place updates of a view of the parameter included), is torch.optim.AdamW's step."""
+    from nanogpt.optim.adamw import adamw_update, compiled_adamw_update
+
+    ours, ref = _adamw_update_run(adamw_update)
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-7)
+    ours, ref = _adamw_update_run(compiled_adamw_update("aot_eager"))
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.slow  # torch.compile (Inductor) on a CPU
+def test_compiled_adamw_step_equals_the_unfused_one():
+    def run(compiled: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        params = [nn.Parameter(torch.randn(300, 300)), nn.Parameter(torch.randn(70000))]
+        params += [nn.Parameter(torch.randn(10))]  # small: a packed bucket (a copy, not a view)
+        opt = MuonAdamW(
+            [dict(kind="adamw", params=params, lr=1e-2, weight_decay=0.1)],
+            fused_adamw=False,
+            compile_adamw=compiled,
+        )
+        for i in range(3):
+            gen = torch.Generator().manual_seed(i)
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen)
+            opt.step()
+        return [p.detach().clone() for p in params]
+
+    for a, b in zip(run(False), run(True), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
 # ------------------------------------------------------------------------------ one rank
 
 
@@ -170,7 +293,7 @@ def _make_params(device: torch.device | str = "cpu") -> list[nn.Parameter]:
     return [nn.Parameter((torch.randn(s, generator=g) * 0.1).to(device)) for s in shapes]
 
 
-def _make_optimizer(params: list[nn.Parameter]) -> MuonAdamW:
+def _make_optimizer(params: list[nn.Parameter], fast_muon: bool = False) -> MuonAdamW:
     groups = [
         dict(kind="muon", params=params[0:8], lr=0.02, weight_decay=0.01),
         dict(kind="muon", params=params[8:9], lr=0.03, weight_decay=0.0, nesterov=False),
@@ -179,7 +302,7 @@ def _make_optimizer(params: list[nn.Parameter]) -> MuonAdamW:
         dict(kind="adamw", params=params[11:], lr=0.05, weight_decay=0.0, eps=1e-10),
     ]
     # Clipping at 1.0: the averaged random gradients' norms (~0.2 and ~2) straddle it.
-    return MuonAdamW(groups, max_grad_norm=1.0, ns_dtype=torch.float32)
+    return MuonAdamW(groups, max_grad_norm=1.0, ns_dtype=torch.float32, fast_muon=fast_muon)
 
 
 def _rank_grads(step: int, rank: int, params: list[nn.Parameter]) -> list[torch.Tensor]:
@@ -199,7 +322,9 @@ def _set_grads(params, grads) -> None:
         p.grad = grad.clone()
 
 
-def _worker(rank: int, world: int, store: str, out_dir: str, backend: str = "gloo") -> None:
+def _worker(
+    rank: int, world: int, store: str, out_dir: str, backend: str = "gloo", fast_muon: bool = False
+) -> None:
     torch.set_num_threads(1)
     device = torch.device("cpu")
     if backend == "nccl":
@@ -212,7 +337,7 @@ def _worker(rank: int, world: int, store: str, out_dir: str, backend: str = "glo
     )
     try:
         params = _make_params(device)
-        opt = _make_optimizer(params)
+        opt = _make_optimizer(params, fast_muon)
         norms = []
         for step in range(STEPS_BEFORE_SAVE):
             _set_grads(params, _rank_grads(step, rank, params))
@@ -229,7 +354,7 @@ def _worker(rank: int, world: int, store: str, out_dir: str, backend: str = "glo
         path = Path(out_dir) / f"optim_rank{rank}.pt"
         torch.save(saved_state, path)
         resumed = [nn.Parameter(p.clone()) for p in saved_params]
-        resumed_opt = _make_optimizer(resumed)
+        resumed_opt = _make_optimizer(resumed, fast_muon)
         resumed_opt.load_state_dict(torch.load(path, weights_only=True))
         for step in range(STEPS_BEFORE_SAVE, STEPS_BEFORE_SAVE + STEPS_AFTER_SAVE):
             _set_grads(resumed, _rank_grads(step, rank, resumed))
@@ -275,6 +400,15 @@ def test_sharded_on_nccl_equals_single_rank(tmp_path):
     # reference; looser, since GPU and CPU matmuls round differently.
     mp.spawn(_worker, args=(2, _store(tmp_path), str(tmp_path), "nccl"), nprocs=2, join=True)
     _check_against_single_rank(2, tmp_path, atol=1e-5)
+
+
+@pytest.mark.slow  # spawns 2 processes
+def test_sharded_fast_muon_equals_single_rank(tmp_path):
+    """fast_muon on 2 ranks (each updates its block of the stack, then the all-gather) equals
+    the 1-rank plain optimizer: the option changes how Newton-Schulz runs, not what it gives."""
+    args = (2, _store(tmp_path), str(tmp_path), "gloo", True)
+    mp.spawn(_worker, args=args, nprocs=2, join=True)
+    _check_against_single_rank(2, tmp_path, atol=5e-6)
 
 
 def _check_against_single_rank(world: int, tmp_path: Path, atol: float) -> None:
@@ -398,8 +532,10 @@ def test_muon_beats_adamw_in_the_same_steps():
 
 
 @pytest.mark.slow  # torch.compile on a CPU
-def test_compiled_muon_update_equals_the_eager_one():
-    """compile_muon (torch.compile of Muon's per-bucket maths) changes speed, not results."""
+@pytest.mark.parametrize("fast", [False, True])
+def test_compiled_muon_update_equals_the_eager_one(fast):
+    """compile_muon (torch.compile of Muon's per-bucket maths) changes speed, not results; with
+    fast_muon too (the folded iteration traced and compiled)."""
 
     def run(compiled: bool) -> list[torch.Tensor]:
         torch.manual_seed(0)
@@ -408,6 +544,7 @@ def test_compiled_muon_update_equals_the_eager_one():
         opt = MuonAdamW(
             [{"kind": "muon", "params": params, "lr": 0.02}],
             compile_muon=compiled,
+            fast_muon=fast,
             ns_dtype=torch.float32,  # bf16 rounding would differ between fused and eager kernels
         )
         for i in range(3):

@@ -45,6 +45,9 @@ class AdamWBucket:
     exp_avg: torch.Tensor = field(default=None)  # (owned_count,)
     exp_avg_sq: torch.Tensor = field(default=None)
     step_tensor: torch.Tensor = field(default=None)  # 0-dim fp32: the fused kernel reads it
+    # compile_adamw: the step's scalars as 0-dim fp32 device tensors, refilled every step (a
+    # kernel argument each, no host-device sync), so one compiled graph serves every step.
+    step_scalars: tuple[torch.Tensor, ...] | None = None
 
     kind = "adamw"
 
@@ -117,7 +120,28 @@ class AdamWBucket:
         values, is_view = self.owned_values()
         if not self.owned_count:
             return values, is_view
-        if opt.fused_adamw:
+        if opt.compile_adamw:
+            step = opt.step_count
+            if self.step_scalars is None:
+                self.step_scalars = tuple(torch.zeros((), device=grad.device) for _ in range(3))
+            decay, step_size, bias_correction2_sqrt = self.step_scalars
+            decay.fill_(1.0 - lr * wd)
+            step_size.fill_(lr / (1.0 - beta1**step))
+            bias_correction2_sqrt.fill_(math.sqrt(1.0 - beta2**step))
+            compiled_adamw_update()(
+                values,
+                grad,
+                self.exp_avg,
+                self.exp_avg_sq,
+                clip,
+                decay,
+                step_size,
+                bias_correction2_sqrt,
+                beta1,
+                beta2,
+                eps,
+            )
+        elif opt.fused_adamw:
             self.step_tensor.fill_(opt.step_count)
             torch._fused_adamw_(
                 [values],
@@ -168,3 +192,43 @@ class AdamWBucket:
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq}
+
+
+def adamw_update(
+    values: torch.Tensor,
+    grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    clip: torch.Tensor | None,
+    decay: torch.Tensor,
+    step_size: torch.Tensor,
+    bias_correction2_sqrt: torch.Tensor,
+    beta1: float,
+    beta2: float,
+    eps: float,
+) -> None:
+    """One AdamW step of a flat shard in place: the unfused path's arithmetic (torch.optim.AdamW's
+    single-tensor order), with the numbers that change every step as 0-dim tensors (decay =
+    1 - lr·wd, step_size = lr / (1 - beta1^t), bias_correction2_sqrt = sqrt(1 - beta2^t)).
+    Written for torch.compile (``compile_adamw``): Inductor makes it one kernel that reads the
+    shard, its gradient and both moments once and writes the three back, where torch's fused
+    kernel runs at ~55% of an H200's memory bandwidth (0.81 ms for 77 M elements at DEPTH 12).
+    """
+    if clip is not None:
+        grad = grad * clip
+    values.mul_(decay)
+    exp_avg.lerp_(grad, 1.0 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+    denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
+    values.sub_(exp_avg / denom * step_size)
+
+
+_compiled_update: dict[str, Any] = {}
+
+
+def compiled_adamw_update(backend: str = "inductor"):
+    """``adamw_update`` under torch.compile (built once per process and backend; one graph per
+    bucket size, and clipping on or off)."""
+    if backend not in _compiled_update:
+        _compiled_update[backend] = torch.compile(adamw_update, dynamic=False, backend=backend)
+    return _compiled_update[backend]

@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from nanogpt.optim.newton_schulz import compiled_muon_direction, muon_direction, muon_update_scale
+from nanogpt.optim.newton_schulz import (
+    bmm_out_dtype_available,
+    compiled_muon_direction,
+    muon_direction,
+    muon_update_scale,
+)
 
 if TYPE_CHECKING:
     from nanogpt.optim.sharded import MuonAdamW
@@ -121,7 +126,8 @@ class MuonBucket:
         values = None if opt.world_size == 1 else self.owned_values()[0]
         if self.owned_count:
             direction_fn = compiled_muon_direction() if opt.compile_muon else muon_direction
-            ortho = direction_fn(  # stays in ns_dtype: add_ below reads it without a cast
+            fast = opt.fast_muon
+            ortho = direction_fn(  # in ns_dtype (fast: the parameters' dtype), read as it is
                 grad,
                 self.momentum_buffer,
                 clip,
@@ -130,8 +136,13 @@ class MuonBucket:
                 opt.ns_dtype,
                 int(group["ns_steps"]),
                 opt.ns_coefficients,
+                fast,
+                fast and bmm_out_dtype_available(grad.device),
             )
             if values is None:
+                # With fast_muon the updates share the parameters' dtype and layout, so each
+                # _foreach_ below is one multi-tensor kernel; a bf16 update of fp32 parameters
+                # makes torch fall back to one add per parameter (60 kernels at DEPTH 12).
                 params, updates = self.params, list(ortho.unbind(0))
                 if wd:
                     torch._foreach_mul_(params, 1.0 - lr * wd)

@@ -45,13 +45,28 @@ def newton_schulz(
     *,
     dtype: torch.dtype | None = torch.bfloat16,
     coefficients: str = "polar_express",
+    fold_linear: bool = False,
+    result_dtype: torch.dtype | None = None,
+    fp32_gemm: bool = False,
 ) -> torch.Tensor:
     """Approximate the polar factor U V^T of `matrix` = U S V^T (its nearest semi-orthogonal matrix).
 
     `matrix` is (..., m, n); leading dimensions are a batch, orthogonalised independently in one
     batched matmul per product. Computes in `dtype` (bf16 by default: the iteration is
     self-correcting, and bf16 tensor-core matmuls are what make it cheap; None keeps the input
-    dtype) and returns the input's dtype. Singular values come out near 1, not exactly 1.
+    dtype) and returns `result_dtype` (None: the input's dtype). Singular values come out near
+    1, not exactly 1.
+
+    fold_linear: each step computes X <- (a I + b A + c A^2) X, one plain product, instead of
+    a X + (b A + c A^2) X, a product that adds into a copy of X: torch's out-of-place
+    ``baddbmm`` first copies its input into the result, one copy of every matrix per step
+    (30 device copies per optimizer step at DEPTH 12). The same polynomial; the a on the
+    diagonal is rounded with the (small, m x m) polynomial instead of being applied in the
+    GEMM's fp32 epilogue. The last product is also written in the input's orientation (X^T P^T
+    for a tall matrix), so the result is contiguous like the parameters it updates.
+    fp32_gemm: with fold_linear, the last product writes `result_dtype` (fp32) straight from
+    the GEMM's accumulator (``torch.bmm(out_dtype=)``, CUDA, torch >= 2.8) instead of rounding
+    to `dtype` and casting; the caller checks that this torch has it.
     """
     if matrix.ndim < 2:
         raise ValueError(
@@ -75,6 +90,10 @@ def newton_schulz(
     # matrix loses digits); 1.01 and 1e-7 follow the paper's Algorithm 1 (zero stays zero).
     norm = torch.linalg.vector_norm(x, dim=(-2, -1), keepdim=True, dtype=torch.float32)
     x = x / (norm * 1.01 + 1e-7).to(x.dtype)
+    if fold_linear:
+        return _folded_iterations(
+            x, steps, table, batch_shape, transposed, result_dtype or out_dtype, fp32_gemm
+        )
     for i in range(steps):
         a, b, c = table[min(i, len(table) - 1)]
         gram = torch.bmm(x, x.mT)  # A = X X^T, (batch, m, m)
@@ -83,7 +102,38 @@ def newton_schulz(
     x = x.reshape(*batch_shape, x.size(-2), x.size(-1))
     if transposed:
         x = x.mT
-    return x.to(out_dtype)
+    return x.to(result_dtype or out_dtype)
+
+
+def _folded_iterations(
+    x: torch.Tensor,
+    steps: int,
+    table: tuple[tuple[float, float, float], ...],
+    batch_shape: torch.Size,
+    transposed: bool,
+    result_dtype: torch.dtype,
+    fp32_gemm: bool,
+) -> torch.Tensor:
+    """``newton_schulz``'s loop with fold_linear: X <- P X, P = a I + b A + c A^2 (A = X X^T).
+
+    x: (batch, m, n), m <= n, already scaled. No step copies X; the last product is written in
+    the caller's orientation (tall matrices: X^T P^T, the transpose of P X) and dtype.
+    """
+    out_gemm = fp32_gemm and x.dtype != result_dtype
+    for i in range(steps):
+        a, b, c = table[min(i, len(table) - 1)]
+        gram = torch.bmm(x, x.mT)  # A = X X^T, (batch, m, m)
+        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # b A + c A^2 (copies A: m x m)
+        poly.diagonal(dim1=-2, dim2=-1).add_(a)  # + a I
+        last = i == steps - 1
+        left, right = (x.mT, poly.mT) if last and transposed else (poly, x)
+        if last and out_gemm:
+            x = torch.bmm(left, right, out_dtype=result_dtype)
+        else:
+            x = torch.bmm(left, right)
+    if steps == 0 and transposed:
+        x = x.mT
+    return x.reshape(*batch_shape, x.size(-2), x.size(-1)).to(result_dtype)
 
 
 def muon_update_scale(shape: Sequence[int], rule: str = "shape") -> float:
@@ -113,9 +163,15 @@ def muon_direction(
     ns_dtype: torch.dtype | None,
     ns_steps: int,
     coefficients: str,
+    fast: bool = False,
+    fp32_gemm: bool = False,
 ) -> torch.Tensor:
     """Muon's update direction for a stack of same-shape gradients (overwrites ``grad`` and
     advances ``momentum_buffer``): clip, momentum, Nesterov, then Newton-Schulz in ``ns_dtype``.
+
+    Returns the direction in ``ns_dtype``; with ``fast`` (``MuonAdamW(fast_muon=True)``) in the
+    momentum's dtype (the parameters'), from ``newton_schulz(fold_linear=True)``, so that the
+    update is one same-dtype pass over the parameters (``fp32_gemm``: see ``newton_schulz``).
     """
     if clip is not None:
         grad.mul_(clip)
@@ -126,7 +182,35 @@ def muon_direction(
     direction = grad.lerp_(momentum_buffer, beta) if nesterov else momentum_buffer
     if ns_dtype is not None:
         direction = direction.to(ns_dtype)
+    if fast:
+        return newton_schulz(
+            direction,
+            ns_steps,
+            dtype=None,
+            coefficients=coefficients,
+            fold_linear=True,
+            result_dtype=momentum_buffer.dtype,
+            fp32_gemm=fp32_gemm,
+        )
     return newton_schulz(direction, ns_steps, dtype=None, coefficients=coefficients)
+
+
+_BMM_OUT_DTYPE: dict[str, bool] = {}  # device type -> whether torch.bmm takes out_dtype there
+
+
+def bmm_out_dtype_available(device: torch.device) -> bool:
+    """Whether ``torch.bmm(bf16, bf16, out_dtype=torch.float32)`` runs on ``device`` (CUDA with
+    torch >= 2.8; not on CPUs). Probed once per device type, eagerly, with tiny tensors."""
+    kind = device.type
+    if kind not in _BMM_OUT_DTYPE:
+        try:
+            probe = torch.ones((1, 2, 2), dtype=torch.bfloat16, device=device)
+            _BMM_OUT_DTYPE[kind] = torch.bmm(probe, probe, out_dtype=torch.float32).dtype == (
+                torch.float32
+            )
+        except (RuntimeError, TypeError, NotImplementedError):
+            _BMM_OUT_DTYPE[kind] = False
+    return _BMM_OUT_DTYPE[kind]
 
 
 _compiled_direction = None

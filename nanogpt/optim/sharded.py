@@ -46,6 +46,13 @@ class MuonAdamW(torch.optim.Optimizer):
     ns_coefficients: "polar_express" (default) or "quintic".
     fused_adamw: update AdamW shards with torch's fused kernel (torch._fused_adamw_, the one
     behind torch.optim.AdamW(fused=True)); None: whenever this torch has it.
+    compile_muon: torch.compile Muon's per-bucket maths (see below).
+    fast_muon: Newton-Schulz without copies of the matrices (``newton_schulz(fold_linear=True)``)
+    and its result in the parameters' dtype, so the update is one kernel per bucket; the same
+    polynomial, rounded slightly differently in bf16 (off by default).
+    compile_adamw: AdamW shards through ``adamw.adamw_update`` under torch.compile instead of
+    torch's fused kernel: the unfused arithmetic as one Inductor kernel (off by default; GPU
+    only in practice, a CPU compiles C++ for minutes).
     process_group: the ranks to shard over; default: the default group if torch.distributed is
     initialised, else this process alone.
 
@@ -62,6 +69,8 @@ class MuonAdamW(torch.optim.Optimizer):
         ns_coefficients: str = "polar_express",
         fused_adamw: bool | None = None,
         compile_muon: bool = False,
+        fast_muon: bool = False,
+        compile_adamw: bool = False,
         process_group: Any = None,
     ) -> None:
         groups = [dict(g) for g in param_groups]
@@ -98,6 +107,8 @@ class MuonAdamW(torch.optim.Optimizer):
         # the elementwise passes fuse around the batched matmuls. Same arithmetic; GPU only in
         # practice (a CPU compiles C++ for minutes).
         self.compile_muon = compile_muon
+        self.fast_muon = fast_muon
+        self.compile_adamw = compile_adamw
         self.step_count = 0
 
         self.process_group = process_group
