@@ -311,3 +311,121 @@ def test_wandb_offline_writes_a_local_run(corpus, tmp_path, monkeypatch):
     assert summary["status"] == "ok"
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert runs, "wandb offline left no run directory"
+
+
+# --- CORE / ChatCORE during training (--core-evals, --chatcore-evals) -------------------------
+
+
+@pytest.fixture(scope="module")
+def core_bundle(tmp_path_factory) -> Path:
+    from test_evals_icl import write_bundle
+
+    from nanogpt.evals.aggregate import CORE_TASKS
+
+    return write_bundle(tmp_path_factory.mktemp("bundle"), CORE_TASKS, n_items=4)
+
+
+def metric_rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_core_evals_put_core_rows_in_the_metrics_at_their_steps(corpus, core_bundle, tmp_path):
+    from nanogpt.evals.aggregate import CORE_TASKS
+    from nanogpt.evals.training import TrainingEvals
+    from nanogpt.tokenizer import get_tokenizer
+
+    reports = []
+    cfg = tiny_cfg(
+        corpus, tmp_path, num_iterations=4, eval_every=3, core_evals=2,
+        eval_bundle=str(core_bundle), eval_max_per_task=2,
+    )  # fmt: skip
+    summary = train(cfg, report=lambda m, c: reports.append(m))
+    rows = metric_rows(tmp_path / "run")
+    # every 2 steps and at the end; validation (every 3, and the end) in the same rows
+    assert [r["step"] for r in rows if "core" in r] == [2, 4]
+    assert [r["step"] for r in rows if "val_loss" in r] == [3, 4]
+    final = next(r for r in rows if r["step"] == 4 and "core" in r)
+    assert "val_loss" in final and "train_loss" in final
+    centred = [final[f"eval/{t}"] for t in CORE_TASKS]
+    assert final["core"] == pytest.approx(sum(centred) / len(CORE_TASKS))
+    assert summary["core"] == final["core"] and reports[-1]["core"] == final["core"]
+    assert [m["step"] for m in reports if "core" in m][:2] == [2, 4]
+    # the score is the final checkpoint's, on the same two items per task, as the hook gives it
+    from nanogpt.engine import load_model
+
+    model, tok, _ = load_model(summary["checkpoint"], "cpu")
+    again = TrainingEvals(core_bundle, "core", max_per_task=2)(model, get_tokenizer("gpt2"), "cpu")
+    assert again["core"] == pytest.approx(final["core"]) and tok.name == "gpt2"
+
+
+def test_evals_are_off_by_default(corpus, tmp_path):
+    assert TrainConfig().core_evals == 0 and TrainConfig().chatcore_evals == 0
+    summary = train(tiny_cfg(corpus, tmp_path, num_iterations=2, eval_every=2))
+    assert "core" not in summary
+    assert not any("core" in r or "chatcore" in r for r in metric_rows(tmp_path / "run"))
+
+
+def test_a_missing_bundle_or_task_fails_before_training(corpus, core_bundle, tmp_path, capsys):
+    import shutil
+
+    from nanogpt.evals.bundle import BundleError
+    from nanogpt.train import main
+
+    cfg = tiny_cfg(corpus, tmp_path, core_evals=2, eval_bundle=str(tmp_path / "nowhere"))
+    with pytest.raises(BundleError, match=r"--core-evals 2: eval bundle .*nowhere does not exist"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()  # nothing was trained or written
+    partial = shutil.copytree(core_bundle, tmp_path / "partial")
+    (partial / "eval_data" / "fixture" / "coqa.jsonl").unlink()
+    with pytest.raises(BundleError, match="coqa"):
+        train(replace(cfg, eval_bundle=str(partial)))
+    args = ["--data", str(corpus), "--device", "cpu", "--out-dir", str(tmp_path), "--depth", "1"]
+    assert main([*args, "--core-evals", "5", "--eval-bundle", str(tmp_path / "nowhere")]) == 2
+    assert "error: --core-evals 5: eval bundle" in capsys.readouterr().err
+    # ChatCORE names the file it lacks
+    with pytest.raises(FileNotFoundError, match=r"arc_easy\.jsonl is missing.*--chatcore-data"):
+        train(tiny_cfg(corpus, tmp_path, chatcore_evals=2, chatcore_data=str(tmp_path)))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--core-evals", "-1"], "--core-evals must be >= 0"),
+        (["--eval-max-per-task", "-3"], "--eval-max-per-task must be >= 0"),
+    ],
+)
+def test_bad_eval_flags_name_the_flag(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        parse_train_config(argv)
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_core_evals_on_two_ranks_score_the_final_weights(corpus, core_bundle, tmp_path):
+    from nanogpt.engine import load_model
+    from nanogpt.evals.training import TrainingEvals
+
+    args = [
+        "--depth", "1", "--seq-len", "64", "--device-batch-size", "4", "--total-batch-size", "512",
+        "--num-iterations", "4", "--warmup-steps", "2", "--eval-every", "4", "--eval-tokens",
+        "1024", "--save-every", "0", "--data", str(corpus), "--device", "cpu", "--seed", "7",
+        "--core-evals", "2", "--eval-bundle", str(core_bundle), "--eval-max-per-task", "3",
+        "--out-dir", str(tmp_path),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "nanogpt.train", *args,
+    ]  # fmt: skip
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "core every 2 steps and at the end, 3 items per task (22 tasks), rank-strided" in (
+        done.stdout
+    )
+    rows = metric_rows(tmp_path / "d1-pretraining")
+    assert [r["step"] for r in rows if "core" in r] == [2, 4]
+    # items strided over the ranks and all-reduced = one process scoring them all
+    model, tok, _ = load_model(tmp_path / "d1-pretraining", "cpu")
+    single = TrainingEvals(core_bundle, "core", max_per_task=3)(model, tok, "cpu")
+    assert rows[-1]["core"] == pytest.approx(single["core"])
