@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -336,25 +337,25 @@ def test_core_evals_put_core_rows_in_the_metrics_at_their_steps(corpus, core_bun
 
     reports = []
     cfg = tiny_cfg(
-        corpus, tmp_path, num_iterations=4, eval_every=3, core_evals=2,
-        eval_bundle=str(core_bundle), eval_max_per_task=2,
+        corpus, tmp_path, num_iterations=3, eval_every=3, core_evals=2,
+        eval_bundle=str(core_bundle), eval_max_per_task=1,
     )  # fmt: skip
     summary = train(cfg, report=lambda m, c: reports.append(m))
     rows = metric_rows(tmp_path / "run")
-    # every 2 steps and at the end; validation (every 3, and the end) in the same rows
-    assert [r["step"] for r in rows if "core" in r] == [2, 4]
-    assert [r["step"] for r in rows if "val_loss" in r] == [3, 4]
-    final = next(r for r in rows if r["step"] == 4 and "core" in r)
+    # every 2 steps and at the end; validation at the end, in the same row
+    assert [r["step"] for r in rows if "core" in r] == [2, 3]
+    assert [r["step"] for r in rows if "val_loss" in r] == [3]
+    final = next(r for r in rows if r["step"] == 3 and "core" in r)
     assert "val_loss" in final and "train_loss" in final
     centred = [final[f"eval/{t}"] for t in CORE_TASKS]
     assert final["core"] == pytest.approx(sum(centred) / len(CORE_TASKS))
     assert summary["core"] == final["core"] and reports[-1]["core"] == final["core"]
-    assert [m["step"] for m in reports if "core" in m][:2] == [2, 4]
-    # the score is the final checkpoint's, on the same two items per task, as the hook gives it
+    assert [m["step"] for m in reports if "core" in m][:2] == [2, 3]
+    # the score is the final checkpoint's, on the same item per task, as the hook gives it
     from nanogpt.engine import load_model
 
     model, tok, _ = load_model(summary["checkpoint"], "cpu")
-    again = TrainingEvals(core_bundle, "core", max_per_task=2)(model, get_tokenizer("gpt2"), "cpu")
+    again = TrainingEvals(core_bundle, "core", max_per_task=1)(model, get_tokenizer("gpt2"), "cpu")
     assert again["core"] == pytest.approx(final["core"]) and tok.name == "gpt2"
 
 
@@ -366,8 +367,6 @@ def test_evals_are_off_by_default(corpus, tmp_path):
 
 
 def test_a_missing_bundle_or_task_fails_before_training(corpus, core_bundle, tmp_path, capsys):
-    import shutil
-
     from nanogpt.evals.bundle import BundleError
     from nanogpt.train import main
 
@@ -429,3 +428,25 @@ def test_core_evals_on_two_ranks_score_the_final_weights(corpus, core_bundle, tm
     model, tok, _ = load_model(tmp_path / "d1-pretraining", "cpu")
     single = TrainingEvals(core_bundle, "core", max_per_task=3)(model, tok, "cpu")
     assert rows[-1]["core"] == pytest.approx(single["core"])
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_ddp_train_passes_the_eval_variables_as_flags():
+    import shlex
+
+    out = subprocess.run(
+        ["make", "-n", "ddp-train", "VAL_EVALS=50", "CORE_EVALS=500", "CHATCORE_EVALS=100",
+         "EVAL_BUNDLE=/data/bundle", "CHATCORE_DATA=/data/chat"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    words = shlex.split(out.replace("\\\n", " "))
+    cfg = parse_train_config(words[words.index("nanogpt.train") + 1 :])
+    assert (cfg.eval_every, cfg.core_evals, cfg.chatcore_evals) == (50, 500, 100)
+    assert (cfg.eval_bundle, cfg.chatcore_data) == ("/data/bundle", "/data/chat")
+    default = shlex.split(
+        subprocess.run(
+            ["make", "-n", "ddp-train"], cwd=REPO, capture_output=True, text=True
+        ).stdout.replace("\\\n", " ")
+    )
+    cfg = parse_train_config(default[default.index("nanogpt.train") + 1 :])
+    assert (cfg.core_evals, cfg.chatcore_evals, cfg.eval_bundle) == (0, 0, None)
