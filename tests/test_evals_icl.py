@@ -571,9 +571,15 @@ def test_training_hook_runs_chatcore_through_its_module(tmp_path, monkeypatch):
         tasks = {"gsm8k": {"accuracy": 0.1, "centered": 0.1, "n": 7}}
         return {"suite": "chatcore", "tasks": tasks, "score": 0.1, "notes": []}
 
+    from nanogpt.evals.chatcore import task_file
+
     fake = types.ModuleType("nanogpt.evals.chatcore")
     fake.run_chatcore = run_chatcore  # type: ignore[attr-defined]
+    fake.TASKS, fake.task_file = ("gsm8k",), task_file  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "nanogpt.evals.chatcore", fake)
+    with pytest.raises(FileNotFoundError, match="gsm8k.jsonl is missing"):  # checked up front
+        TrainingEvals(tmp_path, "chatcore", max_per_task=7)
+    (tmp_path / "gsm8k.jsonl").write_text("{}\n")
     model = tiny_gpt().train()
     metrics = TrainingEvals(tmp_path, "chatcore", max_per_task=7)(model, BYTES, "cpu", {"step": 9})
     assert metrics["chatcore"] == 0.1 and metrics["eval/gsm8k"] == 0.1 and model.training
