@@ -387,6 +387,37 @@ def test_a_missing_bundle_or_task_fails_before_training(corpus, core_bundle, tmp
     assert not (tmp_path / "run").exists()
 
 
+def test_chatcore_evals_run_the_chat_suite_at_their_steps(corpus, tmp_path, monkeypatch):
+    import types
+
+    from nanogpt.evals.chatcore import task_file
+
+    calls = []
+
+    def run_chatcore(model, tokenizer, meta, data_dir, *, limit, device):
+        calls.append((meta["step"], meta["config"]["mode"], limit, model.training))
+        tasks = {"gsm8k": {"accuracy": 0.25, "centered": 0.25, "n": limit}}
+        return {"suite": "chatcore", "tasks": tasks, "score": 0.25, "notes": []}
+
+    fake = types.ModuleType("nanogpt.evals.chatcore")
+    fake.run_chatcore, fake.TASKS, fake.task_file = run_chatcore, ("gsm8k",), task_file
+    monkeypatch.setitem(sys.modules, "nanogpt.evals.chatcore", fake)
+    (tmp_path / "chat").mkdir()
+    (tmp_path / "chat" / "gsm8k.jsonl").write_text("{}\n")
+    cfg = tiny_cfg(
+        corpus, tmp_path, num_iterations=5, eval_every=5, chatcore_evals=2,
+        chatcore_data=str(tmp_path / "chat"), eval_max_per_task=3,
+    )  # fmt: skip
+    summary = train(cfg)
+    assert calls == [(2, "pretraining", 3, False), (4, "pretraining", 3, False),
+                     (5, "pretraining", 3, False)]  # fmt: skip
+    rows = [r for r in metric_rows(tmp_path / "run") if "chatcore" in r]
+    assert [(r["step"], r["chatcore"], r["eval/gsm8k"]) for r in rows] == [
+        (2, 0.25, 0.25), (4, 0.25, 0.25), (5, 0.25, 0.25)
+    ]  # fmt: skip
+    assert summary["chatcore"] == 0.25 and "core" not in summary
+
+
 @pytest.mark.parametrize(
     "argv,message",
     [
