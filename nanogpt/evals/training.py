@@ -252,7 +252,8 @@ def run_due(
             scores = evals(model, tok, device, meta)
         else:
             scores = evals(model, tok, device, meta) if dist.get_rank() == 0 else None
-            scores = dist.broadcast_object(scores)
+        # rank 0's dict everywhere: the scores agree already, its seconds (eval/<suite>_s) too
+        scores = dist.broadcast_object(scores)
         out.update(scores)
         if say is not None:
             say(
