@@ -418,6 +418,24 @@ def test_chatcore_evals_run_the_chat_suite_at_their_steps(corpus, tmp_path, monk
     assert summary["chatcore"] == 0.25 and "core" not in summary
 
 
+def test_eval_scores_reach_wandb_with_the_other_metrics(tmp_path):
+    from nanogpt.monitor import MetricsLog
+
+    class Recorder:  # stands in for the wandb run object: what MetricsLog.log hands it
+        def __init__(self):
+            self.calls = []
+
+        def log(self, values, step):
+            self.calls.append((step, values))
+
+    logger = MetricsLog(tmp_path, TrainConfig(), is_main=True)
+    logger.wandb = Recorder()
+    logger.log({"step": 4, "train_loss": 3.5, "core": 0.125, "eval/copa": 0.25, "status": "ok"})
+    assert logger.wandb.calls == [(4, {"step": 4, "train_loss": 3.5, "core": 0.125,
+                                       "eval/copa": 0.25})]  # fmt: skip
+    assert json.loads((tmp_path / "metrics.jsonl").read_text())["core"] == 0.125
+
+
 @pytest.mark.parametrize(
     "argv,message",
     [
