@@ -1,20 +1,20 @@
-"""Evaluation inside the training loop: CORE, the Gauntlet or ChatCORE on rank 0 every N steps.
+"""Evaluation inside the training loop: CORE, the Gauntlet or ChatCORE every N steps.
 
-The trainer builds one :class:`TrainingEvals` at start-up (it reads the bundle and the task
-files once) and calls it on rank 0 at its evaluation steps; the returned flat dict goes into
-``metrics.jsonl`` and wandb with the other metrics (names as DESIGN's metrics list fixes them:
-``core``, ``gauntlet`` and ``eval/<task>``)::
+``nanogpt.train`` builds a schedule at start-up from its flags (``--core-evals N``,
+``--chatcore-evals N``, ``--eval-bundle``, ``--chatcore-data``, ``--eval-max-per-task``);
+building it reads the bundle and the task files once, so a missing one fails before training.
+At each step every rank calls :func:`run_due`; the flat dict it returns goes into
+``metrics.jsonl``, wandb and ``report()`` with the other metrics (names as the metrics list
+fixes them: ``core``, ``gauntlet``, ``chatcore`` and ``eval/<task>``)::
 
-    evals = TrainingEvals(bundle_dir, suite="core", max_per_task=200) if cfg.core_evals else None
+    schedule = schedule_from_config(cfg, world_size)         # [(every, TrainingEvals), ...]
     ...
-    if evals is not None and step % cfg.core_every == 0:
-        if dist_info.is_main:
-            metrics.update(evals(model, tokenizer, device))   # rank 0 alone: no collectives
-        dist.barrier()                                       # the other ranks wait
+    metrics.update(run_due(schedule, step, is_last, model, "gpt2", meta))
 
-``TrainingEvals(data_dir, suite="chatcore", max_per_task=100)`` does the same for a
-mid-training run through ``nanogpt.evals.chatcore.run_chatcore`` (its ``limit`` is the
-per-task subsample), with the chat suites' JSONL folder in place of the bundle.
+One :class:`TrainingEvals` is one suite with a fixed per-task subsample;
+``TrainingEvals(data_dir, suite="chatcore", max_per_task=100)`` runs
+``nanogpt.evals.chatcore.run_chatcore`` (its ``limit`` is the per-task subsample), with the
+chat suites' JSONL folder in place of the bundle.
 
 By default it never communicates (``distributed=False``), so it cannot hang when only rank 0
 calls it: the other ranks must not enter it. With ``distributed=True`` (the in-context suites
