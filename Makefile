@@ -16,6 +16,9 @@ BATCH_SIZE ?= 524288
 VAL_EVALS ?= 250
 CORE_EVALS ?= 0
 CHATCORE_EVALS ?= 0
+# where CORE_EVALS / CHATCORE_EVALS read their data (empty: $$NANOGPT_EVAL_BUNDLE or the cache)
+EVAL_BUNDLE ?=
+CHATCORE_DATA ?=
 ARGS ?=
 
 .PHONY: help environment test test-fast lint format demo depth-table prepare-shakespeare prepare-fineweb \
@@ -63,11 +66,11 @@ run-scaling-law: ## the seed's sweep on FineWeb-Edu: DEPTH 6..14 x 1e18..6e18 FL
 sweep-dry-run: ## print the seed's sweep grid and its estimated GPU-hours, run nothing
 	$(PYTHON) sweeps/isoflop.py --depths 6..14 --flops 1e18..6e18 --dry-run $(ARGS)
 
-ddp-train: ## train on NGPUS GPUs (torchrun): MODE, DEPTH, TARGET_FLOPS, CHECKPOINT, BATCH_SIZE, VAL_EVALS, ARGS
-	@if [ "$(CORE_EVALS)" != "0" ] || [ "$(CHATCORE_EVALS)" != "0" ]; then \
-		echo "note: CORE_EVALS / CHATCORE_EVALS are not wired into training yet; evaluate the checkpoint afterwards with python -m nanogpt.evals --checkpoint DIR --suite core|chatcore"; fi
+ddp-train: ## train on NGPUS GPUs (torchrun): MODE, DEPTH, TARGET_FLOPS, CHECKPOINT, BATCH_SIZE, VAL_EVALS, CORE_EVALS, CHATCORE_EVALS, EVAL_BUNDLE, CHATCORE_DATA, ARGS
 	torchrun --standalone --nproc_per_node=$(NGPUS) -m nanogpt.train --mode $(MODE) --depth $(DEPTH) \
 		--target-flops $(TARGET_FLOPS) --total-batch-size $(BATCH_SIZE) --eval-every $(VAL_EVALS) \
+		--core-evals $(CORE_EVALS) --chatcore-evals $(CHATCORE_EVALS) \
+		$(if $(EVAL_BUNDLE),--eval-bundle $(EVAL_BUNDLE)) $(if $(CHATCORE_DATA),--chatcore-data $(CHATCORE_DATA)) \
 		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(ARGS)
 
 prepare-shakespeare: ## tokenize the embedded Shakespeare corpus into data/shakespeare (seconds, no network)

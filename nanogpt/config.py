@@ -274,6 +274,11 @@ class TrainConfig(ModelOptions):
     loss_mask: str = "assistant"  # chat data: train on assistant tokens only, or on all
     eval_every: int = 250  # steps between validation evaluations (and the last step)
     eval_tokens: int = 0  # tokens per validation (all ranks); 0 = 1,048,576 on GPU, 65,536 on CPU
+    core_evals: int = 0  # steps between CORE evaluations (and the last step); 0 = off
+    chatcore_evals: int = 0  # steps between ChatCORE evaluations (and the last step); 0 = off
+    eval_bundle: str | None = None  # CORE's Mosaic ICL bundle; none = $NANOGPT_EVAL_BUNDLE or cache
+    chatcore_data: str | None = None  # ChatCORE's JSONL folder (arc_easy.jsonl, gsm8k.jsonl, ...)
+    eval_max_per_task: int = 200  # items per task in CORE/ChatCORE (a fixed subsample); 0 = all
     save_every: int = 1000  # steps between checkpoints (and the last step); 0 = only the last
     keep_checkpoints: int = 3  # how many of the latest checkpoints to keep; 0 keeps all
     checkpoint: str | None = None  # initialise the weights from this checkpoint directory
@@ -312,7 +317,7 @@ class TrainConfig(ModelOptions):
                 problems.append(f"{flag} must be at least 1, got {getattr(self, name)}")
         for name in (
             "num_iterations", "target_flops", "save_every", "warmup_steps", "eval_tokens",
-            "keep_checkpoints",
+            "keep_checkpoints", "core_evals", "chatcore_evals", "eval_max_per_task",
         ):  # fmt: skip
             if getattr(self, name) < 0:
                 flag = "--" + name.replace("_", "-")

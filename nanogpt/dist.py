@@ -13,6 +13,7 @@ import contextlib
 import datetime
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as torch_dist
@@ -109,3 +110,12 @@ def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
 def barrier() -> None:
     if is_initialized():
         torch_dist.barrier()
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """``obj`` as rank ``src`` has it, on every rank (pickled); one process: ``obj`` itself."""
+    if not is_initialized():
+        return obj
+    box = [obj]
+    torch_dist.broadcast_object_list(box, src=src)
+    return box[0]

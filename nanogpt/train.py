@@ -19,7 +19,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ from nanogpt import checkpoint as ckpt
 from nanogpt.config import ModelConfig, TrainConfig, parse_train_config
 from nanogpt.data import TokenFileError
 from nanogpt.data.sources import count_train_tokens, data_tokenizer, make_loader, run_data
+from nanogpt.evals import training as downstream
+from nanogpt.evals.bundle import BundleError
 from nanogpt.model import GPT
 from nanogpt.monitor import Divergence, MetricsLog, Throughput
 from nanogpt.optim import MuonAdamW
@@ -158,6 +160,8 @@ class Run:
     step_fn: StepFn  # train_step, or a fault-injecting wrapper of it (nanogpt.faults)
     start_step: int = 0
     peak_flops: float | None = None
+    evals: downstream.Schedule = field(default_factory=list)  # --core-evals, --chatcore-evals
+    eval_scores: dict[str, float] = field(default_factory=dict)  # the latest of them
 
     @property
     def eval_tokens(self) -> int:
@@ -176,6 +180,8 @@ def _set_up(cfg: TrainConfig, info: dist.DistInfo) -> Run:
     """Data, plan, model, optimizer, loaders and validation batches; then resume if asked."""
     device = info.device
     grad_accum = gradient_accumulation(cfg, info.world_size)
+    # The bundle and task files are read now, so a missing one fails before any training.
+    evals = downstream.schedule_from_config(cfg, info.world_size)
     data_source, data_note = run_data(cfg.data, cfg.mode)
     tokenizer, vocab_size = data_tokenizer(data_source)
     model_cfg = cfg.model_config(vocab_size)
@@ -224,6 +230,7 @@ def _set_up(cfg: TrainConfig, info: dist.DistInfo) -> Run:
         token_bytes=token_byte_lengths(device, tokenizer),
         divergence=Divergence(cfg.blowup_factor, warmup),
         step_fn=step_fn,
+        evals=evals,
     )
     if cfg.resume:
         _resume(run)
@@ -270,6 +277,7 @@ def _print_config(run: Run) -> None:
         f"flops={tokens * run.flops_per_token:.3e} "
         f"tokens_per_param={tokens / counts['params_scaling']:.3g}",
         f"  derived: eval_tokens={run.eval_tokens:,} per evaluation ({eval_note})",
+        *downstream.describe(run.evals),
         "  derived: peak lr " + ", ".join(f"{k}={v:.3g}" for k, v in lr_groups.items()),
     ]
     _say(info, "\n".join(lines))
@@ -372,6 +380,15 @@ def _validate(run: Run, done: int, every_s: float = 10.0) -> dict[str, float]:
     return val
 
 
+def _downstream_evals(run: Run, done: int, final: bool) -> dict[str, float]:
+    """CORE / ChatCORE due now, on the uncompiled model (no recompiles for new shapes)."""
+    meta = {"config": dataclasses.asdict(run.cfg), "step": done}
+    say = lambda text: _say(run.info, text)  # noqa: E731
+    scores = downstream.run_due(run.evals, done, final, run.model, run.tokenizer, meta, say)
+    run.eval_scores.update(scores)
+    return scores
+
+
 def _checkpoint_meta(run: Run, done: int) -> dict[str, Any]:
     cfg = run.cfg
     return {
@@ -402,20 +419,24 @@ def _evaluate_and_save(
     cfg = run.cfg
     do_eval = done % cfg.eval_every == 0 or end_now
     do_save = (cfg.save_every > 0 and done % cfg.save_every == 0) or end_now
-    if not (do_eval or do_save):
+    do_downstream = bool(run.evals) and downstream.is_due(run.evals, done, end_now)
+    if not (do_eval or do_save or do_downstream):
         return val, None
-    saved = None
+    saved, scores = None, {}
     with clock.paused(run.info.device):
         if do_eval:
             val = _validate(run, done)
-            logger.log({**last, **val, "step": done})
+        if do_downstream:
+            scores = _downstream_evals(run, done, end_now)
+        if do_eval or scores:
+            logger.log({**last, **(val if do_eval else {}), **scores, "step": done})
         if do_save:
             meta = _checkpoint_meta(run, done)
             saved = ckpt.save(
                 run.run_dir, done, run.model, run.optimizer, meta, keep=cfg.keep_checkpoints
             )
     if report is not None:
-        report({**last, **val, "status": "running"}, str(saved) if saved else None)
+        report({**last, **val, **scores, "status": "running"}, str(saved) if saved else None)
     return val, saved
 
 
@@ -463,6 +484,7 @@ def _summary(
     }
     if peak and summary["tokens_per_s"]:
         summary["mfu"] = flops_per_token * summary["tokens_per_s"] / (peak * info.world_size)
+    summary.update({k: v for k, v in run.eval_scores.items() if k in ("core", "chatcore")})
     return summary
 
 
@@ -519,7 +541,7 @@ def _run(cfg: TrainConfig, info: dist.DistInfo, report: Report | None) -> dict[s
     setup_s = clock.start - entered
     summary = _summary(run, status, last, val, wall_s, setup_s, clock.tokens_per_s, final_ckpt)
     if report is not None and status != "diverged":
-        report({**last, **val, "status": status}, None)
+        report({**last, **val, **run.eval_scores, "status": status}, None)
     if info.is_main:
         _write_summary(summary, run.run_dir)
         _say(
@@ -560,11 +582,14 @@ def train(cfg: TrainConfig, report: Report | None = None) -> dict[str, Any]:
         dist.teardown(info)
 
 
+USER_ERRORS = (BatchSizeError, FileNotFoundError, ckpt.CheckpointError, TokenFileError, BundleError)
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_train_config(argv)
     try:
         summary = train(cfg)
-    except (BatchSizeError, FileNotFoundError, ckpt.CheckpointError, TokenFileError) as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0 if summary["status"] in ("ok", "stopped") else 1

@@ -571,9 +571,15 @@ def test_training_hook_runs_chatcore_through_its_module(tmp_path, monkeypatch):
         tasks = {"gsm8k": {"accuracy": 0.1, "centered": 0.1, "n": 7}}
         return {"suite": "chatcore", "tasks": tasks, "score": 0.1, "notes": []}
 
+    from nanogpt.evals.chatcore import task_file
+
     fake = types.ModuleType("nanogpt.evals.chatcore")
     fake.run_chatcore = run_chatcore  # type: ignore[attr-defined]
+    fake.TASKS, fake.task_file = ("gsm8k",), task_file  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "nanogpt.evals.chatcore", fake)
+    with pytest.raises(FileNotFoundError, match="gsm8k.jsonl is missing"):  # checked up front
+        TrainingEvals(tmp_path, "chatcore", max_per_task=7)
+    (tmp_path / "gsm8k.jsonl").write_text("{}\n")
     model = tiny_gpt().train()
     metrics = TrainingEvals(tmp_path, "chatcore", max_per_task=7)(model, BYTES, "cpu", {"step": 9})
     assert metrics["chatcore"] == 0.1 and metrics["eval/gsm8k"] == 0.1 and model.training
@@ -621,6 +627,52 @@ def test_items_strided_over_two_ranks_give_the_single_process_result(tmp_path):
     for rank in range(2):
         accuracy, n = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert (accuracy, n) == (alone.accuracy, alone.n) == (accuracy, 11)
+
+
+class _RankZeroSuite:
+    """A stand-in for a rank-0 suite (ChatCORE): only rank 0 may run it."""
+
+    suite, distributed = "chatcore", False
+
+    def __call__(self, model, tokenizer, device, meta):
+        assert torch.distributed.get_rank() == 0, "a rank-0 suite ran on another rank"
+        return {"chatcore": 0.125 + meta["step"], "eval/gsm8k": 0.5}
+
+
+def _schedule_worker(rank: int, world: int, store: str, out_dir: str) -> None:
+    from nanogpt.evals.training import TrainingEvals, run_due
+
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{store}", rank=rank, world_size=world
+    )
+    try:
+        core = TrainingEvals(Path(out_dir) / "bundle", "core", max_per_task=3, distributed=True)
+        schedule = [(2, core), (3, _RankZeroSuite())]
+        got = {
+            step: run_due(schedule, step, step == 4, tiny_gpt(seed=2, seq=256), BYTES, {"step": step})
+            for step in (1, 2, 3, 4)
+        }  # fmt: skip
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(got))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_the_training_schedule_gives_every_rank_the_same_scores(tmp_path):
+    import torch.multiprocessing as mp
+
+    from nanogpt.evals.training import TrainingEvals
+
+    write_bundle(tmp_path / "bundle", aggregate.CORE_TASKS, n_items=5)
+    mp.spawn(_schedule_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0] == ranks[1]  # CORE strided and all-reduced, ChatCORE broadcast from rank 0
+    got = ranks[0]
+    assert got["1"] == {} and set(got["2"]) == set(got["4"]) - {"chatcore", "eval/gsm8k"}
+    assert got["3"]["chatcore"] == 3.125 and "core" not in got["3"]
+    alone = TrainingEvals(tmp_path / "bundle", "core", max_per_task=3)
+    assert got["4"]["core"] == pytest.approx(alone(tiny_gpt(seed=2, seq=256), BYTES, "cpu")["core"])
 
 
 def test_the_benchmark_runs_on_a_cpu_and_both_modes_agree(tmp_path, capsys):

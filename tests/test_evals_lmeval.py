@@ -314,3 +314,46 @@ def test_the_command_line(tasks_dir, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "fixture_mc" in done.stdout
     assert list((tmp_path / "out").rglob("results_*.json"))
+
+
+def test_python_m_nanogpt_evals_runs_harness_tasks_and_writes_json(tasks_dir, tmp_path, capsys):
+    from nanogpt.evals.cli import main
+
+    model = save_checkpoint(tmp_path / "run")
+    out = tmp_path / "res" / "lmeval.json"
+    args = ["--checkpoint", str(tmp_path / "run"), "--device", "cpu"]
+    code = main([*args, "--lm-eval", "fixture_mc,fixture_gen", "--lm-eval-include",
+                 str(tasks_dir), "--limit", "3", "--json", str(out)])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "| task | n | metric | value | stderr |" in printed
+    assert "| fixture_mc | 3 | acc |" in printed and "| fixture_gen | 3 | exact_match |" in printed
+    result = json.loads(out.read_text())
+    assert result["suite"] == "lm-eval" and result["step"] == 7
+    assert set(result["tasks"]) == {"fixture_mc", "fixture_gen"}
+    assert result["n_samples"]["fixture_mc"]["effective"] == 3
+    assert any(
+        "lm-evaluation-harness 0.4" in n and "chat template off" in n for n in result["notes"]
+    )
+    # the same numbers as the harness run directly on the model in memory
+    direct = lm_eval.simple_evaluate(
+        model=NanoGPTLM(model=model, tokenizer=get_tokenizer("gpt2"), meta={}),
+        tasks=["fixture_mc"], limit=3, task_manager=task_manager(tasks_dir), bootstrap_iters=0,
+    )  # fmt: skip
+    acc = direct["results"]["fixture_mc"]["acc,none"]
+    assert result["tasks"]["fixture_mc"]["acc,none"] == acc
+
+
+def test_lm_eval_flag_errors_are_clear(tasks_dir, tmp_path, capsys):
+    from nanogpt.evals.cli import main
+
+    save_checkpoint(tmp_path / "run")
+    args = ["--checkpoint", str(tmp_path / "run"), "--device", "cpu"]
+    assert main([*args, "--lm-eval", "fixture_mc", "--lm-eval-include", str(tmp_path / "no")]) == 1
+    err = capsys.readouterr().err
+    assert "--lm-eval-include" in err and "not a directory" in err
+    assert main([*args, "--lm-eval", " , "]) == 1
+    assert "at least one task" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a suite or harness tasks, not both
+        main([*args, "--lm-eval", "fixture_mc", "--suite", "core"])
+    assert "not allowed with argument" in capsys.readouterr().err

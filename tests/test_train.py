@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -318,3 +319,190 @@ def test_wandb_offline_writes_a_local_run(corpus, tmp_path, monkeypatch):
     assert summary["status"] == "ok"
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert runs, "wandb offline left no run directory"
+
+
+# --- CORE / ChatCORE during training (--core-evals, --chatcore-evals) -------------------------
+
+
+@pytest.fixture(scope="module")
+def core_bundle(tmp_path_factory) -> Path:
+    from test_evals_icl import write_bundle
+
+    from nanogpt.evals.aggregate import CORE_TASKS
+
+    return write_bundle(tmp_path_factory.mktemp("bundle"), CORE_TASKS, n_items=4)
+
+
+def metric_rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_core_evals_put_core_rows_in_the_metrics_at_their_steps(corpus, core_bundle, tmp_path):
+    from nanogpt.evals.aggregate import CORE_TASKS
+    from nanogpt.evals.training import TrainingEvals
+    from nanogpt.tokenizer import get_tokenizer
+
+    reports = []
+    cfg = tiny_cfg(
+        corpus, tmp_path, num_iterations=3, eval_every=3, core_evals=2,
+        eval_bundle=str(core_bundle), eval_max_per_task=1,
+    )  # fmt: skip
+    summary = train(cfg, report=lambda m, c: reports.append(m))
+    rows = metric_rows(tmp_path / "run")
+    # every 2 steps and at the end; validation at the end, in the same row
+    assert [r["step"] for r in rows if "core" in r] == [2, 3]
+    assert [r["step"] for r in rows if "val_loss" in r] == [3]
+    final = next(r for r in rows if r["step"] == 3 and "core" in r)
+    assert "val_loss" in final and "train_loss" in final
+    centred = [final[f"eval/{t}"] for t in CORE_TASKS]
+    assert final["core"] == pytest.approx(sum(centred) / len(CORE_TASKS))
+    assert summary["core"] == final["core"] and reports[-1]["core"] == final["core"]
+    assert [m["step"] for m in reports if "core" in m][:2] == [2, 3]
+    # the score is the final checkpoint's, on the same item per task, as the hook gives it
+    from nanogpt.engine import load_model
+
+    model, tok, _ = load_model(summary["checkpoint"], "cpu")
+    again = TrainingEvals(core_bundle, "core", max_per_task=1)(model, get_tokenizer("gpt2"), "cpu")
+    assert again["core"] == pytest.approx(final["core"]) and tok.name == "gpt2"
+
+
+def test_evals_are_off_by_default(corpus, tmp_path):
+    assert TrainConfig().core_evals == 0 and TrainConfig().chatcore_evals == 0
+    summary = train(tiny_cfg(corpus, tmp_path, num_iterations=2, eval_every=2))
+    assert "core" not in summary
+    assert not any("core" in r or "chatcore" in r for r in metric_rows(tmp_path / "run"))
+
+
+def test_a_missing_bundle_or_task_fails_before_training(corpus, core_bundle, tmp_path, capsys):
+    from nanogpt.evals.bundle import BundleError
+    from nanogpt.train import main
+
+    cfg = tiny_cfg(corpus, tmp_path, core_evals=2, eval_bundle=str(tmp_path / "nowhere"))
+    with pytest.raises(BundleError, match=r"--core-evals 2: eval bundle .*nowhere does not exist"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()  # nothing was trained or written
+    partial = shutil.copytree(core_bundle, tmp_path / "partial")
+    (partial / "eval_data" / "fixture" / "coqa.jsonl").unlink()
+    with pytest.raises(BundleError, match="coqa"):
+        train(replace(cfg, eval_bundle=str(partial)))
+    args = ["--data", str(corpus), "--device", "cpu", "--out-dir", str(tmp_path), "--depth", "1"]
+    assert main([*args, "--core-evals", "5", "--eval-bundle", str(tmp_path / "nowhere")]) == 2
+    assert "error: --core-evals 5: eval bundle" in capsys.readouterr().err
+    # ChatCORE names the file it lacks
+    with pytest.raises(FileNotFoundError, match=r"arc_easy\.jsonl is missing.*--chatcore-data"):
+        train(tiny_cfg(corpus, tmp_path, chatcore_evals=2, chatcore_data=str(tmp_path)))
+    assert not (tmp_path / "run").exists()
+
+
+def test_chatcore_evals_run_the_chat_suite_at_their_steps(corpus, tmp_path, monkeypatch):
+    import types
+
+    from nanogpt.evals.chatcore import task_file
+
+    calls = []
+
+    def run_chatcore(model, tokenizer, meta, data_dir, *, limit, device):
+        calls.append((meta["step"], meta["config"]["mode"], limit, model.training))
+        tasks = {"gsm8k": {"accuracy": 0.25, "centered": 0.25, "n": limit}}
+        return {"suite": "chatcore", "tasks": tasks, "score": 0.25, "notes": []}
+
+    fake = types.ModuleType("nanogpt.evals.chatcore")
+    fake.run_chatcore, fake.TASKS, fake.task_file = run_chatcore, ("gsm8k",), task_file
+    monkeypatch.setitem(sys.modules, "nanogpt.evals.chatcore", fake)
+    (tmp_path / "chat").mkdir()
+    (tmp_path / "chat" / "gsm8k.jsonl").write_text("{}\n")
+    cfg = tiny_cfg(
+        corpus, tmp_path, num_iterations=5, eval_every=5, chatcore_evals=2,
+        chatcore_data=str(tmp_path / "chat"), eval_max_per_task=3,
+    )  # fmt: skip
+    summary = train(cfg)
+    assert calls == [(2, "pretraining", 3, False), (4, "pretraining", 3, False),
+                     (5, "pretraining", 3, False)]  # fmt: skip
+    rows = [r for r in metric_rows(tmp_path / "run") if "chatcore" in r]
+    assert [(r["step"], r["chatcore"], r["eval/gsm8k"]) for r in rows] == [
+        (2, 0.25, 0.25), (4, 0.25, 0.25), (5, 0.25, 0.25)
+    ]  # fmt: skip
+    assert summary["chatcore"] == 0.25 and "core" not in summary
+
+
+def test_eval_scores_reach_wandb_with_the_other_metrics(tmp_path):
+    from nanogpt.monitor import MetricsLog
+
+    class Recorder:  # stands in for the wandb run object: what MetricsLog.log hands it
+        def __init__(self):
+            self.calls = []
+
+        def log(self, values, step):
+            self.calls.append((step, values))
+
+    logger = MetricsLog(tmp_path, TrainConfig(), is_main=True)
+    logger.wandb = Recorder()
+    logger.log({"step": 4, "train_loss": 3.5, "core": 0.125, "eval/copa": 0.25, "status": "ok"})
+    assert logger.wandb.calls == [(4, {"step": 4, "train_loss": 3.5, "core": 0.125,
+                                       "eval/copa": 0.25})]  # fmt: skip
+    assert json.loads((tmp_path / "metrics.jsonl").read_text())["core"] == 0.125
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--core-evals", "-1"], "--core-evals must be >= 0"),
+        (["--eval-max-per-task", "-3"], "--eval-max-per-task must be >= 0"),
+    ],
+)
+def test_bad_eval_flags_name_the_flag(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        parse_train_config(argv)
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_core_evals_on_two_ranks_score_the_final_weights(corpus, core_bundle, tmp_path):
+    from nanogpt.engine import load_model
+    from nanogpt.evals.training import TrainingEvals
+
+    args = [
+        "--depth", "1", "--seq-len", "64", "--device-batch-size", "4", "--total-batch-size", "512",
+        "--num-iterations", "4", "--warmup-steps", "2", "--eval-every", "4", "--eval-tokens",
+        "1024", "--save-every", "0", "--data", str(corpus), "--device", "cpu", "--seed", "7",
+        "--core-evals", "2", "--eval-bundle", str(core_bundle), "--eval-max-per-task", "3",
+        "--out-dir", str(tmp_path),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "nanogpt.train", *args,
+    ]  # fmt: skip
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "core every 2 steps and at the end, 3 items per task (22 tasks), rank-strided" in (
+        done.stdout
+    )
+    rows = metric_rows(tmp_path / "d1-pretraining")
+    assert [r["step"] for r in rows if "core" in r] == [2, 4]
+    # items strided over the ranks and all-reduced = one process scoring them all
+    model, tok, _ = load_model(tmp_path / "d1-pretraining", "cpu")
+    single = TrainingEvals(core_bundle, "core", max_per_task=3)(model, tok, "cpu")
+    assert rows[-1]["core"] == pytest.approx(single["core"])
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_ddp_train_passes_the_eval_variables_as_flags():
+    import shlex
+
+    out = subprocess.run(
+        ["make", "-n", "ddp-train", "VAL_EVALS=50", "CORE_EVALS=500", "CHATCORE_EVALS=100",
+         "EVAL_BUNDLE=/data/bundle", "CHATCORE_DATA=/data/chat"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    words = shlex.split(out.replace("\\\n", " "))
+    cfg = parse_train_config(words[words.index("nanogpt.train") + 1 :])
+    assert (cfg.eval_every, cfg.core_evals, cfg.chatcore_evals) == (50, 500, 100)
+    assert (cfg.eval_bundle, cfg.chatcore_data) == ("/data/bundle", "/data/chat")
+    default = shlex.split(
+        subprocess.run(
+            ["make", "-n", "ddp-train"], cwd=REPO, capture_output=True, text=True
+        ).stdout.replace("\\\n", " ")
+    )
+    cfg = parse_train_config(default[default.index("nanogpt.train") + 1 :])
+    assert (cfg.core_evals, cfg.chatcore_evals, cfg.eval_bundle) == (0, 0, None)

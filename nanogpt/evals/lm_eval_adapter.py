@@ -317,9 +317,12 @@ def evaluate_tasks(
     include_path: str | None = None,
     include_defaults: bool = True,
     apply_chat_template: bool | None = None,
+    full: bool = False,
 ) -> dict:
     """Run harness tasks on a model already in memory (what ``python -m nanogpt.evals
-    --lm-eval TASKS`` calls). Returns the harness's ``results`` (task -> metric -> value).
+    --lm-eval TASKS`` calls). Returns the harness's ``results`` (task -> metric -> value);
+    ``full``: also its ``n-samples``, ``versions`` and ``higher_is_better`` (the parts of its
+    output that are plain data), under those keys.
 
     ``apply_chat_template`` defaults to whether the checkpoint is mid-trained.
     ``include_path`` adds task YAMLs of your own; ``include_defaults=False`` skips indexing
@@ -338,6 +341,11 @@ def evaluate_tasks(
         apply_chat_template=chat,
         bootstrap_iters=0,
     )
+    if out is None:  # simple_evaluate returns None on the non-zero ranks of a process group
+        raise RuntimeError("lm-eval returned no results (not rank 0?)")
+    if full:
+        keys = ("results", "n-samples", "versions", "higher_is_better")
+        return {k: out.get(k, {}) for k in keys} | {"chat_template": bool(chat)}
     return out["results"]
 
 
