@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -169,6 +170,24 @@ class _Slot:
 
 
 LENGTH_BUCKET = 256  # cache lengths are rounded up to this, so a few shapes serve every request
+COMPILE_CHOICES = ("auto", "true", "false")
+
+
+def resolve_compile(choice: str | bool, device: torch.device | str) -> bool:
+    """The ``--compile auto|true|false`` of the chat CLI and the server, for one device.
+
+    ``auto`` compiles on CUDA only: there the compiled step captured in the CUDA graph decodes
+    about twice as fast (docs/benchmarks.md), while on a CPU or MPS the compile costs more than
+    it saves. ``true``/``false`` (or a bool) force it either way.
+    """
+    if isinstance(choice, bool):
+        return choice
+    value = str(choice).strip().lower()
+    if value not in COMPILE_CHOICES:
+        raise ValueError(f"compile must be one of {', '.join(COMPILE_CHOICES)}, got {choice!r}")
+    if value == "auto":
+        return torch.device(device).type == "cuda"
+    return value == "true"
 
 
 class Engine:
@@ -183,6 +202,11 @@ class Engine:
     and compilation happen once per shape (the first request of that shape pays for them).
     ``causal_prefill=False`` is the old prefill (masked attention over the whole cache), kept
     for the benchmark's A/B.
+
+    ``compile`` defaults to False here, for library use (tests, notebooks, a CPU): the first
+    request of each shape would otherwise wait for a compile. The chat CLI and the server
+    default to ``--compile auto`` (:func:`resolve_compile`: on for CUDA), and the server calls
+    :meth:`warm_up` at start-up so that its first user does not pay for it.
     """
 
     def __init__(
@@ -281,6 +305,22 @@ class Engine:
         self._slots.move_to_end(key)
         slot.busy = True
         return slot
+
+    def warm_up(self, max_len: int | None = None, batch: int = 1) -> float:
+        """Generate two tokens for ``batch`` rows with a cache of ``max_len`` columns (default:
+        the first length bucket; capped at the context), so that the decode step's compilation
+        and CUDA-graph capture for that shape happen now, not on a user's request. The cache is
+        kept in the engine's slots like any other. Returns the seconds it took."""
+        context = self.model.config.sequence_len
+        max_len = min(max_len or LENGTH_BUCKET, context)
+        prompt = [self.tokenizer.eot_id] * max(1, max_len - 2)  # prompt + 2 tokens = max_len
+        start = time.perf_counter()
+        self.generate_batch(
+            [prompt] * batch, min(2, context - len(prompt)), SamplingParams(temperature=0), []
+        )
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - start
 
     def check_lengths(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> int:
         if not prompts or any(len(p) == 0 for p in prompts):

@@ -4,7 +4,8 @@ FastAPI under uvicorn, on 127.0.0.1:8003 unless told otherwise.
 
 * ``GET /`` the chat page (``nanogpt/static/chat.html``);
 * ``GET /health`` ``{"status": "ok", "checkpoint", "device", "format", ...}`` and the workers'
-  load (busy, queued, served, cancelled);
+  load (busy, queued, served, cancelled); ``"status": "warming"`` while the start-up warm-up
+  runs (``"warmup"`` says how it went);
 * ``POST /chat/completions`` ``{"messages": [{"role", "content"}], "temperature", "top_k",
   "top_p", "max_tokens", "seed"}`` answers with server-sent events: ``data: {"token": "..."}``
   per piece of text, then ``data: {"done": true, "finish_reason", "tokens", ...}``.
@@ -15,6 +16,13 @@ or the other clients. When a client goes away (the page's stop button aborts its
 response's generator is cancelled, which sets the job's cancel flag; the worker checks it
 before every token and moves on to the next request. Requests are checked against
 :class:`Limits` before they are queued; a bad one is a 400 that names the field.
+
+The decode step is compiled on CUDA by default (``--compile auto``). Compiling one shape takes
+~15 s, so when an engine compiles the app warms up at start-up, in a background thread started
+by the lifespan: each engine generates two tokens at batch 1 for each cache length a request
+most likely uses (the first length bucket and the bucket of a short prompt with the default
+``max_tokens``). ``/health`` answers all along, with ``"status": "warming"`` until it is done;
+requests that arrive meanwhile wait in the queue. The log says how long the warm-up took.
 """
 
 from __future__ import annotations
@@ -36,7 +44,16 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
-from nanogpt.engine import PROMPT_FORMATS, Engine, TextStream, prompt_format, render_prompt
+from nanogpt.chat import add_compile_flags
+from nanogpt.engine import (
+    LENGTH_BUCKET,
+    PROMPT_FORMATS,
+    Engine,
+    TextStream,
+    prompt_format,
+    render_prompt,
+    resolve_compile,
+)
 from nanogpt.sampling import MAX_TEMPERATURE, SamplingParams
 from nanogpt.tokenizer import CHAT_ROLES
 
@@ -206,9 +223,15 @@ class WorkerPool:
         self._lock = threading.Lock()
         self.busy = self.served = self.cancelled = 0
         self._stopping = threading.Event()  # set at shutdown: running generations end
+        # A worker holds its engine's lock while it serves a job; the warm-up holds it until
+        # that engine is warm, so a request that arrives meanwhile waits instead of compiling.
+        self._engine_locks = [threading.Lock() for _ in self.engines]
+        self.warmup: dict[str, Any] = {"state": "off"}
         self.threads = [
-            threading.Thread(target=self._work, args=(e,), name=f"nanogpt-worker-{i}", daemon=True)
-            for i, e in enumerate(self.engines)
+            threading.Thread(
+                target=self._work, args=(e, lock), name=f"nanogpt-worker-{i}", daemon=True
+            )
+            for i, (e, lock) in enumerate(zip(self.engines, self._engine_locks))
         ]
         for t in self.threads:
             t.start()
@@ -217,6 +240,48 @@ class WorkerPool:
         if self.jobs.qsize() >= self.max_queued:
             raise QueueFull(f"{self.jobs.qsize()} requests are waiting; try again shortly")
         self.jobs.put(job)
+
+    @property
+    def warming(self) -> bool:
+        with self._lock:
+            return self.warmup["state"] == "warming"
+
+    def start_warmup(self, lengths: Sequence[int], log=print) -> threading.Thread:
+        """Warm every engine up (:meth:`Engine.warm_up`, batch 1, each cache length) in one
+        background thread, one engine after the other (torch.compile is not made for
+        concurrent compiles); each engine takes jobs again as soon as it is warm."""
+        for lock in self._engine_locks:  # taken here, so no job slips in before the warm-up
+            lock.acquire()
+        with self._lock:
+            self.warmup = {"state": "warming", "lengths": list(lengths), "seconds": None}
+        thread = threading.Thread(
+            target=self._warm, args=(list(lengths), log), name="nanogpt-warmup", daemon=True
+        )
+        thread.start()
+        return thread
+
+    def _warm(self, lengths: list[int], log) -> None:
+        start = time.perf_counter()
+        errors: list[str] = []
+        for engine, lock in zip(self.engines, self._engine_locks):
+            try:
+                for n in lengths:
+                    if self._stopping.is_set():
+                        break
+                    took = engine.warm_up(n)
+                    log(f"warm-up: {engine.device}, batch 1, cache length {n}: {took:.1f} s")
+            except Exception as e:  # the server still serves; the first request compiles
+                errors.append(f"{engine.device}: {e}")
+                log(f"warm-up failed on {engine.device}: {e}")
+            finally:
+                lock.release()
+        seconds = round(time.perf_counter() - start, 2)
+        with self._lock:
+            self.warmup = {
+                "state": "failed" if errors else "done", "lengths": lengths,
+                "seconds": seconds, **({"errors": errors} if errors else {}),
+            }  # fmt: skip
+        log(f"warm-up {'failed' if errors else 'done'} in {seconds:.1f} s; serving")
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -239,21 +304,22 @@ class WorkerPool:
         with self._lock:
             setattr(self, name, getattr(self, name) + delta)
 
-    def _work(self, engine: Engine) -> None:
+    def _work(self, engine: Engine, lock: threading.Lock) -> None:
         while (job := self.jobs.get()) is not None:
-            if job.cancel.is_set():  # the client left while the job waited
-                self._count("cancelled")
-                continue
-            self._count("busy")
-            try:
-                reason = self._generate(engine, job)
-            except Exception as e:  # a failed request must not take the worker down
-                job.emit({"error": f"generation failed: {e}"})
-                job.emit({"done": True, "finish_reason": "error"})
-                reason = "error"
-            finally:
-                self._count("busy", -1)
-            self._count("cancelled" if reason == "cancelled" else "served")
+            with lock:  # waits while this engine warms up
+                if job.cancel.is_set():  # the client left while the job waited
+                    self._count("cancelled")
+                    continue
+                self._count("busy")
+                try:
+                    reason = self._generate(engine, job)
+                except Exception as e:  # a failed request must not take the worker down
+                    job.emit({"error": f"generation failed: {e}"})
+                    job.emit({"done": True, "finish_reason": "error"})
+                    reason = "error"
+                finally:
+                    self._count("busy", -1)
+                self._count("cancelled" if reason == "cancelled" else "served")
 
     def _generate(self, engine: Engine, job: Job) -> str:
         req = job.request
@@ -292,20 +358,48 @@ def page_html() -> str:
     return resources.files("nanogpt").joinpath("static/chat.html").read_text(encoding="utf-8")
 
 
+def warmup_lengths(context: int, limits: Limits | None = None) -> list[int]:
+    """The cache lengths the start-up warm-up compiles: the first length bucket, and the
+    bucket a short prompt with the default ``max_tokens`` lands in (capped at the context)."""
+    limits = limits or Limits()
+
+    def bucket(n: int) -> int:
+        return min(-(-n // LENGTH_BUCKET) * LENGTH_BUCKET, context)
+
+    default_request = 1 + min(DEFAULTS["max_tokens"], limits.max_tokens)
+    return sorted({bucket(1), bucket(min(context, default_request))})
+
+
 def create_app(
     engines: Sequence[Engine],
     meta: dict,
     fmt: str = "auto",
     limits: Limits | None = None,
+    warmup: bool | None = None,
 ) -> FastAPI:
-    """The FastAPI app over ready engines (one per worker); ``meta`` is the checkpoint's."""
+    """The FastAPI app over ready engines (one per worker); ``meta`` is the checkpoint's.
+
+    ``warmup`` (default: when an engine compiles its decode step) has the lifespan start
+    :meth:`WorkerPool.start_warmup` at :func:`warmup_lengths`; ``/health`` says "warming" until
+    it is done."""
     limits = limits or Limits()
     fmt = prompt_format(meta, fmt)
     engine = engines[0]
     pool = WorkerPool(engines, limits.max_queued)
+    if warmup is None:
+        warmup = any(e.compile for e in engines)
+    lengths = warmup_lengths(engine.model.config.sequence_len, limits)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if warmup:
+            print(
+                f"warm-up: compiling the decode step at batch 1, cache length(s) "
+                f"{', '.join(map(str, lengths))} (~15 s a shape on a GPU); /health says "
+                "'warming' until it is done",
+                flush=True,
+            )
+            pool.start_warmup(lengths)
         yield
         pool.close()
 
@@ -331,7 +425,9 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", **info, **pool.stats()}
+        warmup_state = dict(pool.warmup)
+        status = "warming" if warmup_state["state"] == "warming" else "ok"
+        return {"status": status, **info, **pool.stats(), "warmup": warmup_state}
 
     @app.post("/chat/completions")
     async def chat_completions(request: Request):
@@ -366,10 +462,11 @@ def create_app(
 
 
 def build_engines(
-    checkpoint: str, devices: str = "auto", compile: bool = False
+    checkpoint: str, devices: str = "auto", compile: str | bool = "auto"
 ) -> tuple[list[Engine], dict]:
     """One engine per device: every GPU for ``auto`` (the CPU without one), or a comma list;
-    ``compile`` compiles each engine's decode step (nanogpt.engine.Engine)."""
+    ``compile`` (auto|true|false, :func:`nanogpt.engine.resolve_compile` per device: auto = on
+    for CUDA) compiles each engine's decode step."""
     import torch
 
     from nanogpt.engine import load_model
@@ -383,7 +480,7 @@ def build_engines(
     for name in names:
         weights = torch.bfloat16 if name.startswith("cuda") else None  # bf16 weights on a GPU
         model, tokenizer, meta = load_model(checkpoint, name, weights)
-        engines.append(Engine(model, tokenizer, compile=compile))
+        engines.append(Engine(model, tokenizer, compile=resolve_compile(compile, name)))
     return engines, meta
 
 
@@ -394,7 +491,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     p.add_argument("--devices", default="auto", help="worker devices, e.g. cuda:0,cuda:1 or cpu (default: every GPU, else the CPU)")  # fmt: skip
     p.add_argument("--format", choices=PROMPT_FORMATS, default="auto", help="chat turns or raw text continuation (default: chat for mid-trained checkpoints)")  # fmt: skip
-    p.add_argument("--compile", action="store_true", help="compile the decode step with torch.compile (for a GPU; each new batch/length shape compiles once, so the first reply of a shape waits)")  # fmt: skip
+    add_compile_flags(p, help="compile the decode step with torch.compile and capture it in the CUDA graph: auto (the default) = on for CUDA, off on a CPU or MPS; a bare --compile means true, --no-compile false. When on, the server warms up at start-up (~15 s a shape on an H200; /health says 'warming' meanwhile)")  # fmt: skip
+    p.add_argument("--no-warmup", action="store_true", help="skip the start-up warm-up of a compiled decode step (the first request of each shape then waits for the compile)")  # fmt: skip
     d = Limits()
     p.add_argument("--max-messages", type=int, default=d.max_messages, help="messages per request")
     p.add_argument("--max-message-chars", type=int, default=d.max_message_chars, help="characters per message")  # fmt: skip
@@ -426,7 +524,7 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[FastAPI, argparse.Namesp
             file=sys.stderr,
         )
     engines, meta = build_engines(args.checkpoint, args.devices, args.compile)
-    app = create_app(engines, meta, args.format, limits)
+    app = create_app(engines, meta, args.format, limits, warmup=False if args.no_warmup else None)
     fmt = prompt_format(meta, args.format)
     print(
         f"nanogpt chat server: {meta['path']} ({fmt} format, {len(engines)} worker(s) on "
