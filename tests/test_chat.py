@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from chat_fixtures import write_checkpoint
 
-from nanogpt.chat import ChatSession, make_params, parse_args
-from nanogpt.engine import Engine, load_model, prompt_format
+from nanogpt.chat import ChatSession, main, make_params, parse_args
+from nanogpt.engine import Engine, load_model, prompt_format, resolve_compile
 
 pexpect = pytest.importorskip("pexpect")
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,6 +113,36 @@ def test_commands_change_the_sampling_and_report_bad_values(tmp_path):
     assert chat.messages == []
 
 
-def test_compile_is_off_unless_asked():
-    assert not parse_args(["--checkpoint", "x"]).compile
-    assert parse_args(["--checkpoint", "x", "--compile"]).compile
+def test_compile_flags_parse_auto_by_default_and_stay_compatible():
+    def compile_of(*flags: str) -> str:
+        return parse_args(["--checkpoint", "x", *flags]).compile
+
+    assert compile_of() == "auto"
+    assert compile_of("--compile") == "true"  # the old bare flag still means on
+    assert compile_of("--compile", "false") == compile_of("--no-compile") == "false"
+    assert compile_of("--compile", "TRUE") == "true" and compile_of("--compile=auto") == "auto"
+    with pytest.raises(SystemExit):
+        compile_of("--compile", "maybe")
+
+
+def test_auto_compiles_on_cuda_only():
+    assert resolve_compile("auto", "cpu") is False and resolve_compile("auto", "mps") is False
+    assert resolve_compile("auto", "cuda") is True and resolve_compile("auto", "cuda:1") is True
+    assert resolve_compile("auto", torch.device("cuda", 0)) is True  # a device, no GPU needed
+    assert resolve_compile("true", "cpu") is True and resolve_compile("false", "cuda") is False
+    assert resolve_compile(True, "cpu") is True and resolve_compile(False, "cuda:0") is False
+    with pytest.raises(ValueError, match="auto, true, false"):
+        resolve_compile("yes", "cpu")
+
+
+def test_the_cli_says_when_it_compiles(tmp_path, monkeypatch, capsys):
+    ckpt = str(write_checkpoint(tmp_path))
+
+    def no_input(prompt: str = "") -> str:
+        raise EOFError  # Ctrl-D at the first prompt
+
+    monkeypatch.setattr("builtins.input", no_input)
+    assert main(["--checkpoint", ckpt, "--device", "cpu"]) == 0
+    assert "compiling the decode step" not in capsys.readouterr().out  # auto: off on a CPU
+    assert main(["--checkpoint", ckpt, "--device", "cpu", "--compile"]) == 0  # lazily compiled
+    assert "compiling the decode step (the first reply takes ~15 s" in capsys.readouterr().out

@@ -25,6 +25,7 @@ from nanogpt.serve import (
     parse_args,
     parse_chat_request,
     prepare,
+    warmup_lengths,
 )
 
 HELLO = [{"role": "user", "content": "hello"}]
@@ -244,10 +245,81 @@ def test_bad_command_lines_and_bodies_are_named():
 
 
 def test_compile_flag_reaches_every_engine(bytes_checkpoint):
-    app, args = prepare(["--checkpoint", str(bytes_checkpoint), "--compile"])
-    assert args.compile and all(e.compile for e in app.state.pool.engines)
-    app, args = prepare(["--checkpoint", str(bytes_checkpoint)])
-    assert not any(e.compile for e in app.state.pool.engines)  # off unless asked
+    ckpt = str(bytes_checkpoint)
+    app, args = prepare(["--checkpoint", ckpt, "--devices", "cpu,cpu", "--compile"])
+    assert args.compile == "true" and [e.compile for e in app.state.pool.engines] == [True] * 2
+    app, args = prepare(["--checkpoint", ckpt])
+    assert args.compile == "auto" and not any(e.compile for e in app.state.pool.engines)  # CPU
+    for flags in (["--compile", "false"], ["--no-compile"]):
+        app, args = prepare(["--checkpoint", ckpt, *flags])
+        assert not any(e.compile for e in app.state.pool.engines)
+
+
+def test_warmup_lengths_are_the_first_bucket_and_a_default_request():
+    assert warmup_lengths(2048) == [256, 768]  # a short prompt + 512 default tokens: 768
+    assert warmup_lengths(600) == [256, 600] and warmup_lengths(256) == [256]
+    assert warmup_lengths(100) == [100]
+    assert warmup_lengths(2048, Limits(max_tokens=100)) == [256]
+
+
+class WarmupGate(Engine):
+    """A compiling engine (aot_eager, for the CPU) whose warm-up waits for the test."""
+
+    def __init__(self, *args, fail: bool = False, **kwargs) -> None:
+        super().__init__(*args, compile="aot_eager", **kwargs)
+        self.fail = fail
+        self.warm_started = threading.Event()
+        self.go = threading.Event()
+
+    def warm_up(self, max_len=None, batch=1):
+        self.warm_started.set()
+        if not self.go.wait(timeout=120):
+            raise TimeoutError("the test never let the warm-up go")
+        if self.fail:
+            raise RuntimeError("no compiler")
+        return super().warm_up(max_len, batch)
+
+
+def test_a_compiling_server_warms_up_while_health_answers(bytes_checkpoint, capsys):
+    engine, meta = loaded(bytes_checkpoint, WarmupGate)
+    app = create_app([engine], meta)  # warm-up: on, since the engine compiles
+    with running_server(app) as base, httpx.Client(base_url=base, timeout=60) as client:
+        assert engine.warm_started.wait(timeout=120)
+        health = client.get("/health").json()
+        assert health["status"] == "warming" and health["warmup"]["state"] == "warming"
+        assert health["warmup"]["lengths"] == [256]  # the tiny checkpoint's whole context
+        early = []
+        thread = stream_in_thread(base, {"messages": HELLO, "max_tokens": 4}, early)
+        poll(lambda: early)  # the request is in (its 200 came back) and waits for the warm-up
+        assert client.get("/health").json()["status"] == "warming" and early == [200]
+        engine.go.set()  # the real warm-up: compile (aot_eager) and run batch 1, length 256
+        thread.join(timeout=300)
+        assert not thread.is_alive() and early[0] == 200 and early[-1]["tokens"] == 4
+        health = poll(lambda: (h := client.get("/health").json())["status"] == "ok" and h)
+    assert health["warmup"]["state"] == "done" and health["warmup"]["seconds"] >= 0
+    assert (1, 256) in engine._slots  # the warm-up's cache (and compiled shape) is kept
+    log = capsys.readouterr().out
+    assert "warm-up: cpu, batch 1, cache length 256:" in log and "warm-up done in" in log
+
+
+def test_a_failed_warmup_still_serves_and_no_warmup_when_not_compiling(bytes_checkpoint):
+    engine, meta = loaded(bytes_checkpoint, WarmupGate)
+    engine.fail = True
+    engine.go.set()
+    with TestClient(create_app([engine], meta)) as client:
+        health = poll(lambda: (h := client.get("/health").json())["status"] == "ok" and h)
+        assert (
+            health["warmup"]["state"] == "failed" and "no compiler" in health["warmup"]["errors"][0]
+        )
+        r = client.post("/chat/completions", json={"messages": HELLO, "max_tokens": 2})
+        assert r.status_code == 200 and '"done": true' in r.text
+    plain, meta = loaded(bytes_checkpoint)
+    with TestClient(create_app([plain], meta)) as client:
+        assert client.get("/health").json()["warmup"] == {"state": "off"}
+    with TestClient(
+        create_app([WarmupGate(plain.model, plain.tokenizer)], meta, warmup=False)
+    ) as client:
+        assert client.get("/health").json()["warmup"] == {"state": "off"}  # --no-warmup
 
 
 def test_a_wide_host_only_when_asked_and_with_a_warning(capsys, bytes_checkpoint):
