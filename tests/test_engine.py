@@ -122,6 +122,21 @@ def test_compiled_decode_with_kept_caches_equals_eager():
     assert list(compiled._slots) == [(2, 64)]  # one shape, one cache (rounded up, capped)
 
 
+def test_warm_up_compiles_the_shape_a_later_request_reuses():
+    model, tok = tiny_model(seed=7, seq=1024), get_tokenizer("bytes")
+    engine = Engine(model, tok, compile="aot_eager")
+    assert engine.warm_up() >= 0 and list(engine._slots) == [(1, 256)]  # the first bucket
+    engine.warm_up(700)  # rounded like any request: the 768 bucket
+    assert list(engine._slots) == [(1, 256), (1, 768)]
+    slot = engine._slots[(1, 256)]
+    prompt = list(b"after the warm-up")
+    assert engine.generate_batch([prompt], 10, GREEDY, stop_tokens=[]) == (
+        Engine(model, tok).generate_batch([prompt], 10, GREEDY, stop_tokens=[])
+    )
+    assert engine._slots[(1, 256)] is slot  # the warmed cache served it
+    assert Engine(tiny_model(seq=64), tok).warm_up(4096) >= 0  # capped at the context
+
+
 def test_kept_caches_are_bounded_and_not_shared_by_running_generations():
     model, tok = tiny_model(seq=1024), get_tokenizer("bytes")
     engine = Engine(model, tok, compile="aot_eager", cache_slots=2)
