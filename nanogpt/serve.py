@@ -528,7 +528,9 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[FastAPI, argparse.Namesp
     fmt = prompt_format(meta, args.format)
     print(
         f"nanogpt chat server: {meta['path']} ({fmt} format, {len(engines)} worker(s) on "
-        f"{', '.join(str(e.device) for e in engines)}) at http://{args.host}:{args.port}/",
+        f"{', '.join(str(e.device) for e in engines)}"
+        f"{', decode step compiled' if any(e.compile for e in engines) else ''}) at "
+        f"http://{args.host}:{args.port}/",
         flush=True,
     )
     return app, args
