@@ -211,6 +211,15 @@ class QueueFull(RuntimeError):
     pass
 
 
+def _use_device(engine: Engine) -> None:
+    """Make the engine's GPU this thread's current device: a new thread starts on cuda:0, and
+    the CUDA-graph capture and replay run on the current device's streams."""
+    if engine.device.type == "cuda":
+        import torch
+
+        torch.cuda.set_device(engine.device)
+
+
 class WorkerPool:
     """One thread per engine, all taking jobs from one queue."""
 
@@ -268,6 +277,7 @@ class WorkerPool:
                 for n in lengths:
                     if self._stopping.is_set():
                         break
+                    _use_device(engine)
                     took = engine.warm_up(n)
                     log(f"warm-up: {engine.device}, batch 1, cache length {n}: {took:.1f} s")
             except Exception as e:  # the server still serves; the first request compiles
@@ -305,6 +315,7 @@ class WorkerPool:
             setattr(self, name, getattr(self, name) + delta)
 
     def _work(self, engine: Engine, lock: threading.Lock) -> None:
+        _use_device(engine)
         while (job := self.jobs.get()) is not None:
             with lock:  # waits while this engine warms up
                 if job.cancel.is_set():  # the client left while the job waited
