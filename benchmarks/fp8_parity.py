@@ -1,7 +1,9 @@
-"""Does the FP8 head train like the bf16 one? Same model, same tokens, same steps, both heads.
+"""Does the FP8 head (or the fast optimizer) train like the default? Same model, same tokens,
+same steps, the default step against the variant.
 
     python benchmarks/fp8_parity.py --depth 6 --steps 2000 --data data/shakespeare
     python benchmarks/fp8_parity.py --depth 6 --steps 2000 --data synthetic   # no dataset needed
+    python benchmarks/fp8_parity.py --variant fast-optimizer   # fast_muon + compiled Muon/AdamW
 
 Two runs from the same initial weights over the same batches (``--batch-size`` × ``--seq-len``
 tokens per step, read in order from the data's train split): bf16 (the default head) and
@@ -65,11 +67,25 @@ def load_tokens(data: str, needed: int) -> np.ndarray:
     return tokens[:needed]
 
 
-def run(fp8: bool, args: argparse.Namespace, tokens: np.ndarray, device: torch.device) -> dict:
+# The variants: (model fields, MuonAdamW options, the row's name).
+VARIANTS = {
+    "fp8-head": ({"fp8_head": True}, {}, "fp8"),
+    "fast-optimizer": (
+        {},
+        {"fast_muon": True, "compile_muon": True, "compile_adamw": True},
+        "fast optimizer",
+    ),
+}
+
+
+def run(
+    variant: str | None, args: argparse.Namespace, tokens: np.ndarray, device: torch.device
+) -> dict:
+    model_fields, optimizer_options, name = VARIANTS[variant] if variant else ({}, {}, "bf16")
     cfg = TrainConfig(depth=args.depth, seq_len=args.seq_len, device_batch_size=args.batch_size)
     torch.manual_seed(0)
-    model = GPT(dataclasses.replace(cfg.model_config(), fp8_head=fp8)).to(device)
-    optimizer = build_optimizer(model, cfg)
+    model = GPT(dataclasses.replace(cfg.model_config(), **model_fields)).to(device)
+    optimizer = build_optimizer(model, cfg, **optimizer_options)
     forward = torch.compile(model)
     per_step = args.batch_size * args.seq_len
     losses = []
@@ -89,7 +105,7 @@ def run(fp8: bool, args: argparse.Namespace, tokens: np.ndarray, device: torch.d
         losses.append(loss.detach())
     final = torch.stack(losses[-50:]).mean().item()
     return {
-        "head": "fp8" if fp8 else "bf16",
+        "head": name,
         "final_loss": final,
         "first_loss": losses[0].item(),
         "wall_s": time.perf_counter() - t0,
@@ -105,23 +121,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seq-len", type=int, default=1024)
     p.add_argument("--warmup-steps", type=int, default=50)
     p.add_argument("--data", default="synthetic", help="token-file directory, or synthetic")
+    p.add_argument("--variant", choices=sorted(VARIANTS), default="fp8-head")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("fp8_parity.py needs a CUDA GPU: the FP8 head runs nowhere else")
     device = torch.device("cuda")
     tokens = load_tokens(args.data, args.steps * args.batch_size * args.seq_len + 1)
-    rows = [run(False, args, tokens, device), run(True, args, tokens, device)]
+    rows = [run(None, args, tokens, device), run(args.variant, args, tokens, device)]
     print(f"# fp8_parity: DEPTH {args.depth}, {args.steps} steps of {args.batch_size} x "
           f"{args.seq_len} tokens, data {args.data}, {torch.cuda.get_device_name(device)}, "
           f"torch {torch.__version__}")  # fmt: skip
-    print("| head | first loss | final loss (mean of last 50) | wall s |\n|---|---|---|---|")
+    print("| run | first loss | final loss (mean of last 50) | wall s |\n|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['head']} | {r['first_loss']:.4f} | {r['final_loss']:.4f} | {r['wall_s']:.0f} |"
         )
     gap = rows[1]["final_loss"] / rows[0]["final_loss"] - 1.0
     ok = abs(gap) <= TOLERANCE and all(r["finite"] for r in rows)
-    print(f"FP8 final loss vs bf16: {100 * gap:+.2f}% ({'within' if ok else 'outside'} ±0.5%)")
+    print(
+        f"{rows[1]['head']} final loss vs bf16: {100 * gap:+.2f}% ({'within' if ok else 'outside'} ±0.5%)"
+    )
     return 0 if ok else 1
 
 

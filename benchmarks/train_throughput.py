@@ -67,6 +67,12 @@ VARIANTS: dict[str, dict] = {
     "unfused-qkv": {"model": {"fused_qkv": False}},
     "fp8-head": {"model": {"fp8_head": True}},
     "loss-chunk-32k": {"model": {"loss_chunk_rows": 32768}},
+    # Every lead of benchmarks/speed_leads.py at once (its "all" row).
+    "all-leads": {
+        "compile_muon": True,
+        "optimizer": {"fast_muon": True, "compile_adamw": True},
+        "model": {"loss_chunk_rows": 32768},
+    },
 }
 
 

@@ -287,6 +287,7 @@ class TrainConfig(ModelOptions):
     run_name: str | None = None  # default: d<depth>-<mode>
     device: str = "auto"  # auto, cpu, cuda or cuda:N
     compile: bool = False  # torch.compile the model
+    fast_optimizer: bool | None = None  # compiled Muon+AdamW steps; None: on with CUDA
     wandb: str = "disabled"  # disabled, offline or online
     wandb_project: str = "nanogpt"  # wandb project name
     wandb_group: str | None = None  # wandb group (the sweep sets one per sweep)

@@ -35,6 +35,7 @@ from nanogpt.evals.bundle import BundleError
 from nanogpt.model import GPT
 from nanogpt.monitor import Divergence, MetricsLog, Throughput
 from nanogpt.optim import MuonAdamW
+from nanogpt.optim.build import build_optimizer, optimizer_options
 from nanogpt.validation import evaluate, token_byte_lengths
 
 Report = Callable[[dict[str, Any], "str | None"], None]
@@ -87,40 +88,6 @@ def lr_multiplier(step: int, steps: int, warmup: int, min_ratio: float) -> float
 
 def effective_warmup(cfg: TrainConfig, steps: int) -> int:
     return max(1, min(cfg.warmup_steps, steps // 10)) if cfg.warmup_steps > 0 else 0
-
-
-def build_optimizer(model: GPT, cfg: TrainConfig) -> MuonAdamW:
-    kinds = model.parameter_kinds()
-    width_mult = scaling.lr_width_multiplier(model.config.n_embd)
-    adam_lr = cfg.lr_adamw * width_mult
-    adam_wd = scaling.weight_decay_for_lr(cfg.weight_decay, width_mult)
-    betas = (cfg.adam_beta1, cfg.adam_beta2)
-    groups: list[dict[str, Any]] = [
-        dict(
-            kind="muon",
-            name="matrix",
-            params=kinds["matrix"],
-            lr=cfg.lr_muon,
-            # Same decay per step (lr x wd) as the AdamW groups at width 768: the averaging
-            # timescale 1/(lr x wd) is what should match (Wang & Aitchison, arXiv:2405.13698).
-            weight_decay=scaling.weight_decay_for_lr(cfg.weight_decay, cfg.lr_muon / cfg.lr_adamw),
-            momentum=cfg.muon_momentum,
-        )
-    ]
-    for name, wd in (("embedding", adam_wd), ("lm_head", adam_wd), ("vector", 0.0)):
-        if kinds[name]:
-            groups.append(
-                dict(
-                    kind="adamw",
-                    name=name,
-                    params=kinds[name],
-                    lr=adam_lr,
-                    weight_decay=wd,
-                    betas=betas,
-                    eps=1e-8,
-                )
-            )
-    return MuonAdamW(groups, max_grad_norm=cfg.grad_clip if cfg.grad_clip > 0 else None)
 
 
 def _say(info: dist.DistInfo, text: str) -> None:
@@ -193,7 +160,7 @@ def _set_up(cfg: TrainConfig, info: dist.DistInfo) -> Run:
     model = GPT(model_cfg).to(device)
     if cfg.checkpoint:
         ckpt.load_model(cfg.checkpoint, model, dataclasses.asdict(model_cfg), tokenizer)
-    optimizer = build_optimizer(model, cfg)
+    optimizer = build_optimizer(model, cfg, **optimizer_options(cfg, device))
     loader_args = dict(
         vocab_size=vocab_size, batch_size=cfg.device_batch_size, seq_len=cfg.seq_len,
         rank=info.rank, world_size=info.world_size, seed=cfg.seed, loss_mask=cfg.loss_mask,

@@ -92,3 +92,18 @@ def test_betas_momentum_and_clipping_come_from_the_config():
     assert groups["embedding"]["betas"] == (0.8, 0.99)
     assert opt.max_grad_norm == 0.5
     assert build_optimizer(_model(1), TrainConfig(grad_clip=0.0)).max_grad_norm is None
+
+
+def test_the_fast_optimizer_is_on_with_cuda_only_unless_asked():
+    """TrainConfig.fast_optimizer: None turns MuonAdamW's speed options on for CUDA devices and
+    leaves CPU runs (the embedded demo) as they were; True and False say so on any device; and
+    the options reach the optimizer."""
+    from nanogpt.optim.build import FAST_OPTIONS, optimizer_options
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert optimizer_options(TrainConfig(), cpu) == {}
+    assert optimizer_options(TrainConfig(), cuda) == FAST_OPTIONS
+    assert optimizer_options(TrainConfig(fast_optimizer=True), cpu) == FAST_OPTIONS
+    assert optimizer_options(TrainConfig(fast_optimizer=False), cuda) == {}
+    opt = build_optimizer(_model(1), TrainConfig(), fast_muon=True, compile_adamw=True)
+    assert opt.fast_muon and opt.compile_adamw and not opt.compile_muon
