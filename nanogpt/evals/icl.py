@@ -23,9 +23,17 @@ when the task has categories), never more than that pool holds. Token ids are
 the context and the continuation, each encoded on its own, so the continuation's tokens are
 known exactly; a row longer than the model's context loses tokens from the left.
 
-Speed. Every row of every item (the rank's share) is sorted by length and packed into batches
-up to a token budget, right-padded (causal attention keeps padding out of the real positions),
-and the output head runs only at the continuation positions. nanochat's
+Speed. A multiple-choice item's choices share one context: by default it runs once per item,
+batched across items, and then all the item's continuations run in one row against its keys
+and values, each with its rotary positions restarting at the context's end and attending to
+the context and to itself only (:func:`score_shared`), so the math is that of a row per choice
+while a 10-shot, 4-way item costs about a quarter of the tokens. Rows of everything else
+(schema options, language-modelling items, and choices whose contexts were cropped
+differently) are sorted by length and packed into batches up to a token budget,
+right-padded (causal attention keeps padding out of the real positions), and the output
+head runs only at the continuation positions (:func:`score_rows`); ``share_prefix=False``
+scores multiple-choice rows that way too (the plain path). Results stay on the device until
+the last batch, so the host never waits on the GPU between batches. nanochat's
 ``nanochat/core_eval.py`` runs one item per forward pass with full logits; ``per_item=True``
 (and ``full_head=True`` in :func:`score_rows`) do the same, for the benchmark and the tests
 that batching changes nothing. With several ranks, items are strided over ranks and the
