@@ -348,6 +348,13 @@ def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.to(device)
 
 
+def _counts(owner: torch.Tensor, n: int) -> torch.Tensor:
+    """How often each of 0..n-1 occurs in ``owner``, in float64, on its device. Not
+    ``torch.bincount``: on CUDA that reads its output size back to the host, a sync per batch."""
+    ones = torch.ones(owner.numel(), dtype=torch.float64, device=owner.device)
+    return torch.zeros(n, dtype=torch.float64, device=owner.device).index_add_(0, owner, ones)
+
+
 def can_share_prefix(model: torch.nn.Module) -> bool:
     """Whether ``model`` runs the prefix-shared path: a nanogpt GPT (its KV-cache protocol)."""
     from nanogpt.model import GPT
@@ -431,7 +438,7 @@ def score_shared(
             0, own, token_loss
         )
         misses = torch.zeros(n_rows, dtype=torch.long, device=device).index_add_(0, own, miss)
-        n_tok = torch.bincount(own, minlength=n_rows).double()
+        n_tok = _counts(own, n_rows)
         pending.append((batch, sums / n_tok, misses == 0))  # no host sync until the end
     mean_loss: list[torch.Tensor] = [torch.empty(0)] * len(items)
     all_match: list[torch.Tensor] = [torch.empty(0)] * len(items)
@@ -490,7 +497,7 @@ def score_rows(
         token_loss = F.cross_entropy(picked, targets, reduction="none").double()
         miss = (picked.argmax(dim=-1) != targets).long()
         owner = _to_device(torch.tensor(row_of), device)
-        n_tok = torch.bincount(owner, minlength=len(batch)).double()
+        n_tok = _counts(owner, len(batch))
         zeros = torch.zeros(len(batch), dtype=torch.float64, device=device)
         sums = zeros.index_add_(0, owner, token_loss)
         misses = torch.zeros(len(batch), dtype=torch.long, device=device).index_add_(0, owner, miss)
