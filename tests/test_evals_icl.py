@@ -787,4 +787,5 @@ def test_the_benchmark_runs_on_a_cpu_and_both_modes_agree(tmp_path, capsys):
     rows = json.loads(out.read_text())["rows"]
     assert [r["task_type"] for r in rows] == ["multiple_choice", "schema", "language_modeling"]
     assert all(r["agreement"] == 1.0 and r["batched_items_per_s"] > 0 for r in rows)
+    assert all(r["agreement_plain"] == 1.0 and r["batched_plain_items_per_s"] > 0 for r in rows)
     assert "| speed-up |" in capsys.readouterr().out
