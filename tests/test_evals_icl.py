@@ -374,6 +374,104 @@ def test_task_accuracy_is_the_same_batched_and_per_item_on_a_real_gpt():
         assert (a.accuracy, a.n) == (b.accuracy, b.n)
 
 
+def ragged_mc_items(n: int, seed: int = 0) -> list[dict]:
+    """Choices of different lengths (1 to ~10 tokens), so continuation slots are padded."""
+    rng = random.Random(seed)
+    words = ["yes", "no", "maybe so", "the cat sat", "a longer answer than the others here"]
+    return [
+        {
+            "query": f"Q{i}: " + " ".join(rng.choice(words) for _ in range(rng.randrange(1, 6))),
+            "choices": rng.sample(words, rng.randrange(2, 5)),
+            "gold": 0,
+        }
+        for i in range(n)
+    ]
+
+
+def _plain_and_shared(model, tokenizer, task, items, max_len, batch_tokens):
+    prepared = [p for p in icl.prepare(task, items, tokenizer, max_len) if icl._shares_context(p)]
+    assert len(prepared) >= len(items) // 2
+    rows = [r for p in prepared for r in p.rows]
+    groups = [k for k, p in enumerate(prepared) for _ in p.rows]
+    vocab = min(model.config.vocab_size, tokenizer.n_vocab)
+    kw = dict(vocab_size=vocab, device=torch.device("cpu"), pad_id=tokenizer.eot_id)
+    plain = icl.score_rows(model, rows, groups, batch_tokens=2048, **kw)
+    shared = icl.score_shared(model, [p.rows for p in prepared], batch_tokens=batch_tokens, **kw)
+    return prepared, plain, shared
+
+
+@pytest.mark.parametrize("batch_tokens", [200, 4096])
+@pytest.mark.parametrize("shots", [0, 3])
+def test_prefix_shared_scores_equal_the_plain_batched_path(shots, batch_tokens):
+    # fp32 on CPU: per-choice mean losses allclose, greedy matches and the picks identical.
+    model = tiny_gpt(seed=3, seq=256)
+    task = spec("multiple_choice", shots)
+    for items in (mc_items(16), ragged_mc_items(16)):
+        prepared, plain, shared = _plain_and_shared(model, BYTES, task, items, 256, batch_tokens)
+        torch.testing.assert_close(torch.cat(shared[0]), plain[0], atol=1e-5, rtol=1e-5)
+        assert torch.equal(torch.cat(shared[1]), plain[1])
+        start = 0
+        for p, losses in zip(prepared, shared[0]):
+            end = start + len(p.rows)
+            assert int(torch.argmin(losses)) == int(torch.argmin(plain[0][start:end]))
+            start = end
+
+
+def test_prefix_shared_path_with_gpt2_bpe_and_one_token_choices():
+    # GPT-2 BPE makes " yes" / " no" one token: only the context's last position scores them.
+    tok = get_tokenizer("gpt2")
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=tok.n_vocab,
+                            sequence_len=128)).eval()  # fmt: skip
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    one_token = [{"query": f"Is {i} even?", "choices": ["yes", "no"], "gold": i % 2}
+                 for i in range(6)]  # fmt: skip
+    for items in (one_token, ragged_mc_items(10, seed=1)):
+        _, plain, shared = _plain_and_shared(
+            model, tok, spec("multiple_choice", 2), items, 128, 512
+        )
+        torch.testing.assert_close(torch.cat(shared[0]), plain[0], atol=1e-5, rtol=1e-5)
+        assert torch.equal(torch.cat(shared[1]), plain[1])
+
+
+def test_share_prefix_gives_the_plain_outcomes_and_falls_back_where_it_cannot(monkeypatch):
+    calls = []
+    real = icl.score_shared
+    monkeypatch.setattr(icl, "score_shared", lambda m, items, **kw: calls.append(len(items))
+                        or real(m, items, **kw))  # fmt: skip
+    # seq 80: long contexts are cropped by each choice's own length, so some items' rows no
+    # longer share a context; those go through the plain path.
+    for seq, task, items in [
+        (256, spec("multiple_choice", 0), ragged_mc_items(24)),
+        (80, spec("multiple_choice", 0), ragged_mc_items(24)),
+        (256, spec("schema", 1), schema_items(12)),
+        (256, spec("language_modeling", 1), lm_items(12)),
+    ]:
+        model = tiny_gpt(seed=4, seq=seq)
+        calls.clear()
+        prepared = icl.prepare(task, items, BYTES, seq)
+        n_share = sum(icl._shares_context(p) for p in prepared)
+        outcomes = {
+            share: icl._item_outcomes(
+                task, prepared, model, BYTES, torch.device("cpu"), 1024, None, share_prefix=share
+            )  # fmt: skip
+            for share in (True, False)
+        }
+        assert outcomes[True] == outcomes[False]
+        assert sum(calls) == n_share
+        if task.task_type == "multiple_choice":
+            assert 0 < n_share <= len(items) and (seq == 256) == (n_share == len(items))
+        else:
+            assert n_share == 0  # schema's contexts differ; language modelling has one row
+    a = icl.evaluate_task(model, BYTES, spec("multiple_choice", 2), mc_items(20), share_prefix=True)
+    b = icl.evaluate_task(
+        model, BYTES, spec("multiple_choice", 2), mc_items(20), share_prefix=False
+    )
+    assert (a.accuracy, a.n) == (b.accuracy, b.n)
+
+
 def test_padded_vocabulary_ids_never_win():
     class PadLover(OracleModel):
         def forward(self, idx):
@@ -689,4 +787,5 @@ def test_the_benchmark_runs_on_a_cpu_and_both_modes_agree(tmp_path, capsys):
     rows = json.loads(out.read_text())["rows"]
     assert [r["task_type"] for r in rows] == ["multiple_choice", "schema", "language_modeling"]
     assert all(r["agreement"] == 1.0 and r["batched_items_per_s"] > 0 for r in rows)
+    assert all(r["agreement_plain"] == 1.0 and r["batched_plain_items_per_s"] > 0 for r in rows)
     assert "| speed-up |" in capsys.readouterr().out

@@ -23,9 +23,17 @@ when the task has categories), never more than that pool holds. Token ids are
 the context and the continuation, each encoded on its own, so the continuation's tokens are
 known exactly; a row longer than the model's context loses tokens from the left.
 
-Speed. Every row of every item (the rank's share) is sorted by length and packed into batches
-up to a token budget, right-padded (causal attention keeps padding out of the real positions),
-and the output head runs only at the continuation positions. nanochat's
+Speed. A multiple-choice item's choices share one context: by default it runs once per item,
+batched across items, and then all the item's continuations run in one row against its keys
+and values, each with its rotary positions restarting at the context's end and attending to
+the context and to itself only (:func:`score_shared`), so the math is that of a row per choice
+while a 10-shot, 4-way item costs about a quarter of the tokens. Rows of everything else
+(schema options, language-modelling items, and choices whose contexts were cropped
+differently) are sorted by length and packed into batches up to a token budget,
+right-padded (causal attention keeps padding out of the real positions), and the output
+head runs only at the continuation positions (:func:`score_rows`); ``share_prefix=False``
+scores multiple-choice rows that way too (the plain path). Results stay on the device until
+the last batch, so the host never waits on the GPU between batches. nanochat's
 ``nanochat/core_eval.py`` runs one item per forward pass with full logits; ``per_item=True``
 (and ``full_head=True`` in :func:`score_rows`) do the same, for the benchmark and the tests
 that batching changes nothing. With several ranks, items are strided over ranks and the
@@ -268,6 +276,182 @@ def _head_only_at(model: torch.nn.Module, b_idx: torch.Tensor, t_idx: torch.Tens
         handle.remove()
 
 
+class _PrefixCache:
+    """The model's ``kv_cache`` protocol for scoring many continuations after one context.
+
+    Pass 1 runs the contexts (B, Tc), right-padded, with plain causal attention and keeps every
+    layer's keys and values. Pass 2 runs each item's continuations as one row (B, n * Tn):
+    continuation c sits in columns c * Tn .. (c + 1) * Tn - 1 with rotary positions restarting
+    at its item's context end, and attends to the item's real context keys and to its own
+    earlier tokens only. Each continuation thus sees exactly what it sees after its context in
+    a row of its own, so the losses are the same (up to float rounding), while the context is
+    computed once per item instead of once per choice.
+    """
+
+    def __init__(self, n_layer: int, ctx_len: torch.Tensor, max_len: int) -> None:
+        self.max_len = max_len
+        self.k: list[torch.Tensor | None] = [None] * n_layer
+        self.v: list[torch.Tensor | None] = [None] * n_layer
+        self.ctx_len = ctx_len  # (B,) on the device
+        self.second = False
+        self._pos: torch.Tensor | None = None
+        self._mask: torch.Tensor | None = None
+
+    def start_continuations(self, n_slots: int, slot_width: int) -> None:
+        """Switch to pass 2: ``n_slots`` continuations of up to ``slot_width`` tokens per row."""
+        device = self.ctx_len.device
+        offset = torch.arange(slot_width, device=device).repeat(n_slots)  # (T,) within a slot
+        slot = torch.arange(n_slots, device=device).repeat_interleave(slot_width)  # (T,)
+        # Padding columns past a short item's end may run past the rotary table: clamp them.
+        self._pos = (self.ctx_len[:, None] + offset[None, :]).clamp(max=self.max_len - 1)
+        width = self.k[0].size(2)  # type: ignore[union-attr]
+        sees_ctx = torch.arange(width, device=device)[None, :] < self.ctx_len[:, None]  # (B, Tc)
+        T = slot.numel()
+        own = (slot[:, None] == slot[None, :]) & (offset[None, :] <= offset[:, None])  # (T, T)
+        ctx_part = sees_ctx[:, None, :].expand(-1, T, -1)  # (B, T, Tc)
+        own_part = own[None].expand(ctx_part.size(0), -1, -1)  # (B, T, T)
+        self._mask = torch.cat((ctx_part, own_part), dim=-1)[:, None]  # (B, 1, T, Tc + T)
+        self.second = True
+
+    def positions(self, T: int) -> torch.Tensor:
+        if self.second:
+            return self._pos  # type: ignore[return-value]
+        return torch.arange(T, device=self.ctx_len.device)[None].expand(self.ctx_len.numel(), T)
+
+    def attn_mask(self, T: int) -> torch.Tensor | None:
+        return self._mask if self.second else None  # pass 1: causal (flash attention)
+
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.second:
+            self.k[layer], self.v[layer] = k, v
+            return k, v
+        k_ctx, v_ctx = self.k[layer], self.v[layer]
+        return torch.cat((k_ctx, k), dim=2), torch.cat((v_ctx, v), dim=2)  # type: ignore[arg-type]
+
+    def advance(self, n_tokens: int) -> None:
+        pass
+
+
+def _pad_rows(rows: Sequence[Sequence[int]], width: int, pad_id: int) -> torch.Tensor:
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    for b, row in enumerate(rows):
+        if row:
+            ids[b, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return ids
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def _counts(owner: torch.Tensor, n: int) -> torch.Tensor:
+    """How often each of 0..n-1 occurs in ``owner``, in float64, on its device. Not
+    ``torch.bincount``: on CUDA that reads its output size back to the host, a sync per batch."""
+    ones = torch.ones(owner.numel(), dtype=torch.float64, device=owner.device)
+    return torch.zeros(n, dtype=torch.float64, device=owner.device).index_add_(0, owner, ones)
+
+
+def can_share_prefix(model: torch.nn.Module) -> bool:
+    """Whether ``model`` runs the prefix-shared path: a nanogpt GPT (its KV-cache protocol)."""
+    from nanogpt.model import GPT
+
+    return isinstance(getattr(model, "_orig_mod", model), GPT)
+
+
+@torch.no_grad()
+def score_shared(
+    model: torch.nn.Module,
+    items: Sequence[Sequence[tuple[list[int], list[int]]]],
+    *,
+    vocab_size: int,
+    device: torch.device,
+    batch_tokens: int,
+    pad_id: int,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per item, per row: mean continuation loss and greedy match, as :func:`score_rows` gives,
+    for items whose rows all share one context: the context runs once per item (pass 1,
+    batched across items up to ``batch_tokens`` context tokens), then all of the item's
+    continuations in one row against its keys and values (pass 2, see :class:`_PrefixCache`).
+    """
+    for rows in items:
+        if any(ctx != rows[0][0] for ctx, _ in rows):
+            raise ValueError("score_shared: an item's rows have different contexts")
+    gpt = getattr(model, "_orig_mod", model)
+    n_layer = gpt.config.n_layer
+    ctx_lens = [len(rows[0][0]) for rows in items]
+    groups = list(range(len(items)))
+    pending = []
+    for batch in _batches(ctx_lens, groups, batch_tokens):
+        B = len(batch)
+        width = max(ctx_lens[i] for i in batch)
+        ctx_ids = _pad_rows([items[i][0][0] for i in batch], width, pad_id)
+        n_slots = max(len(items[i]) for i in batch)
+        slot_width = max(len(c) - 1 for i in batch for _, c in items[i])
+        conts: list[list[int]] = []
+        # Targets and owners of the scored tokens: first every row's first continuation token
+        # (predicted at its context's last position, pass 1), then the rest (pass 2).
+        first_src, first_tgt, rest_b, rest_t, rest_tgt, owner = [], [], [], [], [], []
+        rest_owner = []
+        row_base = 0
+        for b, i in enumerate(batch):
+            row = []
+            for c, (_, cont) in enumerate(items[i]):
+                first_src.append(b)
+                first_tgt.append(cont[0])
+                owner.append(row_base + c)
+                for j in range(len(cont) - 1):
+                    rest_b.append(b)
+                    rest_t.append(c * slot_width + j)
+                    rest_tgt.append(cont[j + 1])
+                    rest_owner.append(row_base + c)
+                row += cont[:-1] + [pad_id] * (slot_width - len(cont) + 1)
+            conts.append(row)
+            row_base += len(items[i])
+        n_rows = row_base
+        ctx_len_t = _to_device(torch.tensor([ctx_lens[i] for i in batch]), device)
+        cache = _PrefixCache(n_layer, ctx_len_t, gpt.config.sequence_len)
+        b1 = torch.arange(B, device=device)
+        with dist.autocast(device), _head_only_at(gpt, b1, ctx_len_t - 1) as selected:
+            last = gpt(_to_device(ctx_ids, device), kv_cache=cache)  # (1, B, V)
+        last = last[0] if selected else last[b1, ctx_len_t - 1]
+        picked = [last[_to_device(torch.tensor(first_src), device)]]
+        targets = [torch.tensor(first_tgt)]
+        if slot_width > 0:
+            cache.start_continuations(n_slots, slot_width)
+            cont_ids = _pad_rows(conts, n_slots * slot_width, pad_id)
+            b2 = _to_device(torch.tensor(rest_b, dtype=torch.long), device)
+            t2 = _to_device(torch.tensor(rest_t, dtype=torch.long), device)
+            with dist.autocast(device), _head_only_at(gpt, b2, t2) as selected:
+                out = gpt(_to_device(cont_ids, device), kv_cache=cache)
+            picked.append(out[0] if selected else out[b2, t2])
+            targets.append(torch.tensor(rest_tgt, dtype=torch.long))
+        logits = torch.cat(picked)[:, :vocab_size].float()
+        tgt = _to_device(torch.cat(targets), device)
+        own = _to_device(torch.tensor(owner + rest_owner), device)
+        token_loss = F.cross_entropy(logits, tgt, reduction="none").double()
+        miss = (logits.argmax(dim=-1) != tgt).long()
+        sums = torch.zeros(n_rows, dtype=torch.float64, device=device).index_add_(
+            0, own, token_loss
+        )
+        misses = torch.zeros(n_rows, dtype=torch.long, device=device).index_add_(0, own, miss)
+        n_tok = _counts(own, n_rows)
+        pending.append((batch, sums / n_tok, misses == 0))  # no host sync until the end
+    mean_loss: list[torch.Tensor] = [torch.empty(0)] * len(items)
+    all_match: list[torch.Tensor] = [torch.empty(0)] * len(items)
+    for batch, loss, match in pending:
+        loss, match = loss.cpu(), match.cpu()
+        start = 0
+        for i in batch:
+            end = start + len(items[i])
+            mean_loss[i], all_match[i] = loss[start:end], match[start:end]
+            start = end
+    return mean_loss, all_match
+
+
 @torch.no_grad()
 def score_rows(
     model: torch.nn.Module,
@@ -288,22 +472,21 @@ def score_rows(
     lengths = [len(c) + len(x) for c, x in rows]
     mean_loss = torch.empty(len(rows), dtype=torch.float64)
     all_match = torch.empty(len(rows), dtype=torch.bool)
+    pending = []
     for batch in _batches(lengths, groups, batch_tokens):
         width = max(lengths[r] for r in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        ids = _pad_rows([rows[r][0] + rows[r][1] for r in batch], width, pad_id)
         b_idx, t_idx, row_of = [], [], []
         for b, r in enumerate(batch):
             ctx, cont = rows[r]
-            ids[b, : lengths[r]] = torch.tensor(ctx + cont, dtype=torch.long)
             # Position t predicts token t + 1: the continuation's tokens are predicted from
             # positions len(ctx) - 1 .. len(ctx) + len(cont) - 2.
-            positions = range(len(ctx) - 1, len(ctx) + len(cont) - 1)
             b_idx += [b] * len(cont)
-            t_idx += positions
+            t_idx += range(len(ctx) - 1, len(ctx) + len(cont) - 1)
             row_of += [b] * len(cont)
-        ids = ids.to(device)
-        b_t = torch.tensor(b_idx, device=device)
-        t_t = torch.tensor(t_idx, device=device)
+        ids = _to_device(ids, device)
+        b_t = _to_device(torch.tensor(b_idx), device)
+        t_t = _to_device(torch.tensor(t_idx), device)
         head = contextlib.nullcontext(False) if full_head else _head_only_at(model, b_t, t_t)
         with dist.autocast(device), head as selected:
             logits = model(ids)  # (B, T, V), or (1, N, V) at the continuation positions
@@ -311,14 +494,17 @@ def score_rows(
         # Only real ids compete: the head's padding rows (and ids past the tokenizer) are cut.
         picked = picked[:, :vocab_size].float()  # (N, V)
         targets = ids[b_t, t_t + 1]
-        token_loss = F.cross_entropy(picked, targets, reduction="none").double().cpu()
-        token_hit = (picked.argmax(dim=-1) == targets).cpu()
-        owner = torch.tensor(row_of)
-        n_tok = torch.bincount(owner, minlength=len(batch)).double()
-        sums = torch.zeros(len(batch), dtype=torch.float64).index_add_(0, owner, token_loss)
-        misses = torch.bincount(owner[~token_hit], minlength=len(batch))
-        mean_loss[batch] = sums / n_tok
-        all_match[batch] = misses == 0
+        token_loss = F.cross_entropy(picked, targets, reduction="none").double()
+        miss = (picked.argmax(dim=-1) != targets).long()
+        owner = _to_device(torch.tensor(row_of), device)
+        n_tok = _counts(owner, len(batch))
+        zeros = torch.zeros(len(batch), dtype=torch.float64, device=device)
+        sums = zeros.index_add_(0, owner, token_loss)
+        misses = torch.zeros(len(batch), dtype=torch.long, device=device).index_add_(0, owner, miss)
+        pending.append((batch, sums / n_tok, misses == 0))  # no host sync until the end
+    for batch, loss, match in pending:
+        mean_loss[batch] = loss.cpu()
+        all_match[batch] = match.cpu()
     return mean_loss, all_match
 
 
@@ -390,6 +576,12 @@ def _generation_outcomes(
     return [result[k] for k in range(len(prepared))]
 
 
+def _shares_context(p: Prepared) -> bool:
+    """Whether all of an item's rows have one context (multiple choice, unless cropping to the
+    model's length cut the choices' contexts differently): then it is computed once."""
+    return len(p.rows) > 1 and all(ctx == p.rows[0][0] for ctx, _ in p.rows)
+
+
 def _item_outcomes(
     task: TaskSpec,
     prepared: Sequence[Prepared],
@@ -399,29 +591,54 @@ def _item_outcomes(
     batch_tokens: int | None,
     generate: GenerateFn | None,
     full_head: bool = False,
+    share_prefix: bool = True,
 ) -> list[bool]:
-    """Whether each prepared item is right."""
+    """Whether each prepared item is right.
+
+    ``share_prefix`` (batched only, nanogpt GPTs only): items whose rows share one context run
+    it once (:func:`score_shared`); the rest, and everything with ``share_prefix=False``, go
+    through :func:`score_rows` row by row.
+    """
     if task.task_type == "generation_task_with_answers":
         generate = generate or greedy_generate(model, tokenizer)
         return _generation_outcomes(task, prepared, tokenizer, generate)
-    rows, groups = [], []
-    for k, p in enumerate(prepared):
-        rows += p.rows
-        groups += [k] * len(p.rows)
     vocab = min(model.config.vocab_size, tokenizer.n_vocab)
-    mean_loss, all_match = score_rows(
-        model, rows, groups, vocab_size=vocab, pad_id=tokenizer.eot_id, device=device,
-        batch_tokens=batch_tokens, full_head=full_head,
-    )  # fmt: skip
-    outcomes, start = [], 0
-    for p in prepared:
-        end = start + len(p.rows)
+    shared = (
+        [k for k, p in enumerate(prepared) if _shares_context(p)]
+        if share_prefix and batch_tokens is not None and not full_head and can_share_prefix(model)
+        else []
+    )
+    losses: dict[int, torch.Tensor] = {}
+    matches: dict[int, torch.Tensor] = {}
+    if shared:
+        s_loss, s_match = score_shared(
+            model, [prepared[k].rows for k in shared], vocab_size=vocab, device=device,
+            batch_tokens=batch_tokens, pad_id=tokenizer.eot_id,
+        )  # fmt: skip
+        losses.update(zip(shared, s_loss))
+        matches.update(zip(shared, s_match))
+    plain = [k for k in range(len(prepared)) if k not in losses]
+    if plain:
+        rows, groups = [], []
+        for k in plain:
+            rows += prepared[k].rows
+            groups += [k] * len(prepared[k].rows)
+        mean_loss, all_match = score_rows(
+            model, rows, groups, vocab_size=vocab, pad_id=tokenizer.eot_id, device=device,
+            batch_tokens=batch_tokens, full_head=full_head,
+        )  # fmt: skip
+        start = 0
+        for k in plain:
+            end = start + len(prepared[k].rows)
+            losses[k], matches[k] = mean_loss[start:end], all_match[start:end]
+            start = end
+    outcomes = []
+    for k, p in enumerate(prepared):
         if task.task_type == "language_modeling":
-            outcomes.append(bool(all_match[start]))
+            outcomes.append(bool(matches[k][0]))
         else:
             # argmin takes the first of equal losses, as llm-foundry's metric does.
-            outcomes.append(int(torch.argmin(mean_loss[start:end])) == p.gold)
-        start = end
+            outcomes.append(int(torch.argmin(losses[k])) == p.gold)
     return outcomes
 
 
@@ -443,11 +660,14 @@ def evaluate_task(
     generate: GenerateFn | None = None,
     distributed: bool = True,
     seed: int = FEWSHOT_SEED,
+    share_prefix: bool = True,
 ) -> TaskResult:
     """Accuracy of ``model`` on ``task`` over ``indices`` of ``items`` (default all).
 
     ``batch_tokens``: padded tokens per forward pass (default by device, see
-    :func:`default_batch_tokens`); ``per_item``: one item per pass instead (nanochat's way). With
+    :func:`default_batch_tokens`); ``per_item``: one item per pass instead (nanochat's way);
+    ``share_prefix``: a multiple-choice item's context runs once for all its choices (see
+    :func:`score_shared`; False scores every choice's row on its own, the plain path). With
     ``distributed`` and a process group, each rank takes every world-size-th item and the
     results are all-reduced, so every rank returns the same numbers; the training loop, which
     evaluates on rank 0 alone, passes ``distributed=False``.
@@ -461,7 +681,9 @@ def evaluate_task(
     max_len = model.config.sequence_len
     prepared = prepare(task, items, tokenizer, max_len, mine, seed)
     tokens = None if per_item else (batch_tokens or default_batch_tokens(device))
-    outcomes = _item_outcomes(task, prepared, model, tokenizer, device, tokens, generate)
+    outcomes = _item_outcomes(
+        task, prepared, model, tokenizer, device, tokens, generate, share_prefix=share_prefix
+    )
     flags = torch.zeros(len(indices), dtype=torch.float32)
     flags[rank::world] = torch.tensor(outcomes, dtype=torch.float32)
     if distributed and world > 1:
