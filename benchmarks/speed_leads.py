@@ -43,10 +43,11 @@ except ModuleNotFoundError as error:  # not installed, and not run from the chec
     ) from None
 
 # Each lead: MuonAdamW attributes set after build_optimizer, and under "model" ModelConfig
-# fields set on the model's config (the compiled forward retraces for them); all default to
-# off, so "base" is the default step. The second item says what the lead is.
+# fields set on the model's config (the compiled forward retraces for them). "base" is the plain
+# optimizer step (build_optimizer without options), the CUDA default until the optimizer leads
+# were measured and turned on (nanogpt.optim.build.FAST_OPTIONS, its "all-optimizer" row).
 LEADS: dict[str, tuple[dict, str]] = {
-    "base": ({}, "the default step"),
+    "base": ({}, "the plain step (no optimizer options)"),
     "fast-muon": (
         {"fast_muon": True},
         "Newton-Schulz without copies of X, fp32 result, one foreach update",

@@ -39,6 +39,7 @@ try:
     from nanogpt import atomic, dist
     from nanogpt.config import TRAIN_PRESETS, TrainConfig
     from nanogpt.model import GPT
+    from nanogpt.optim.build import optimizer_options
     from nanogpt.train import build_optimizer, peak_flops
 except ModuleNotFoundError as error:  # a script, with nanogpt neither installed nor on the path
     if error.name != "nanogpt":
@@ -67,6 +68,12 @@ VARIANTS: dict[str, dict] = {
     "unfused-qkv": {"model": {"fused_qkv": False}},
     "fp8-head": {"model": {"fp8_head": True}},
     "loss-chunk-32k": {"model": {"loss_chunk_rows": 32768}},
+    # The optimizer step without the speed options that CUDA runs get by default
+    # (nanogpt.optim.build.FAST_OPTIONS): the default before 2026-12-03.
+    "plain-optimizer": {
+        "compile_muon": False,
+        "optimizer": {"fast_muon": False, "compile_adamw": False},
+    },
     # Every lead of benchmarks/speed_leads.py at once (its "all" row).
     "all-leads": {
         "compile_muon": True,
@@ -240,8 +247,9 @@ def _measure(
     )
     torch.manual_seed(0)
     model = GPT(dataclasses.replace(cfg.model_config(), **settings.get("model", {}))).to(device)
-    optimizer = build_optimizer(model, cfg)
-    optimizer.compile_muon = bool(settings.get("compile_muon", False))
+    optimizer = build_optimizer(model, cfg, **optimizer_options(cfg, device))  # as training
+    if "compile_muon" in settings:
+        optimizer.compile_muon = bool(settings["compile_muon"])
     for name, value in settings.get("optimizer", {}).items():
         setattr(optimizer, name, value)
     forward = model
