@@ -116,3 +116,28 @@ class Throughput:
     @property
     def tokens_per_s(self) -> float:
         return self.timed_tokens / self.timed_s if self.timed_s > 0 else 0.0
+
+
+def last_logged(path: Path, steps: int) -> dict[str, Any] | None:
+    """The last training row (one with a train_loss) at or before ``steps`` in a metrics.jsonl,
+    or None when there is none; a torn last line (a killed run) is skipped."""
+    last = None
+    with contextlib.suppress(OSError), path.open() as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and row.get("train_loss") is not None:
+                if row.get("step", steps + 1) <= steps:
+                    last = row
+    return last
+
+
+def read_summary(path: Path) -> dict[str, Any] | None:
+    """A run's summary.json, or None when it is missing or unreadable."""
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None

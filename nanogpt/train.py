@@ -33,7 +33,7 @@ from nanogpt.data.sources import count_train_tokens, data_tokenizer, make_loader
 from nanogpt.evals import training as downstream
 from nanogpt.evals.bundle import BundleError
 from nanogpt.model import GPT
-from nanogpt.monitor import Divergence, MetricsLog, Throughput
+from nanogpt.monitor import Divergence, MetricsLog, Throughput, last_logged, read_summary
 from nanogpt.optim import MuonAdamW
 from nanogpt.optim.build import build_optimizer, optimizer_options
 from nanogpt.validation import evaluate, token_byte_lengths
@@ -459,10 +459,34 @@ def _write_summary(summary: dict[str, Any], run_dir: Path) -> None:
     atomic.write_json(run_dir / "summary.json", summary, sort_keys=True, default=str)
 
 
+def _finished(run: Run, report: Report | None) -> dict[str, Any]:
+    """A run resumed at its last step (a trial retried after it finished, a second `--resume
+    auto`) has nothing to train: its final checkpoint is validated again (the same weights and
+    batches give the same loss), the last training row comes from metrics.jsonl, and a
+    summary.json that already says the run is done is kept as it is, never overwritten."""
+    _say(run.info, f"resume: the run already ran its {run.steps} steps; nothing left to train")
+    val = _validate(run, run.steps)
+    tokens = run.steps * run.cfg.total_batch_size
+    fallback = {"step": run.steps, "tokens": tokens, "flops": tokens * run.flops_per_token}
+    last = last_logged(run.run_dir / "metrics.jsonl", run.steps) or fallback
+    final = ckpt.find_latest(run.run_dir)
+    summary = _summary(run, "ok", last, val, 0.0, 0.0, 0.0, final)
+    previous = read_summary(run.run_dir / "summary.json")
+    if previous and previous.get("status") == "ok" and previous.get("steps") == run.steps:
+        summary = previous
+    elif run.info.is_main:
+        _write_summary(summary, run.run_dir)
+    if report is not None:
+        report({**last, **val, "status": "ok"}, None)
+    return summary
+
+
 def _run(cfg: TrainConfig, info: dist.DistInfo, report: Report | None) -> dict[str, Any]:
     entered = time.perf_counter()
     run = _set_up(cfg, info)
     _print_config(run)
+    if run.start_step >= run.steps:
+        return _finished(run, report)
     if cfg.compile:
         run.forward = torch.compile(run.model)
     logger = MetricsLog(run.run_dir, cfg, info.is_main)

@@ -154,6 +154,24 @@ def test_a_run_keeps_only_its_latest_checkpoints(corpus, tmp_path):
     assert summary["checkpoint"] == str(tmp_path / "run" / "step_000006")
 
 
+def test_resuming_a_finished_run_loses_nothing(corpus, tmp_path):
+    """A run resumed after its last step (a sweep trial retried after it finished) trains
+    nothing and reports the run's own losses: summary.json is kept as written, and rebuilt
+    from the final checkpoint and metrics.jsonl when it is missing. (It used to report and
+    write NaN losses over the good summary.)"""
+    cfg = tiny_cfg(corpus, tmp_path, num_iterations=6, save_every=3)
+    first = train(cfg)
+    written = (tmp_path / "run" / "summary.json").read_text()
+    again = train(replace(cfg, resume="auto"))
+    assert again == first and (tmp_path / "run" / "summary.json").read_text() == written
+    (tmp_path / "run" / "summary.json").unlink()
+    rebuilt = train(replace(cfg, resume="auto"))
+    for key in ("status", "steps", "tokens", "final_train_loss", "checkpoint"):
+        assert rebuilt[key] == first[key], key
+    assert rebuilt["final_val_loss"] == pytest.approx(first["final_val_loss"], rel=1e-6)
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 6
+
+
 def test_evaluation_fits_the_device_and_says_what_it_does(corpus, tmp_path, capsys):
     assert TrainConfig().eval_tokens_on("cpu") == EVAL_TOKENS_CPU < EVAL_TOKENS_GPU
     assert TrainConfig().eval_tokens_on("cuda") == EVAL_TOKENS_GPU
