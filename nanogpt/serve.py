@@ -381,6 +381,22 @@ def warmup_lengths(context: int, limits: Limits | None = None) -> list[int]:
     return sorted({bucket(1), bucket(min(context, default_request))})
 
 
+def _server_info(engines: Sequence[Engine], meta: dict, fmt: str, limits: Limits) -> dict:
+    """What ``/health`` says about the server besides its state: checkpoint, devices, limits."""
+    engine = engines[0]
+    context = engine.model.config.sequence_len
+    return {
+        "checkpoint": meta.get("path"),
+        "step": meta.get("step"),
+        "tokenizer": engine.tokenizer.name,
+        "format": fmt,
+        "device": ", ".join(str(e.device) for e in engines),
+        "context": context,
+        "limits": {**asdict(limits), "max_tokens": min(limits.max_tokens, context - 1)},
+        "defaults": DEFAULTS,
+    }
+
+
 def create_app(
     engines: Sequence[Engine],
     meta: dict,
@@ -409,23 +425,14 @@ def create_app(
                 f"{', '.join(map(str, lengths))} (~15 s a shape on a GPU); /health says "
                 "'warming' until it is done",
                 flush=True,
-            )
+            )  # fmt: skip
             pool.start_warmup(lengths)
         yield
         pool.close()
 
     app = FastAPI(title="nanogpt chat", lifespan=lifespan)
     app.state.pool = pool
-    info = {
-        "checkpoint": meta.get("path"),
-        "step": meta.get("step"),
-        "tokenizer": engine.tokenizer.name,
-        "format": fmt,
-        "device": ", ".join(str(e.device) for e in engines),
-        "context": engine.model.config.sequence_len,
-        "limits": {**asdict(limits), "max_tokens": min(limits.max_tokens, engine.model.config.sequence_len - 1)},
-        "defaults": DEFAULTS,
-    }  # fmt: skip
+    info = _server_info(engines, meta, fmt, limits)
 
     def error(status: int, field_name: str, message: str) -> JSONResponse:
         return JSONResponse({"error": message, "field": field_name}, status_code=status)

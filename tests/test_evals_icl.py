@@ -17,7 +17,7 @@ import yaml
 from nanogpt import atomic
 from nanogpt import checkpoint as ckpt
 from nanogpt.config import ModelConfig
-from nanogpt.evals import aggregate, evaluate, icl
+from nanogpt.evals import aggregate, evaluate, icl, scoring
 from nanogpt.evals.bundle import (
     BundleError,
     TaskSpec,
@@ -350,7 +350,7 @@ def test_batched_scores_equal_one_at_a_time_on_a_real_gpt():
     per_item = icl.score_rows(model, rows, groups, batch_tokens=None, **kw)
     alone = icl.score_rows(model, rows, list(range(len(rows))), batch_tokens=None, **kw)
     full = icl.score_rows(model, rows, groups, batch_tokens=None, full_head=True, **kw)
-    assert len(icl._batches([len(a) + len(b) for a, b in rows], groups, 2048)) < len(rows) // 4
+    assert len(scoring._batches([len(a) + len(b) for a, b in rows], groups, 2048)) < len(rows) // 4
     for other in (per_item, alone, full):
         torch.testing.assert_close(batched[0], other[0], atol=1e-5, rtol=1e-5)
         assert torch.equal(batched[1], other[1])

@@ -508,10 +508,15 @@ def test_core_evals_on_two_ranks_score_the_final_weights(corpus, core_bundle, tm
 def test_make_ddp_train_passes_the_eval_variables_as_flags():
     import shlex
 
+    # Under `make test` the outer make's variables would make this one print its directory.
+    plain_env = {
+        k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")
+    }
+
     out = subprocess.run(
-        ["make", "-n", "ddp-train", "VAL_EVALS=50", "CORE_EVALS=500", "CHATCORE_EVALS=100",
-         "EVAL_BUNDLE=/data/bundle", "CHATCORE_DATA=/data/chat"],
-        cwd=REPO, capture_output=True, text=True, check=True,
+        ["make", "--no-print-directory", "-n", "ddp-train", "VAL_EVALS=50", "CORE_EVALS=500",
+         "CHATCORE_EVALS=100", "EVAL_BUNDLE=/data/bundle", "CHATCORE_DATA=/data/chat"],
+        cwd=REPO, capture_output=True, text=True, check=True, env=plain_env,
     ).stdout  # fmt: skip
     words = shlex.split(out.replace("\\\n", " "))
     cfg = parse_train_config(words[words.index("nanogpt.train") + 1 :])
@@ -519,7 +524,11 @@ def test_make_ddp_train_passes_the_eval_variables_as_flags():
     assert (cfg.eval_bundle, cfg.chatcore_data) == ("/data/bundle", "/data/chat")
     default = shlex.split(
         subprocess.run(
-            ["make", "-n", "ddp-train"], cwd=REPO, capture_output=True, text=True
+            ["make", "--no-print-directory", "-n", "ddp-train"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            env=plain_env,
         ).stdout.replace("\\\n", " ")
     )
     cfg = parse_train_config(default[default.index("nanogpt.train") + 1 :])
