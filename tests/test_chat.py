@@ -29,6 +29,7 @@ def spawn_chat(*args: str, timeout: float = 120):
     return child
 
 
+@pytest.mark.slow  # 3-10 s on an idle 2-core CPU (2026-12-03): out of make test-fast
 def test_ctrl_c_stops_a_reply_and_the_program_goes_on(tmp_path):
     path = write_checkpoint(tmp_path, never_stop=True, seq=4096)
     child = spawn_chat("--checkpoint", str(path), "--max-tokens", "4000")

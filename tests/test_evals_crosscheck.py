@@ -145,6 +145,7 @@ def argmax_first(values) -> int:
     return max(range(len(values)), key=lambda i: (values[i], -i))  # ties: the first, as numpy
 
 
+@pytest.mark.slow  # 3-10 s on an idle 2-core CPU (2026-12-03): out of make test-fast
 def test_native_accuracy_equals_the_harness_acc_norm_with_byte_tokens(written):
     tok = get_tokenizer("bytes")
     model = tiny_model(tok)
@@ -185,6 +186,7 @@ def test_native_accuracy_equals_the_harness_acc_norm_with_byte_tokens(written):
     assert default_norm != pytest.approx(result.accuracy)  # 0.40 here
 
 
+@pytest.mark.slow  # 3-10 s on an idle 2-core CPU (2026-12-03): out of make test-fast
 def test_native_accuracy_is_cores_rule_on_the_harness_loglikelihoods_with_gpt2_bpe(written):
     tok = get_tokenizer("gpt2")
     model = tiny_model(tok)

@@ -773,6 +773,7 @@ def test_the_training_schedule_gives_every_rank_the_same_scores(tmp_path):
     assert got["4"]["core"] == pytest.approx(alone(tiny_gpt(seed=2, seq=256), BYTES, "cpu")["core"])
 
 
+@pytest.mark.slow  # 3-10 s on an idle 2-core CPU (2026-12-03): out of make test-fast
 def test_the_benchmark_runs_on_a_cpu_and_both_modes_agree(tmp_path, capsys):
     import importlib.util
 

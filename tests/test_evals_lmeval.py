@@ -243,6 +243,7 @@ def save_checkpoint(tmp_path, seq=64):
     return model
 
 
+@pytest.mark.slow  # 3-10 s on an idle 2-core CPU (2026-12-03): out of make test-fast
 def test_the_model_loads_from_a_checkpoint_by_name(tasks_dir, tmp_path):
     model = save_checkpoint(tmp_path)
     out = lm_eval.simple_evaluate(
@@ -258,6 +259,7 @@ def test_the_model_loads_from_a_checkpoint_by_name(tasks_dir, tmp_path):
     assert out["results"]["fixture_mc"]["acc,none"] == direct["results"]["fixture_mc"]["acc,none"]
 
 
+@pytest.mark.slow  # 3-10 s on an idle 2-core CPU (2026-12-03): out of make test-fast
 def test_evaluate_tasks_on_a_chat_model_applies_the_chat_template(tasks_dir):
     from nanogpt.evals.lm_eval_adapter import evaluate_tasks
 
@@ -316,6 +318,7 @@ def test_the_command_line(tasks_dir, tmp_path):
     assert list((tmp_path / "out").rglob("results_*.json"))
 
 
+@pytest.mark.slow  # 3-10 s on an idle 2-core CPU (2026-12-03): out of make test-fast
 def test_python_m_nanogpt_evals_runs_harness_tasks_and_writes_json(tasks_dir, tmp_path, capsys):
     from nanogpt.evals.cli import main
 

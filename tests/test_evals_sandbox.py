@@ -61,6 +61,7 @@ def test_empty_bodies_fail_on_a_sample(problems):
     assert not any(r.passed for r in results)
 
 
+@pytest.mark.slow  # 3-10 s on an idle 2-core CPU (2026-12-03): out of make test-fast
 def test_an_endless_loop_times_out(problems):
     result = run_first(problems, "    while True:\n        pass\n" + CORRECT)
     assert not result.passed
@@ -118,6 +119,7 @@ def test_writing_inside_its_directory_is_allowed(problems):
     assert run_first(problems, body + CORRECT).passed
 
 
+@pytest.mark.slow  # 3-10 s on an idle 2-core CPU (2026-12-03): out of make test-fast
 def test_a_socket_is_refused_and_nothing_arrives(problems):
     server = socket.socket()
     server.bind(("127.0.0.1", 0))

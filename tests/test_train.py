@@ -146,6 +146,7 @@ def test_two_ranks_follow_one_rank_at_the_same_global_batch(corpus, tmp_path):
     assert [b[s] for s in b] == pytest.approx([a[s] for s in a], rel=1e-4)
 
 
+@pytest.mark.slow  # 3-10 s on an idle 2-core CPU (2026-12-03): out of make test-fast
 def test_a_run_keeps_only_its_latest_checkpoints(corpus, tmp_path):
     cfg = tiny_cfg(corpus, tmp_path, num_iterations=6, save_every=2, keep_checkpoints=2)
     summary = train(cfg)
@@ -154,6 +155,7 @@ def test_a_run_keeps_only_its_latest_checkpoints(corpus, tmp_path):
     assert summary["checkpoint"] == str(tmp_path / "run" / "step_000006")
 
 
+@pytest.mark.slow  # 3-10 s on an idle 2-core CPU (2026-12-03): out of make test-fast
 def test_resuming_a_finished_run_loses_nothing(corpus, tmp_path):
     """A run resumed after its last step (a sweep trial retried after it finished) trains
     nothing and reports the run's own losses: summary.json is kept as written, and rebuilt
