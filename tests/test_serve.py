@@ -204,7 +204,9 @@ def test_a_slow_generation_blocks_neither_health_nor_other_clients(bytes_checkpo
         a.join(timeout=120)
         b.join(timeout=120)
         assert not a.is_alive() and not b.is_alive()
-        stats = client.get("/health").json()
+        # The worker counts a reply after its last event is sent: the client may see "done"
+        # first (a fresh clone failed here once), so wait for the count instead of reading it.
+        stats = poll(lambda: (h := client.get("/health").json())["served"] == 2 and h)
     assert first[0] == 200 and first[-1]["done"] and first[-1]["tokens"] == 5
     assert second[0] == 200 and second[-1]["done"] and second[-1]["tokens"] == 3
     assert stats["served"] == 2 and stats["busy"] == 0 and stats["queued"] == 0
