@@ -99,7 +99,8 @@ def test_the_page_streams_a_reply_and_stop_ends_the_generation(tmp_path):
             )
             replies = driver.find_elements(By.CSS_SELECTOR, ".assistant .text")
             assert len(replies) == 2 and len(replies[1].text) > 0
-            assert probe.get("/health").json()["served"] == 1
+            # counted after the reply's last event: wait for it rather than read it once
+            wait.until(lambda d: probe.get("/health").json()["served"] == 1)
             shot = tmp_path / "chat_ui.png"
             driver.save_screenshot(str(shot))
             assert shot.stat().st_size > 10_000
