@@ -4,6 +4,7 @@ same steps, the default step against the variant.
     python benchmarks/fp8_parity.py --depth 6 --steps 2000 --data data/shakespeare
     python benchmarks/fp8_parity.py --depth 6 --steps 2000 --data synthetic   # no dataset needed
     python benchmarks/fp8_parity.py --variant fast-optimizer   # fast_muon + compiled Muon/AdamW
+    python benchmarks/fp8_parity.py --variant exact-tanh       # the loss kernel's tanh, exact
 
 Two runs from the same initial weights over the same batches (``--batch-size`` × ``--seq-len``
 tokens per step, read in order from the data's train split): bf16 (the default head) and
@@ -75,6 +76,8 @@ VARIANTS = {
         {"fast_muon": True, "compile_muon": True, "compile_adamw": True},
         "fast optimizer",
     ),
+    # The default loss kernel's hardware tanh (tanh.approx.f32) against the exact form.
+    "exact-tanh": ({"loss_hw_tanh": False}, {}, "exact tanh"),
 }
 
 

@@ -7,7 +7,7 @@
 Compiles ``softcap_ce_kernel`` for an H100/H200 (sm_90) with the installed Triton and its
 bundled ptxas, disassembles it with the bundled nvdisasm, and prints each loop's instructions
 (each loop body handles BLOCK / (32 · num_warps) logits per thread) and how many go to the
-special-function unit (MUFU: exp2, reciprocal). With 128 lanes issuing per SM and cycle and
+special-function unit (MUFU: exp2, reciprocal, tanh). With 128 lanes issuing per SM and cycle and
 16 MUFU lanes, instructions / 128 and MUFU / 16 per logit bound the kernel's speed.
 """
 
@@ -28,7 +28,9 @@ ARG_TYPES = {"logits_ptr": "*bf16", "targets_ptr": "*i64", "loss_ptr": "*fp32", 
 INT_ARGS = ("row_stride", "n_valid", "n_total")
 
 
-def compile_sass(kernel_path: Path, block: int, num_warps: int, write_f8: bool) -> str:
+def compile_sass(
+    kernel_path: Path, block: int, num_warps: int, write_f8: bool, hw_tanh: bool = True
+) -> str:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -40,6 +42,8 @@ def compile_sass(kernel_path: Path, block: int, num_warps: int, write_f8: bool) 
     consts = {"HAS_CAP": True, "SHIFT_BY_CAP": True, "BLOCK": block}
     if "WRITE_F8" in fn.arg_names:
         consts["WRITE_F8"] = write_f8
+    if "HW_TANH" in fn.arg_names:  # version 4 on: tanh as one instruction, as on a GPU
+        consts["HW_TANH"] = hw_tanh
     signature = {n: ARG_TYPES.get(n, "i32" if n in INT_ARGS else "fp32") for n in fn.arg_names}
     signature.update({c: "constexpr" for c in consts})
     source = ASTSource(
@@ -89,9 +93,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--block", type=int, default=2048)
     p.add_argument("--num-warps", type=int, default=8)
     p.add_argument("--fp8", action="store_true", help="the FP8 head's variant (WRITE_F8)")
+    p.add_argument(
+        "--exact-tanh",
+        action="store_true",
+        help="version 4 on: tanh from exp2 and a reciprocal, as under the interpreter (HW_TANH off)",
+    )
     args = p.parse_args(argv)
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    sass = compile_sass(Path(args.kernel), args.block, args.num_warps, args.fp8)
+    sass = compile_sass(
+        Path(args.kernel), args.block, args.num_warps, args.fp8, not args.exact_tanh
+    )
     per_thread = args.block // (32 * args.num_warps)
     total = collections.Counter(re.findall(r"MUFU\.(\w+)", sass))
     print(f"{args.kernel}: {sum(total.values())} MUFU instructions in all ({dict(total)})")

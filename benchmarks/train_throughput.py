@@ -68,6 +68,13 @@ VARIANTS: dict[str, dict] = {
     "unfused-qkv": {"model": {"fused_qkv": False}},
     "fp8-head": {"model": {"fp8_head": True}},
     "loss-chunk-32k": {"model": {"loss_chunk_rows": 32768}},
+    # The loss kernel's tanh from an exp2 and a reciprocal (kernel v3's cost) instead of the
+    # one hardware instruction that CUDA runs get by default (ModelConfig.loss_hw_tanh).
+    "exact-tanh": {"model": {"loss_hw_tanh": False}},
+    # A measurement, not a training path: the whole step (forward, backward, optimizer) captured
+    # once in one CUDA graph and replayed, with the learning rates of the capture. How much of
+    # the step is the CPU launching kernels: the most that graphing the step could save.
+    "graphed": {"cuda_graph": True},
     # The optimizer step without the speed options that CUDA runs get by default
     # (nanogpt.optim.build.FAST_OPTIONS): the default before 2026-12-03.
     "plain-optimizer": {
@@ -215,6 +222,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def graphed(step, device: torch.device):
+    """``step`` captured once in a CUDA graph, after three warm-up calls on a side stream (as
+    torch.cuda.graph asks); returns the graph's replay. Numbers the step reads on the host (the
+    learning rates, AdamW's bias corrections) are frozen at their values of the capture."""
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream(device).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -272,6 +295,8 @@ def _measure(
     t0 = time.perf_counter()
     for _ in range(args.warmup):
         step()
+    if settings.get("cuda_graph") and device.type == "cuda":
+        step = graphed(step, device)
     sync(device)
     warmup_s = time.perf_counter() - t0
     if device.type == "cuda":

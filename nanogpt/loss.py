@@ -90,10 +90,12 @@ class _FusedHeadLoss(torch.autograd.Function):
         chunk_rows: int,
         mm_dtype: torch.dtype,
         kernel: str,
+        hw_tanh: bool | None,
     ) -> torch.Tensor:
         chunks = {"triton": _triton_chunks, "triton-fp8": _fp8_chunks}.get(kernel, _torch_chunks)
+        options = {} if chunks is _torch_chunks else {"hw_tanh": hw_tanh}
         grad_h, grad_w, loss_sum = chunks(
-            h, weight, targets, vocab_size, softcap, z_loss, chunk_rows, mm_dtype
+            h, weight, targets, vocab_size, softcap, z_loss, chunk_rows, mm_dtype, **options
         )
         denom = (targets != -1).sum().clamp(min=1).to(torch.float32)
         ctx.save_for_backward(grad_h, grad_w, denom)
@@ -111,7 +113,7 @@ class _FusedHeadLoss(torch.autograd.Function):
         else:
             gw = torch.zeros(ctx.weight_shape, dtype=ctx.weight_dtype, device=grad_w.device)
             gw[: grad_w.shape[0]] = (grad_w * scale).to(ctx.weight_dtype)
-        return gh, gw, None, None, None, None, None, None, None
+        return gh, gw, None, None, None, None, None, None, None, None
 
 
 # (summed loss of the chunk, d(sum)/d(h) of its rows, the weight's gradient so far)
@@ -174,6 +176,7 @@ def _triton_chunks(
     z_loss: float,
     chunk_rows: int,
     mm_dtype: torch.dtype,
+    hw_tanh: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The chunk loop with the Triton kernel: summed loss, d(sum)/d(h), d(sum)/d(weight).
 
@@ -184,7 +187,9 @@ def _triton_chunks(
 
     def step(hc: torch.Tensor, tc: torch.Tensor, grad_w: torch.Tensor | None) -> ChunkStep:
         logits = hc @ w.t()  # (rows, V_padded), becomes the gradient in place
-        part_loss = triton_loss.softcap_ce_rows_(logits, tc, vocab_size, softcap, z_loss).sum()
+        part_loss = triton_loss.softcap_ce_rows_(
+            logits, tc, vocab_size, softcap, z_loss, hw_tanh=hw_tanh
+        ).sum()
         return part_loss, logits @ w, _accumulate_f32(grad_w, logits.t(), hc)
 
     return _chunk_loop(h, targets, chunk_rows, mm_dtype, step, None, tuple(weight.shape))
@@ -213,6 +218,7 @@ def _fp8_chunks(
     z_loss: float,
     chunk_rows: int,
     mm_dtype: torch.dtype,
+    hw_tanh: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The Triton chunk loop with two of the head's three GEMMs in FP8 (``fp8_head``).
 
@@ -234,7 +240,7 @@ def _fp8_chunks(
         )  # (rows, V_padded), becomes the gradient in place
         g8 = torch.empty(logits.shape, dtype=torch.float8_e5m2, device=h.device)
         part_loss = triton_loss.softcap_ce_rows_(
-            logits, tc, vocab_size, softcap, z_loss, grad_fp8=g8
+            logits, tc, vocab_size, softcap, z_loss, grad_fp8=g8, hw_tanh=hw_tanh
         ).sum()
         part_grad_h = torch._scaled_mm(
             g8, w8_t.t(), scale_a=g_scale, scale_b=w_scale, out_dtype=mm_dtype
@@ -278,12 +284,15 @@ def fused_head_loss(
     z_loss: float = 0.0,
     chunk_rows: int | None = None,
     kernel: str | None = None,
+    hw_tanh: bool | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy of ``h @ weight[:vocab_size].T`` against ``targets`` (-1 = ignore).
 
     h: (N, C) final hidden states; weight: (V_padded, C) head weight; targets: (N,).
     kernel: "triton" (nanogpt/triton_loss.py; the default on a GPU with Triton), "torch", or
     "triton-fp8" (the Triton kernel with the logits and d(loss)/dh GEMMs in FP8: ``fp8_head``).
+    hw_tanh: the Triton kernel's tanh as one GPU instruction (``triton_loss.softcap_ce_rows_``);
+    None = on with CUDA.
     """
     if kernel is None:
         use_triton = h.device.type == "cuda" and triton_loss.available(h.device)
@@ -299,7 +308,16 @@ def fused_head_loss(
         else:
             chunk_rows = 1024 if h.device.type == "cuda" else 128
     return _FusedHeadLoss.apply(
-        h, weight, targets, vocab_size, softcap, z_loss, chunk_rows, _mm_dtype(h.device), kernel
+        h,
+        weight,
+        targets,
+        vocab_size,
+        softcap,
+        z_loss,
+        chunk_rows,
+        _mm_dtype(h.device),
+        kernel,
+        hw_tanh,
     )
 
 

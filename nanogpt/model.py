@@ -257,7 +257,9 @@ class GPT(nn.Module):
             args = (self.lm_head.weight, flat_t, cfg.vocab_size, cfg.logit_softcap, cfg.z_loss)
             if training_loss:
                 kernel = "triton-fp8" if cfg.fp8_head else cfg.loss_kernel
-                return fused_head_loss(flat_x, *args, cfg.loss_chunk_rows, kernel=kernel)
+                return fused_head_loss(
+                    flat_x, *args, cfg.loss_chunk_rows, kernel=kernel, hw_tanh=cfg.loss_hw_tanh
+                )
             per_token = chunked_token_losses(flat_x, *args)
             if loss_reduction == "none":
                 return per_token.view(B, T)

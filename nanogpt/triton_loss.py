@@ -10,8 +10,9 @@ logits twice (the second read mostly from L2) and overwrites them with the bf16 
     pass 1   s = cap · tanh(z / cap);  lse = log Σ exp(s)     (fp32; shifted by cap, or online max)
     pass 2   g = (exp(s − lse) · (1 + 2·zl·lse) − onehot(target)) · (1 − (s / cap)²)
 
-(the kernel writes tanh, exp and 1 − tanh² through r = 1 / (exp(2z / cap) + 1), in base 2, to
-spend fewer special-function operations: nanogpt/_softcap_ce_kernel.py).
+(the kernel writes exp and 1 − tanh² through t = tanh(z / cap), in base 2, and on a GPU takes
+tanh itself from one hardware instruction, to spend few special-function operations:
+nanogpt/_softcap_ce_kernel.py).
 
 and stores the row's loss ``lse − s[target] + zl · lse²`` (0 for ignored rows, target = -1).
 Columns at or past ``vocab_size`` (the padding of the head) get probability 0 and gradient 0.
@@ -63,6 +64,7 @@ def softcap_ce_rows_(
     softcap: float,
     z_loss: float,
     grad_fp8: torch.Tensor | None = None,
+    hw_tanh: bool | None = None,
 ) -> torch.Tensor:
     """Per-row loss (fp32, 0 where target is -1); ``logits`` (N, V) becomes d(row loss)/d(logits).
 
@@ -70,6 +72,9 @@ def softcap_ce_rows_(
     probability and get gradient 0. On a CPU tensor the kernel runs in Triton's interpreter.
     ``grad_fp8`` (N, V) float8_e5m2, contiguous: also receives FP8_GRAD_SCALE · the gradient
     (written by the kernel on a GPU; on a CPU by torch afterwards, the interpreter has no FP8).
+    ``hw_tanh``: tanh(z / cap) as PTX's ``tanh.approx.f32`` (relative error ~2^-11, below the
+    bf16 logits' own rounding) instead of an exp2 and a reciprocal; None = on a GPU. The
+    interpreter has no PTX: on a CPU the exact form runs whatever this says.
     """
     if logits.ndim != 2 or logits.stride(1) != 1:
         raise ValueError("logits must be a 2-D tensor with contiguous rows")
@@ -93,6 +98,8 @@ def softcap_ce_rows_(
     write_f8 = grad_fp8 is not None and logits.device.type == "cuda"
     kernel = _kernel()
     cap = float(softcap) if softcap > 0 else 1.0
+    on_gpu = logits.device.type == "cuda"
+    hw_tanh = on_gpu if hw_tanh is None else bool(hw_tanh) and on_gpu
     kernel[(n_rows,)](
         logits,
         targets.contiguous(),
@@ -101,15 +108,17 @@ def softcap_ce_rows_(
         vocab_size,
         n_total,
         cap,
+        1.0 / cap,
         2.0 * _LOG2E / cap,  # exp(2z / cap) = 2^(z · this)
-        -2.0 * cap * _LOG2E,  # exp(s - cap) = 2^(this · r), r = 1 / (exp(2z / cap) + 1)
+        cap * _LOG2E,  # exp(s - cap) = 2^(this · (t - 1)), t = tanh(z / cap)
         float(z_loss),
         grad_fp8 if write_f8 else logits,
         HAS_CAP=softcap > 0,
         SHIFT_BY_CAP=0 < softcap <= 40,
         WRITE_F8=write_f8,
-        BLOCK=2048 if logits.device.type == "cuda" else 256,
-        num_warps=8 if logits.device.type == "cuda" else 1,
+        HW_TANH=hw_tanh,
+        BLOCK=2048 if on_gpu else 256,
+        num_warps=8 if on_gpu else 1,
     )
     if grad_fp8 is not None and not write_f8:
         grad_fp8.copy_((logits.float() * FP8_GRAD_SCALE).to(torch.float8_e5m2))

@@ -200,6 +200,61 @@ def test_training_on_the_optimised_path_follows_the_plain_one():
     assert fast_losses == pytest.approx(five_adamw_steps(plain, idx), rel=1e-4)
 
 
+def test_hardware_tanh_is_asked_for_on_a_cpu_and_the_exact_form_runs():
+    """The interpreter has no PTX: hw_tanh=True on a CPU computes what hw_tanh=False does."""
+    from nanogpt.triton_loss import softcap_ce_rows_
+
+    _triton_or_skip("cpu")
+    torch.manual_seed(0)
+    logits = 8.0 * torch.randn(6, 320)
+    targets = torch.randint(0, 300, (6,))
+    out = []
+    for hw_tanh in (True, False, None):
+        grads = logits.clone()
+        out.append((softcap_ce_rows_(grads, targets, 300, 15.0, 1e-4, hw_tanh=hw_tanh), grads))
+    for rows, grads in out[1:]:
+        assert torch.equal(rows, out[0][0]) and torch.equal(grads, out[0][1])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("softcap", [15.0, 60.0])
+def test_hardware_tanh_on_gpu_follows_the_exact_kernel(softcap):
+    """On a GPU the default kernel takes tanh from one instruction (tanh.approx.f32): per row
+    the loss and the bf16 gradient follow the exact form to well within bf16's rounding of the
+    logits, over GPT-2's padded vocabulary, huge logits included."""
+    from nanogpt.loss import _chunk_loss_and_grads
+    from nanogpt.triton_loss import softcap_ce_rows_
+
+    _triton_or_skip("cuda")
+    torch.manual_seed(0)
+    h = torch.randn(64, 64, device="cuda")
+    h[:4] *= 40.0  # rows far past the cap
+    w = torch.randn(50304, 64, device="cuda") / 2.0
+    targets = torch.randint(0, 50257, (64,), device="cuda")
+    targets[5] = -1
+    logits = (h @ w.t()).bfloat16()
+    ref_loss, ref_grad_h, _ = _chunk_loss_and_grads(
+        h, w[:50257], targets, softcap, 1e-4
+    )  # fp32 reference (from fp32 logits)
+    rows = {}
+    for hw_tanh in (True, False):
+        grads = logits.clone()
+        rows[hw_tanh] = (
+            softcap_ce_rows_(grads, targets, 50257, softcap, 1e-4, hw_tanh=hw_tanh),
+            grads,
+        )
+    (fast, fast_g), (exact, exact_g) = rows[True], rows[False]
+    assert torch.isfinite(fast).all() and torch.isfinite(fast_g.float()).all()
+    torch.testing.assert_close(fast, exact, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(fast_g.float(), exact_g.float(), rtol=2e-2, atol=1e-5)
+    # both against the fp32 reference, to the bf16 rounding of the logits
+    torch.testing.assert_close(fast.sum(), ref_loss, rtol=2e-3, atol=1e-2)
+    cosine = torch.nn.functional.cosine_similarity(
+        (fast_g[:, :50257].float() @ w[:50257]).flatten(), ref_grad_h.flatten(), dim=0
+    )
+    assert cosine > 0.999
+
+
 @pytest.mark.parametrize("softcap", [15.0, 60.0])
 def test_triton_kernel_saturates_cleanly_on_huge_logits(softcap):
     """Logits far past the cap (tanh = ±1, exp overflowing to inf inside the kernel's tanh) give
