@@ -46,6 +46,9 @@ except ModuleNotFoundError as error:  # not installed, and not run from the chec
 # fields set on the model's config (the compiled forward retraces for them). "base" is the plain
 # optimizer step (build_optimizer without options), the CUDA default until the optimizer leads
 # were measured and turned on (nanogpt.optim.build.FAST_OPTIONS, its "all-optimizer" row).
+# Every lead runs the loss in chunks of 8,192 rows unless it says otherwise: the default until
+# 2026-12-04, when one chunk of 32,768 rows (the "loss-chunk-32k" lead) became it.
+BASE_MODEL = {"loss_chunk_rows": 8192}
 LEADS: dict[str, tuple[dict, str]] = {
     "base": ({}, "the plain step (no optimizer options)"),
     "fast-muon": (
@@ -141,7 +144,7 @@ def time_lead(
 ) -> dict:
     """Fresh weights and a fresh optimizer with the lead's options; the best repeat's step."""
     options = dict(LEADS[lead][0])
-    model_options = options.pop("model", {})
+    model_options = {**BASE_MODEL, **options.pop("model", {})}
     for name in model_options:
         if not hasattr(model.config, name):
             raise AttributeError(f"ModelConfig has no field {name!r} in this checkout")

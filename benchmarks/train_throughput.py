@@ -67,7 +67,8 @@ VARIANTS: dict[str, dict] = {
     # fp8-head changes the head's rounding (its own row, never a default).
     "unfused-qkv": {"model": {"fused_qkv": False}},
     "fp8-head": {"model": {"fp8_head": True}},
-    "loss-chunk-32k": {"model": {"loss_chunk_rows": 32768}},
+    "loss-chunk-32k": {"model": {"loss_chunk_rows": 32768}},  # the default since 2026-12-04
+    "loss-chunk-8k": {"model": {"loss_chunk_rows": 8192}},  # the default until then
     # The loss kernel's tanh from an exp2 and a reciprocal (kernel v3's cost) instead of the
     # one hardware instruction that CUDA runs get by default (ModelConfig.loss_hw_tanh).
     "exact-tanh": {"model": {"loss_hw_tanh": False}},
@@ -81,7 +82,8 @@ VARIANTS: dict[str, dict] = {
         "compile_muon": False,
         "optimizer": {"fast_muon": False, "compile_adamw": False},
     },
-    # Every lead of benchmarks/speed_leads.py at once (its "all" row).
+    # Every lead of benchmarks/speed_leads.py at once (its "all" row); on CUDA the same step as
+    # "base" since 2026-12-04 (the fast optimizer and the 32,768-row chunk are both defaults).
     "all-leads": {
         "compile_muon": True,
         "optimizer": {"fast_muon": True, "compile_adamw": True},

@@ -43,7 +43,7 @@ class ModelOptions:
     fp8_head: bool = False  # head GEMMs of the training loss in FP8, scaled (CUDA sm89+ only)
     # Bigger chunks: fewer passes accumulating the head's fp32 gradient and taller GEMMs, for
     # (rows x padded vocabulary) bf16 logits of memory (0.8 GB per 8,192 rows at GPT-2's).
-    loss_chunk_rows: int | None = None  # rows per chunk of the fused training loss; none = 8192
+    loss_chunk_rows: int | None = None  # rows per chunk of the fused training loss; none = 32768
     # The Triton loss kernel's tanh as one instruction (PTX tanh.approx.f32, relative error about
     # 2^-11, below the bf16 logits' own rounding) or from an exp2 and a reciprocal (the exact
     # form, ~2 ulp). Only the GPU has the instruction: CPUs and the interpreter run the exact one.

@@ -11,7 +11,7 @@ costs page faults) it is several times faster.
 The same idea is Liger-Kernel's fused linear cross-entropy (Hsu et al. 2024, arXiv:2410.10989);
 this is a plain-PyTorch version of it. On a GPU with Triton the per-chunk elementwise work
 (soft-cap, log-sum-exp, softmax, one-hot, z-loss, tanh derivative) is one kernel that turns the
-bf16 logits into their gradient in place (nanogpt/triton_loss.py), and chunks are 8,192 rows.
+bf16 logits into their gradient in place (nanogpt/triton_loss.py), and chunks are 32,768 rows.
 ``tests/test_loss.py`` checks loss and gradients of both kernels against the unfused path.
 """
 
@@ -300,11 +300,12 @@ def fused_head_loss(
     if kernel not in ("triton", "torch", "triton-fp8"):
         raise ValueError(f"kernel must be 'triton', 'torch' or 'triton-fp8', not {kernel!r}")
     if chunk_rows is None:
-        # Triton: 8,192 rows of bf16 logits (0.8 GB at GPT-2's vocabulary) keep the matmuls at
-        # full speed. torch: chunks of ~64 M fp32 logits on a GPU; small ones on a CPU stay in
-        # cache.
+        # Triton: 32,768 rows of bf16 logits (3.3 GB at GPT-2's vocabulary; a whole batch of
+        # 32 x 1024): tall GEMMs and one pass accumulating the head's fp32 gradient, 1.0-1.6%
+        # faster a step than 8,192 rows on an H200 for 2.5 GB more (docs/benchmarks.md).
+        # torch: chunks of ~64 M fp32 logits on a GPU; small ones on a CPU stay in cache.
         if kernel != "torch":
-            chunk_rows = 8192
+            chunk_rows = 32768
         else:
             chunk_rows = 1024 if h.device.type == "cuda" else 128
     return _FusedHeadLoss.apply(
