@@ -72,9 +72,6 @@ VARIANTS: dict[str, dict] = {
     # The loss kernel's tanh from an exp2 and a reciprocal (kernel v3's cost) instead of the
     # one hardware instruction that CUDA runs get by default (ModelConfig.loss_hw_tanh).
     "exact-tanh": {"model": {"loss_hw_tanh": False}},
-    # The loss's head GEMMs over the head's own 50,304 rows (the default until 2026-12-04; since
-    # then 50,432, a multiple of 256, on CUDA at widths >= 512: ModelConfig.loss_gemm_multiple).
-    "head-rows": {"model": {"loss_gemm_multiple": 1}},
     # A measurement, not a training path: the whole step (forward, backward, optimizer) captured
     # once in one CUDA graph and replayed, with the learning rates of the capture. How much of
     # the step is the CPU launching kernels: the most that graphing the step could save.

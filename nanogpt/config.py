@@ -48,11 +48,6 @@ class ModelOptions:
     # 2^-11, below the bf16 logits' own rounding) or from an exp2 and a reciprocal (the exact
     # form, ~2 ulp). Only the GPU has the instruction: CPUs and the interpreter run the exact one.
     loss_hw_tanh: bool | None = None  # hardware tanh in the loss kernel; none = on with CUDA
-    # The fused loss's head GEMMs over a head padded to a multiple of this many rows (the extra
-    # columns take probability and gradient 0; the model's own head keeps its 64-multiple rows,
-    # so checkpoints do not change). None: 256 on CUDA at widths >= 512, where cuBLAS picks
-    # faster tiles (nanogpt.loss.gemm_rows), else the head's own.
-    loss_gemm_multiple: int | None = None  # pad the loss's head GEMMs to this; none = by width
 
     def option_problems(self) -> list[str]:
         """What is wrong with these options, each naming its flag; empty when all is well."""
@@ -67,8 +62,6 @@ class ModelOptions:
                 )
         if self.loss_chunk_rows is not None and self.loss_chunk_rows < 1:
             problems.append(f"--loss-chunk-rows must be >= 1, got {self.loss_chunk_rows}")
-        if self.loss_gemm_multiple is not None and self.loss_gemm_multiple < 1:
-            problems.append(f"--loss-gemm-multiple must be >= 1, got {self.loss_gemm_multiple}")
         if self.loss_kernel is not None and self.loss_kernel not in LOSS_KERNELS:
             problems.append(
                 f"--loss-kernel {self.loss_kernel!r} is not one of {', '.join(LOSS_KERNELS)}"

@@ -18,7 +18,6 @@ bf16 logits into their gradient in place (nanogpt/triton_loss.py), and chunks ar
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 
@@ -91,10 +90,10 @@ class _FusedHeadLoss(torch.autograd.Function):
         chunk_rows: int,
         mm_dtype: torch.dtype,
         kernel: str,
-        options: dict[str, Any],
+        hw_tanh: bool | None,
     ) -> torch.Tensor:
         chunks = {"triton": _triton_chunks, "triton-fp8": _fp8_chunks}.get(kernel, _torch_chunks)
-        options = {} if chunks is _torch_chunks else options  # the Triton loops' options
+        options = {} if chunks is _torch_chunks else {"hw_tanh": hw_tanh}
         grad_h, grad_w, loss_sum = chunks(
             h, weight, targets, vocab_size, softcap, z_loss, chunk_rows, mm_dtype, **options
         )
@@ -178,15 +177,13 @@ def _triton_chunks(
     chunk_rows: int,
     mm_dtype: torch.dtype,
     hw_tanh: bool | None = None,
-    gemm_multiple: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The chunk loop with the Triton kernel: summed loss, d(sum)/d(h), d(sum)/d(weight).
 
     The matmuls use the whole padded head (50,304 rows: aligned shapes for the tensor cores);
     the kernel gives the padding columns gradient 0, so they stay out of everything.
-    ``gemm_multiple``: the GEMMs run over a head padded further (``gemm_head``).
     """
-    w = gemm_head(weight, mm_dtype, gemm_multiple)
+    w = weight.to(mm_dtype)
 
     def step(hc: torch.Tensor, tc: torch.Tensor, grad_w: torch.Tensor | None) -> ChunkStep:
         logits = hc @ w.t()  # (rows, V_padded), becomes the gradient in place
@@ -195,42 +192,7 @@ def _triton_chunks(
         ).sum()
         return part_loss, logits @ w, _accumulate_f32(grad_w, logits.t(), hc)
 
-    return _trim(_chunk_loop(h, targets, chunk_rows, mm_dtype, step, None, tuple(w.shape)), weight)
-
-
-def gemm_rows(padded: int, width: int, device: torch.device, multiple: int | None = None) -> int:
-    """Rows of the head in the training loss's GEMMs: the head's own ``padded`` rows, or more.
-
-    ``multiple`` None: on CUDA, at widths of 512 and up, a multiple of 256 (50,304 = 128 · 393
-    -> 50,432 = 256 · 197 at GPT-2's vocabulary), where cuBLAS picks faster tiles for the three
-    head GEMMs: 0.89x their time at width 768, 0.97-0.98x at 512, 640 and 896, but 1.07x at 384,
-    which keeps the head's own (one H200, cuBLAS of CUDA 13, ``benchmarks/head_gemm.py``,
-    docs/benchmarks.md; 50,688 and 51,200 were slower again); elsewhere the head's own.
-    """
-    if multiple is None:
-        multiple = 256 if device.type == "cuda" and width >= 512 else 1
-    return max(padded, -(-padded // multiple) * multiple)
-
-
-def gemm_head(weight: torch.Tensor, dtype: torch.dtype, multiple: int | None) -> torch.Tensor:
-    """The head weight in ``dtype`` with zero rows appended up to ``gemm_rows``: one pass, the
-    cast the GEMMs need anyway. The extra columns of the logits sit past the vocabulary, so the
-    loss kernel gives them probability 0 and gradient 0, as it does the head's own padding."""
-    rows = gemm_rows(weight.shape[0], weight.shape[1], weight.device, multiple)
-    if rows == weight.shape[0]:
-        return weight.to(dtype)
-    w = torch.empty((rows, weight.shape[1]), dtype=dtype, device=weight.device)
-    w[: weight.shape[0]] = weight
-    w[weight.shape[0] :] = 0
-    return w
-
-
-def _trim(
-    out: tuple[torch.Tensor, torch.Tensor, torch.Tensor], weight: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(grad_h, grad_w, loss) with grad_w cut back to the head's own rows (a view)."""
-    grad_h, grad_w, loss_sum = out
-    return grad_h, grad_w[: weight.shape[0]], loss_sum
+    return _chunk_loop(h, targets, chunk_rows, mm_dtype, step, None, tuple(weight.shape))
 
 
 _E4M3_MAX = 448.0  # largest finite float8 e4m3fn
@@ -257,7 +219,6 @@ def _fp8_chunks(
     chunk_rows: int,
     mm_dtype: torch.dtype,
     hw_tanh: bool | None = None,
-    gemm_multiple: int | None = None,  # unused: the FP8 GEMMs run over the head's own rows
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The Triton chunk loop with two of the head's three GEMMs in FP8 (``fp8_head``).
 
@@ -324,7 +285,6 @@ def fused_head_loss(
     chunk_rows: int | None = None,
     kernel: str | None = None,
     hw_tanh: bool | None = None,
-    gemm_multiple: int | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy of ``h @ weight[:vocab_size].T`` against ``targets`` (-1 = ignore).
 
@@ -332,8 +292,7 @@ def fused_head_loss(
     kernel: "triton" (nanogpt/triton_loss.py; the default on a GPU with Triton), "torch", or
     "triton-fp8" (the Triton kernel with the logits and d(loss)/dh GEMMs in FP8: ``fp8_head``).
     hw_tanh: the Triton kernel's tanh as one GPU instruction (``triton_loss.softcap_ce_rows_``);
-    None = on with CUDA. gemm_multiple: the "triton" kernel's head GEMMs over a head padded to
-    a multiple of this (``gemm_rows``; None = by width on CUDA); the FP8 head keeps its own rows.
+    None = on with CUDA.
     """
     if kernel is None:
         use_triton = h.device.type == "cuda" and triton_loss.available(h.device)
@@ -359,7 +318,7 @@ def fused_head_loss(
         chunk_rows,
         _mm_dtype(h.device),
         kernel,
-        {"hw_tanh": hw_tanh, "gemm_multiple": gemm_multiple},
+        hw_tanh,
     )
 
 

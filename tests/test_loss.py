@@ -167,32 +167,6 @@ def test_triton_chunk_loop_does_not_depend_on_the_chunk_size():
             torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
 
 
-def test_head_gemms_over_a_further_padded_head_compute_the_same_loss_and_gradients():
-    """gemm_multiple pads the head's GEMMs past its own rows (a speed option on a GPU): the
-    extra columns take probability and gradient 0, so the loss and both gradients are those of
-    the head's own rows, and the weight's gradient keeps the weight's shape."""
-    from nanogpt.loss import fused_head_loss, gemm_rows
-
-    _triton_or_skip("cpu")
-    targets = torch.randint(0, 300, (40,), generator=torch.Generator().manual_seed(0))
-    targets[:3] = -1
-    results = []
-    for multiple in (1, 256):  # 320 rows, then 512
-        h = torch.randn(40, 16, generator=torch.Generator().manual_seed(1), requires_grad=True)
-        w = torch.randn(320, 16, generator=torch.Generator().manual_seed(2), requires_grad=True)
-        loss = fused_head_loss(h, w, targets, 300, 15.0, 1e-4, 16, "triton", gemm_multiple=multiple)
-        loss.backward()
-        assert w.grad.shape == w.shape
-        results.append((loss.detach(), h.grad, w.grad))
-    for x, y in zip(*results, strict=True):
-        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
-    # the default: 256-row multiples on CUDA from width 512, the head's own rows otherwise
-    cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    assert gemm_rows(50304, 768, cuda) == 50432 and gemm_rows(50304, 512, cuda) == 50432
-    assert gemm_rows(50304, 384, cuda) == 50304 and gemm_rows(50304, 768, cpu) == 50304
-    assert gemm_rows(50304, 384, cpu, multiple=512) == 50688
-
-
 @pytest.mark.gpu
 def test_triton_path_matches_plain_on_gpu_in_bf16():
     """On a GPU the auto path is the Triton one; in bf16 autocast it follows the plain path."""
