@@ -19,13 +19,13 @@ from nanogpt.sweep.trial_eval import EvalPlan, TrialEval, plan_trial_eval
 
 # MFU of the whole training step at each DEPTH on one H200 (bf16, torch.compile, 1024 context,
 # 32 sequences per step, MuonAdamW included). DEPTH 6-14: the project's tokens/s in
-# docs/benchmarks.md, "Against nanoGPT, DEPTH 6-14" > "Same-call table after the changes"
-# (2026-12-03: 1,722,006 / 1,101,681 / 706,776 / 477,426 / 334,389 tokens/s), times
+# docs/benchmarks.md, "Against nanoGPT, DEPTH 6-14" > "Same-call table, 2026-12-04" (1,846,407 /
+# 1,150,882 / 750,594 / 504,317 / 352,944 tokens/s, the training default of that day), times
 # scaling.flops_per_token at that shape (GPT-2 vocabulary), over the H200's 989 TFLOP/s peak;
-# tests/test_sweep.py re-derives them from that table. DEPTH 2 and 4 are figures for a plain GPT at those
-# sizes. The dry run turns these into an estimated time per trial; --throughput overrides them
-# with your own measurement.
-MEASURED_H200_MFU = {2: 0.16, 4: 0.27, 6: 0.362, 8: 0.396, 10: 0.405, 12: 0.413, 14: 0.417}
+# tests/test_sweep.py re-derives them from that table. DEPTH 2 and 4 are figures for a plain GPT
+# at those sizes. The dry run turns these into an estimated time per trial; --throughput
+# overrides them with your own measurement.
+MEASURED_H200_MFU = {2: 0.16, 4: 0.27, 6: 0.388, 8: 0.414, 10: 0.43, 12: 0.436, 14: 0.44}
 # A trial that would see its training data more often than this is refused unless the sweep
 # allows repeats: a repeated corpus measures memorisation, not the scaling of a fresh stream.
 MAX_EPOCHS = 1.2
