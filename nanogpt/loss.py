@@ -92,8 +92,10 @@ class _FusedHeadLoss(torch.autograd.Function):
         kernel: str,
         hw_tanh: bool | None,
     ) -> torch.Tensor:
-        chunks = {"triton": _triton_chunks, "triton-fp8": _fp8_chunks}.get(kernel, _torch_chunks)
-        options = {} if chunks is _torch_chunks else {"hw_tanh": hw_tanh}
+        if kernel == "torch":
+            chunks, options = _torch_chunks, {}
+        else:  # "triton" or "triton-fp8": one Triton loop
+            chunks, options = _triton_chunks, {"hw_tanh": hw_tanh, "fp8": kernel == "triton-fp8"}
         grad_h, grad_w, loss_sum = chunks(
             h, weight, targets, vocab_size, softcap, z_loss, chunk_rows, mm_dtype, **options
         )
@@ -177,22 +179,35 @@ def _triton_chunks(
     chunk_rows: int,
     mm_dtype: torch.dtype,
     hw_tanh: bool | None = None,
+    fp8: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The chunk loop with the Triton kernel: summed loss, d(sum)/d(h), d(sum)/d(weight).
 
     The matmuls use the whole padded head (50,304 rows: aligned shapes for the tensor cores);
-    the kernel gives the padding columns gradient 0, so they stay out of everything.
+    the kernel gives the padding columns gradient 0, so they stay out of everything. ``fp8``:
+    the logits and d(loss)/dh GEMMs in FP8 (``_fp8_gemms``); d(loss)/dw is bf16 either way.
     """
-    w = weight.to(mm_dtype)
+    logits_of, grad_h_of = (_fp8_gemms if fp8 else _bf16_gemms)(weight, mm_dtype)
 
     def step(hc: torch.Tensor, tc: torch.Tensor, grad_w: torch.Tensor | None) -> ChunkStep:
-        logits = hc @ w.t()  # (rows, V_padded), becomes the gradient in place
+        logits = logits_of(hc)  # (rows, V_padded), becomes the gradient in place
+        g8 = torch.empty(logits.shape, dtype=torch.float8_e5m2, device=h.device) if fp8 else None
         part_loss = triton_loss.softcap_ce_rows_(
-            logits, tc, vocab_size, softcap, z_loss, hw_tanh=hw_tanh
+            logits, tc, vocab_size, softcap, z_loss, grad_fp8=g8, hw_tanh=hw_tanh
         ).sum()
-        return part_loss, logits @ w, _accumulate_f32(grad_w, logits.t(), hc)
+        part_grad_h = grad_h_of(logits if g8 is None else g8)
+        return part_loss, part_grad_h, _accumulate_f32(grad_w, logits.t(), hc)
 
     return _chunk_loop(h, targets, chunk_rows, mm_dtype, step, None, tuple(weight.shape))
+
+
+Gemm = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _bf16_gemms(weight: torch.Tensor, mm_dtype: torch.dtype) -> tuple[Gemm, Gemm]:
+    """logits = h · Wᵀ and d(loss)/dh = G · W in ``mm_dtype``."""
+    w = weight.to(mm_dtype)
+    return (lambda hc: hc @ w.t()), (lambda g: g @ w)
 
 
 _E4M3_MAX = 448.0  # largest finite float8 e4m3fn
@@ -209,18 +224,8 @@ def _to_e4m3(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (x.float() / scale).to(torch.float8_e4m3fn), scale
 
 
-def _fp8_chunks(
-    h: torch.Tensor,
-    weight: torch.Tensor,
-    targets: torch.Tensor,
-    vocab_size: int,
-    softcap: float,
-    z_loss: float,
-    chunk_rows: int,
-    mm_dtype: torch.dtype,
-    hw_tanh: bool | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The Triton chunk loop with two of the head's three GEMMs in FP8 (``fp8_head``).
+def _fp8_gemms(weight: torch.Tensor, mm_dtype: torch.dtype) -> tuple[Gemm, Gemm]:
+    """Two of the head's three GEMMs in FP8 (``fp8_head``), results in ``mm_dtype``.
 
     logits = h8 · w8ᵀ (e4m3 × e4m3, per-tensor scales) and d(loss)/dh = g8 · w8 (the gradient
     in e5m2, scaled by 2^15, written by the loss kernel beside the bf16 one) run on the FP8
@@ -231,23 +236,16 @@ def _fp8_chunks(
     """
     w8, w_scale = _to_e4m3(weight)  # (V_padded, C)
     w8_t = w8.t().contiguous()  # (C, V_padded): .t() of it is w8 column-major
-    g_scale = torch.tensor(1.0 / triton_loss.FP8_GRAD_SCALE, device=h.device)
+    g_scale = torch.tensor(1.0 / triton_loss.FP8_GRAD_SCALE, device=weight.device)
 
-    def step(hc: torch.Tensor, tc: torch.Tensor, grad_w: torch.Tensor | None) -> ChunkStep:
+    def logits_of(hc: torch.Tensor) -> torch.Tensor:
         h8, h_scale = _to_e4m3(hc)
-        logits = torch._scaled_mm(
-            h8, w8.t(), scale_a=h_scale, scale_b=w_scale, out_dtype=mm_dtype
-        )  # (rows, V_padded), becomes the gradient in place
-        g8 = torch.empty(logits.shape, dtype=torch.float8_e5m2, device=h.device)
-        part_loss = triton_loss.softcap_ce_rows_(
-            logits, tc, vocab_size, softcap, z_loss, grad_fp8=g8, hw_tanh=hw_tanh
-        ).sum()
-        part_grad_h = torch._scaled_mm(
-            g8, w8_t.t(), scale_a=g_scale, scale_b=w_scale, out_dtype=mm_dtype
-        )
-        return part_loss, part_grad_h, _accumulate_f32(grad_w, logits.t(), hc)
+        return torch._scaled_mm(h8, w8.t(), scale_a=h_scale, scale_b=w_scale, out_dtype=mm_dtype)
 
-    return _chunk_loop(h, targets, chunk_rows, mm_dtype, step, None, tuple(weight.shape))
+    def grad_h_of(g8: torch.Tensor) -> torch.Tensor:
+        return torch._scaled_mm(g8, w8_t.t(), scale_a=g_scale, scale_b=w_scale, out_dtype=mm_dtype)
+
+    return logits_of, grad_h_of
 
 
 _MM_OUT_DTYPE: dict[str, bool] = {}  # device type -> whether torch.mm/addmm take out_dtype there
