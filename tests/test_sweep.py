@@ -424,14 +424,19 @@ def test_a_killed_driver_resumes_without_repeating_finished_trials(tmp_path, cor
     ]  # fmt: skip
     env = {**os.environ, "WANDB_MODE": "disabled"}
     runs = storage / "resumable" / "runs"
-    driver = subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )  # fmt: skip
+    log = tmp_path / "driver.log"  # kept, so that a failure says what the driver printed
+    with log.open("w") as out:
+        driver = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )  # fmt: skip
     try:
         deadline = time.time() + 600
         while time.time() < deadline and not list(runs.glob("*/row.json")):
-            assert driver.poll() is None, "the sweep ended before it could be interrupted"
+            if driver.poll() is not None and not list(runs.glob("*/row.json")):
+                pytest.fail(
+                    f"the sweep ended (exit {driver.returncode}) before it could be interrupted; "
+                    f"its output ends:\n{log.read_text()[-4000:]}"
+                )
             time.sleep(0.5)
         assert list(runs.glob("*/row.json")), "no trial finished in time"
     finally:
