@@ -59,6 +59,12 @@ VARIANTS: dict[str, dict] = {
     "cudnn+cdt": {"attention": "cudnn", "inductor": {"coordinate_descent_tuning": True}},
     "autotune": {"compile": "max-autotune-no-cudagraphs"},
     "cudnn+autotune": {"attention": "cudnn", "compile": "max-autotune-no-cudagraphs"},
+    # Inductor's persistent TMA GEMM templates (Hopper) among the autotuned choices: measured
+    # 2026-12-04 without them, every Triton template lost to cuBLAS (docs/benchmarks.md).
+    "autotune-tma": {
+        "compile": "max-autotune-no-cudagraphs",
+        "inductor": {"triton.enable_persistent_tma_matmul": True},
+    },
     "compiled-muon": {"compile_muon": True},
     # MuonAdamW options (off by default; benchmarks/speed_leads.py measures them against base).
     "fast-muon": {"optimizer": {"fast_muon": True}},
@@ -105,18 +111,12 @@ def attention_context(name: str | None) -> contextlib.AbstractContextManager:
     return sdpa_kernel([backend])
 
 
-@contextlib.contextmanager
-def inductor_options(options: dict):
+def inductor_options(options: dict) -> contextlib.AbstractContextManager:
+    """torch._inductor.config set to ``options`` inside, restored after; dotted names such as
+    "triton.enable_persistent_tma_matmul" reach the nested settings."""
     import torch._inductor.config as inductor_config
 
-    saved = {k: getattr(inductor_config, k) for k in options}
-    for k, v in options.items():
-        setattr(inductor_config, k, v)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            setattr(inductor_config, k, v)
+    return inductor_config.patch(options) if options else contextlib.nullcontext()
 
 
 def kernel_class(name: str) -> str:
