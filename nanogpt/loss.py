@@ -299,8 +299,8 @@ def fused_head_loss(
         raise ValueError(f"kernel must be 'triton', 'torch' or 'triton-fp8', not {kernel!r}")
     if chunk_rows is None:
         # Triton: 32,768 rows of bf16 logits (3.3 GB at GPT-2's vocabulary; a whole batch of
-        # 32 x 1024): tall GEMMs and one pass accumulating the head's fp32 gradient, 1.0-1.6%
-        # faster a step than 8,192 rows on an H200 for 2.5 GB more (docs/benchmarks.md).
+        # 32 x 1024): tall GEMMs and one pass accumulating the head's fp32 gradient, 0.7-2.1%
+        # faster a step than 8,192 rows on an H200 for 2.2-2.3 GiB more (docs/benchmarks.md).
         # torch: chunks of ~64 M fp32 logits on a GPU; small ones on a CPU stay in cache.
         if kernel != "torch":
             chunk_rows = 32768

@@ -95,10 +95,10 @@ def softcap_ce_rows_(
     loss = torch.empty(n_rows, dtype=torch.float32, device=logits.device)
     if n_rows == 0:
         return loss
-    write_f8 = grad_fp8 is not None and logits.device.type == "cuda"
+    on_gpu = logits.device.type == "cuda"
+    write_f8 = grad_fp8 is not None and on_gpu
     kernel = _kernel()
     cap = float(softcap) if softcap > 0 else 1.0
-    on_gpu = logits.device.type == "cuda"
     hw_tanh = on_gpu if hw_tanh is None else bool(hw_tanh) and on_gpu
     kernel[(n_rows,)](
         logits,
