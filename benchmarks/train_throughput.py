@@ -78,6 +78,8 @@ VARIANTS: dict[str, dict] = {
     # The loss kernel's tanh from an exp2 and a reciprocal (kernel v3's cost) instead of the
     # one hardware instruction that CUDA runs get by default (ModelConfig.loss_hw_tanh).
     "exact-tanh": {"model": {"loss_hw_tanh": False}},
+    # The loss kernel launched as until 2026-12-04: one program per row, not a persistent grid.
+    "loss-row-grid": {"model": {"loss_programs_per_sm": 0}},
     # A measurement, not a training path: the whole step (forward, backward, optimizer) captured
     # once in one CUDA graph and replayed, with the learning rates of the capture. How much of
     # the step is the CPU launching kernels: the most that graphing the step could save.
