@@ -1,14 +1,15 @@
-"""The loss kernel alone on a GPU, under several launches: which grid, block and warps are fastest.
+"""The loss kernel alone on a GPU, under several launches: which block and warps are fastest.
 
     PYTHONPATH=. python3 benchmarks/loss_kernel.py                       # 32,768 rows, GPT-2 vocab
-    PYTHONPATH=. python3 benchmarks/loss_kernel.py --launches 0:2048:8,2:4096:8 --repeat 50
+    PYTHONPATH=. python3 benchmarks/loss_kernel.py --launches 2048:8,2048:16 --repeat 50
 
 Runs ``nanogpt.triton_loss.softcap_ce_rows_`` over one batch's bf16 logits (rows × the padded
 vocabulary, in place, as training does: each run takes the last run's gradient as its logits,
-which costs the same) and prints a table: the launch (programs per SM, 0 = one program per row;
-columns per block; warps), the median time of ``--repeat`` runs, the bandwidth the kernel gets
-if it moved the logits three times (read, read again, write) and if the second read came from
-L2 (read, write), and the time against the first launch of the list, measured in the same run.
+which costs the same) and prints a table: the launch (columns per block, warps; one program per
+row), the median time of ``--repeat`` runs, the bandwidth the kernel gets if it moved the logits
+three times (read, read again, write) and if the second read came from L2 (read, write), and the
+time against the first launch of the list, measured in the same run. (A persistent grid of a few
+programs per SM looping over rows, commit 10df4a1, measured 17-113% slower: docs/benchmarks.md.)
 """
 
 from __future__ import annotations
@@ -19,25 +20,21 @@ import sys
 
 import torch
 
-# The launch until 2026-12-04 (one program per row, 2,048 columns, 8 warps) first: the baseline.
-DEFAULT_LAUNCHES = (
-    "0:2048:8,0:4096:8,1:4096:8,1:8192:8,1:8192:16,2:2048:8,2:4096:8,2:8192:8,"
-    "3:4096:8,4:2048:8,4:4096:8"
-)
+# The default launch (2,048 columns, 8 warps) first: the baseline.
+DEFAULT_LAUNCHES = "2048:8,512:4,1024:8,2048:4,2048:16,4096:8,4096:16"
 
 
-def parse_launches(text: str) -> list[tuple[int, int, int]]:
-    """ "P:B:W,..." into (programs per SM, block, warps) triples, with a clear error."""
+def parse_launches(text: str) -> list[tuple[int, int]]:
+    """ "BLOCK:WARPS,..." into (block, warps) pairs, with a clear error."""
     launches = []
     for item in text.split(","):
-        parts = item.strip().split(":")
         try:
-            p, b, w = (int(x) for x in parts)
+            b, w = (int(x) for x in item.strip().split(":"))
         except ValueError:
-            raise SystemExit(f"--launches: {item!r} is not programs_per_sm:block:warps") from None
-        if p < 0 or b < 1 or b & (b - 1) or w not in (1, 2, 4, 8, 16, 32):
-            raise SystemExit(f"--launches: {item!r}: block a power of two, warps 1-32, p >= 0")
-        launches.append((p, b, w))
+            raise SystemExit(f"--launches: {item!r} is not block:warps") from None
+        if b < 1 or b & (b - 1) or w not in (1, 2, 4, 8, 16, 32):
+            raise SystemExit(f"--launches: {item!r}: block a power of two, warps 1-32")
+        launches.append((b, w))
     return launches
 
 
@@ -45,17 +42,17 @@ def time_launch(
     logits: torch.Tensor,
     targets: torch.Tensor,
     vocab: int,
-    launch: tuple[int, int, int],
+    launch: tuple[int, int],
     repeat: int,
 ) -> float:
     """Median ms of ``repeat`` runs of the kernel (after two untimed: the compile and a warm-up)."""
     from nanogpt import triton_loss
 
-    per_sm, block, warps = launch
+    block, warps = launch
 
     def run() -> None:
         triton_loss.softcap_ce_rows_(
-            logits, targets, vocab, 15.0, 1e-4, programs_per_sm=per_sm, block=block, num_warps=warps
+            logits, targets, vocab, 15.0, 1e-4, block=block, num_warps=warps
         )
 
     run()
@@ -76,16 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=32768)
     p.add_argument("--vocab", type=int, default=50257)
     p.add_argument("--padded", type=int, default=50304)
-    p.add_argument(
-        "--launches", default=DEFAULT_LAUNCHES, help="P:BLOCK:WARPS,... (P=0: a row each)"
-    )
+    p.add_argument("--launches", default=DEFAULT_LAUNCHES, help="BLOCK:WARPS,...")
     p.add_argument("--repeat", type=int, default=20)
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("loss_kernel: needs a CUDA GPU", file=sys.stderr)
         return 2
-    from nanogpt import triton_loss
-
     launches = parse_launches(args.launches)
     device = torch.device("cuda")
     gen = torch.Generator(device=device).manual_seed(0)
@@ -98,17 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         f"# loss_kernel: {name} ({sms} SMs), torch {torch.__version__}, {args.rows} x "
         f"{args.padded} bf16 logits ({gbytes:.2f} GB), median of {args.repeat}"
     )
-    print(
-        "| programs per SM | grid | block | warps | ms | GB/s as 3 passes | GB/s as 2 | vs first |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
+    print("| block | warps | ms | GB/s as 3 passes | GB/s as 2 | vs first |")
+    print("|---|---|---|---|---|---|")
     first = None
     for launch in launches:
         ms = time_launch(logits, targets, args.vocab, launch, args.repeat)
         first = first or ms
-        grid = triton_loss.launch_grid(args.rows, device, launch[0])
         print(
-            f"| {launch[0]} | {grid} | {launch[1]} | {launch[2]} | {ms:.3f} | "
+            f"| {launch[0]} | {launch[1]} | {ms:.3f} | "
             f"{3 * gbytes / ms * 1e3:,.0f} | {2 * gbytes / ms * 1e3:,.0f} | {ms / first:.3f} |",
             flush=True,
         )

@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ARG_TYPES = {"logits_ptr": "*bf16", "targets_ptr": "*i64", "loss_ptr": "*fp32", "g8_ptr": "*fp8e5"}
-INT_ARGS = ("row_stride", "n_valid", "n_total", "n_rows")
+INT_ARGS = ("row_stride", "n_valid", "n_total")
 
 
 def compile_sass(
@@ -90,7 +90,7 @@ def loops(sass: str) -> list[tuple[str, int, int]]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kernel", default=str(ROOT / "nanogpt" / "_softcap_ce_kernel.py"))
-    p.add_argument("--block", type=int, default=4096)
+    p.add_argument("--block", type=int, default=2048)
     p.add_argument("--num-warps", type=int, default=8)
     p.add_argument("--fp8", action="store_true", help="the FP8 head's variant (WRITE_F8)")
     p.add_argument(

@@ -78,8 +78,8 @@ VARIANTS: dict[str, dict] = {
     # The loss kernel's tanh from an exp2 and a reciprocal (kernel v3's cost) instead of the
     # one hardware instruction that CUDA runs get by default (ModelConfig.loss_hw_tanh).
     "exact-tanh": {"model": {"loss_hw_tanh": False}},
-    # The loss kernel launched as until 2026-12-04: one program per row, not a persistent grid.
-    "loss-row-grid": {"model": {"loss_programs_per_sm": 0}},
+    # torch's other BLAS back end for every CUDA matmul (its default is cuBLAS).
+    "cublaslt": {"blas": "cublaslt"},
     # A measurement, not a training path: the whole step (forward, backward, optimizer) captured
     # once in one CUDA graph and replayed, with the learning rates of the capture. How much of
     # the step is the CPU launching kernels: the most that graphing the step could save.
@@ -119,6 +119,20 @@ def inductor_options(options: dict) -> contextlib.AbstractContextManager:
     import torch._inductor.config as inductor_config
 
     return inductor_config.patch(options) if options else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def blas_library(name: str | None):
+    """torch's BLAS back end for CUDA matmuls ("cublas", "cublaslt") inside, restored after."""
+    if not name:
+        yield
+        return
+    previous = torch.backends.cuda.preferred_blas_library()
+    torch.backends.cuda.preferred_blas_library(name)
+    try:
+        yield
+    finally:
+        torch.backends.cuda.preferred_blas_library(previous)
 
 
 def kernel_class(name: str) -> str:
@@ -253,7 +267,12 @@ def measure(
     settings = VARIANTS[variant]
     torch._dynamo.reset()  # each variant traces and compiles afresh under its own settings
     attention = settings.get("attention") if info.device.type == "cuda" else None  # CUDA kernels
-    with attention_context(attention), inductor_options(settings.get("inductor", {})):
+    blas = settings.get("blas") if info.device.type == "cuda" else None
+    with (
+        attention_context(attention),
+        inductor_options(settings.get("inductor", {})),
+        blas_library(blas),
+    ):
         return _measure(depth, loss_path, variant, settings, args, info)
 
 

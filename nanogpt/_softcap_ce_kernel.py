@@ -65,7 +65,6 @@ def softcap_ce_kernel(
     k_exp,
     z_loss,
     g8_ptr,
-    n_rows,
     HAS_CAP: tl.constexpr,
     SHIFT_BY_CAP: tl.constexpr,
     WRITE_F8: tl.constexpr,
@@ -76,102 +75,97 @@ def softcap_ce_kernel(
     # k_exp = cap·log2(e). HW_TANH: tanh as PTX's tanh.approx.f32 (CUDA only).
     # WRITE_F8: also store 2^15 · gradient as float8 e5m2 into g8_ptr (rows × n_total, dense),
     # the operand of the FP8 head's gradient GEMM (nanogpt/loss.py, fp8 path).
-    # Persistent: each program takes rows pid, pid + programs, ... (the host launches a few
-    # programs per SM, so the rows in flight fit in L2 and pass 2 re-reads them from there).
-    for row32 in range(tl.program_id(0), n_rows, tl.num_programs(0)):
-        row = row32 + tl.zeros([], tl.int64)  # 64-bit offsets (the interpreter gives an int)
-        base = logits_ptr + row * row_stride
-        target = tl.load(targets_ptr + row).to(tl.int32)
-        offsets = tl.arange(0, BLOCK)
+    row = tl.program_id(0).to(tl.int64)
+    base = logits_ptr + row * row_stride
+    target = tl.load(targets_ptr + row).to(tl.int32)
+    offsets = tl.arange(0, BLOCK)
 
-        # Pass 1: log-sum-exp of the capped logits. With a cap of at most 40 every value lies in
-        # [-cap, cap], so exp(s - cap) cannot overflow or underflow fp32: no running max needed.
-        # Otherwise a running (max, sum) per lane, whose max starts finite because
-        # exp(-inf - -inf) would be NaN for a lane that never sees a column.
-        # Whole blocks need no masks; the last, partial block and the padding columns get them.
-        n_full = (n_valid // BLOCK) * BLOCK
-        if SHIFT_BY_CAP:
-            acc = tl.full([BLOCK], 0.0, tl.float32)
-            for start in range(0, n_full, BLOCK):
-                z = tl.load(base + start + offsets).to(tl.float32)
-                acc += tl.math.exp2(k_exp * _tanh(z, inv_cap, k_tanh, HW_TANH) - k_exp)
-            for start in range(n_full, n_valid, BLOCK):
-                cols = start + offsets
-                mask = cols < n_valid
-                z = tl.load(base + cols, mask=mask, other=0.0).to(tl.float32)
-                t = _tanh(z, inv_cap, k_tanh, HW_TANH)
-                acc += tl.where(mask, tl.math.exp2(k_exp * t - k_exp), 0.0)
-            lse = softcap + tl.log(tl.sum(acc, axis=0))
-        else:
-            m = tl.full([BLOCK], -1.0e30, tl.float32)
-            acc = tl.full([BLOCK], 0.0, tl.float32)
-            for start in range(0, n_valid, BLOCK):
-                cols = start + offsets
-                mask = cols < n_valid
-                z = tl.load(base + cols, mask=mask, other=0.0).to(tl.float32)
-                if HAS_CAP:
-                    z = softcap * _tanh(z, inv_cap, k_tanh, HW_TANH)
-                z = tl.where(mask, z, float("-inf"))
-                m_new = tl.maximum(m, z)
-                acc = acc * tl.exp(m - m_new) + tl.exp(z - m_new)
-                m = m_new
-            m_row = tl.max(m, axis=0)
-            lse = m_row + tl.log(tl.sum(acc * tl.exp(m - m_row), axis=0))
+    # Pass 1: log-sum-exp of the capped logits. With a cap of at most 40 every value lies in
+    # [-cap, cap], so exp(s - cap) cannot overflow or underflow fp32: no running max needed.
+    # Otherwise a running (max, sum) per lane, whose max starts finite because
+    # exp(-inf - -inf) would be NaN for a lane that never sees a column.
+    # Whole blocks need no masks; the last, partial block and the padding columns get them.
+    n_full = (n_valid // BLOCK) * BLOCK
+    if SHIFT_BY_CAP:
+        acc = tl.full([BLOCK], 0.0, tl.float32)
+        for start in range(0, n_full, BLOCK):
+            z = tl.load(base + start + offsets).to(tl.float32)
+            acc += tl.math.exp2(k_exp * _tanh(z, inv_cap, k_tanh, HW_TANH) - k_exp)
+        for start in range(n_full, n_valid, BLOCK):
+            cols = start + offsets
+            mask = cols < n_valid
+            z = tl.load(base + cols, mask=mask, other=0.0).to(tl.float32)
+            t = _tanh(z, inv_cap, k_tanh, HW_TANH)
+            acc += tl.where(mask, tl.math.exp2(k_exp * t - k_exp), 0.0)
+        lse = softcap + tl.log(tl.sum(acc, axis=0))
+    else:
+        m = tl.full([BLOCK], -1.0e30, tl.float32)
+        acc = tl.full([BLOCK], 0.0, tl.float32)
+        for start in range(0, n_valid, BLOCK):
+            cols = start + offsets
+            mask = cols < n_valid
+            z = tl.load(base + cols, mask=mask, other=0.0).to(tl.float32)
+            if HAS_CAP:
+                z = softcap * _tanh(z, inv_cap, k_tanh, HW_TANH)
+            z = tl.where(mask, z, float("-inf"))
+            m_new = tl.maximum(m, z)
+            acc = acc * tl.exp(m - m_new) + tl.exp(z - m_new)
+            m = m_new
+        m_row = tl.max(m, axis=0)
+        lse = m_row + tl.log(tl.sum(acc * tl.exp(m - m_row), axis=0))
 
-        valid = target >= 0
-        safe_target = tl.maximum(target, 0)
-        z_t_raw = tl.load(base + safe_target).to(tl.float32)
-        z_t = z_t_raw
-        if HAS_CAP:
-            t_t = _tanh(z_t_raw, inv_cap, k_tanh, HW_TANH)
-            z_t = softcap * t_t
-        loss = lse - z_t + z_loss * lse * lse
-        tl.store(loss_ptr + row, tl.where(valid, loss, 0.0))
+    valid = target >= 0
+    safe_target = tl.maximum(target, 0)
+    z_t_raw = tl.load(base + safe_target).to(tl.float32)
+    z_t = z_t_raw
+    if HAS_CAP:
+        t_t = _tanh(z_t_raw, inv_cap, k_tanh, HW_TANH)
+        z_t = softcap * t_t
+    loss = lse - z_t + z_loss * lse * lse
+    tl.store(loss_ptr + row, tl.where(valid, loss, 0.0))
 
-        # Pass 2: the gradient, written over the logits it came from.
-        coef = 1.0 + 2.0 * z_loss * lse
-        g8_row = g8_ptr + row * n_total
-        if HAS_CAP:
-            # softmax · coef, times tanh' = 1 − t²; an ignored row (coef 0) gets 0 everywhere.
-            # The one-hot term is not subtracted here, column by column, but once, at the
-            # target, below.
-            shift = -lse * LOG2E
-            row_coef = tl.where(valid, coef, 0.0)
-            for start in range(0, n_full, BLOCK):
-                z = tl.load(base + start + offsets).to(tl.float32)
-                t = _tanh(z, inv_cap, k_tanh, HW_TANH)
-                g = tl.math.exp2(k_exp * t + shift) * row_coef * (1.0 - t * t)
-                tl.store(base + start + offsets, g.to(logits_ptr.dtype.element_ty))
-                if WRITE_F8:
-                    tl.store(g8_row + start + offsets, (g * 32768.0).to(tl.float8e5))
-            for start in range(n_full, n_total, BLOCK):
-                cols = start + offsets
-                in_row = cols < n_total
-                mask = cols < n_valid
-                z = tl.load(base + cols, mask=mask, other=0.0).to(tl.float32)
-                t = _tanh(z, inv_cap, k_tanh, HW_TANH)
-                g = tl.math.exp2(k_exp * t + shift) * row_coef * (1.0 - t * t)
-                g = tl.where(mask, g, 0.0)
-                tl.store(base + cols, g.to(logits_ptr.dtype.element_ty), mask=in_row)
-                if WRITE_F8:
-                    tl.store(g8_row + cols, (g * 32768.0).to(tl.float8e5), mask=in_row)
-            # The target's column: (softmax · coef − 1) · tanh'. Every thread's store of that
-            # column above must land first: a barrier, then one store.
-            tl.debug_barrier()
-            g_t = (tl.math.exp2(k_exp * t_t + shift) * coef - 1.0) * (1.0 - t_t * t_t)
-            tl.store(base + safe_target, g_t.to(logits_ptr.dtype.element_ty), mask=valid)
+    # Pass 2: the gradient, written over the logits it came from.
+    coef = 1.0 + 2.0 * z_loss * lse
+    if HAS_CAP:
+        # softmax · coef, times tanh' = 1 − t²; an ignored row (coef 0) gets 0 everywhere. The
+        # one-hot term is not subtracted here, column by column, but once, at the target, below.
+        shift = -lse * LOG2E
+        row_coef = tl.where(valid, coef, 0.0)
+        for start in range(0, n_full, BLOCK):
+            z = tl.load(base + start + offsets).to(tl.float32)
+            t = _tanh(z, inv_cap, k_tanh, HW_TANH)
+            g = tl.math.exp2(k_exp * t + shift) * row_coef * (1.0 - t * t)
+            tl.store(base + start + offsets, g.to(logits_ptr.dtype.element_ty))
             if WRITE_F8:
-                g8_t = (g_t * 32768.0).to(tl.float8e5)
-                tl.store(g8_row + safe_target, g8_t, mask=valid)
-        else:
-            for start in range(0, n_total, BLOCK):
-                cols = start + offsets
-                in_row = cols < n_total
-                mask = cols < n_valid
-                z = tl.load(base + cols, mask=mask, other=0.0).to(tl.float32)
-                g = tl.exp(z - lse) * coef - tl.where(cols == target, 1.0, 0.0)
-                g = tl.where(mask & valid, g, 0.0)
-                tl.store(base + cols, g.to(logits_ptr.dtype.element_ty), mask=in_row)
-                if WRITE_F8:
-                    g8 = (g * 32768.0).to(tl.float8e5)
-                    tl.store(g8_row + cols, g8, mask=in_row)
+                tl.store(g8_ptr + row * n_total + start + offsets, (g * 32768.0).to(tl.float8e5))
+        for start in range(n_full, n_total, BLOCK):
+            cols = start + offsets
+            in_row = cols < n_total
+            mask = cols < n_valid
+            z = tl.load(base + cols, mask=mask, other=0.0).to(tl.float32)
+            t = _tanh(z, inv_cap, k_tanh, HW_TANH)
+            g = tl.math.exp2(k_exp * t + shift) * row_coef * (1.0 - t * t)
+            g = tl.where(mask, g, 0.0)
+            tl.store(base + cols, g.to(logits_ptr.dtype.element_ty), mask=in_row)
+            if WRITE_F8:
+                tl.store(g8_ptr + row * n_total + cols, (g * 32768.0).to(tl.float8e5), mask=in_row)
+        # The target's column: (softmax · coef − 1) · tanh'. Every thread's store of that column
+        # above must land first: a barrier, then one store.
+        tl.debug_barrier()
+        g_t = (tl.math.exp2(k_exp * t_t + shift) * coef - 1.0) * (1.0 - t_t * t_t)
+        tl.store(base + safe_target, g_t.to(logits_ptr.dtype.element_ty), mask=valid)
+        if WRITE_F8:
+            g8_t = (g_t * 32768.0).to(tl.float8e5)
+            tl.store(g8_ptr + row * n_total + safe_target, g8_t, mask=valid)
+    else:
+        for start in range(0, n_total, BLOCK):
+            cols = start + offsets
+            in_row = cols < n_total
+            mask = cols < n_valid
+            z = tl.load(base + cols, mask=mask, other=0.0).to(tl.float32)
+            g = tl.exp(z - lse) * coef - tl.where(cols == target, 1.0, 0.0)
+            g = tl.where(mask & valid, g, 0.0)
+            tl.store(base + cols, g.to(logits_ptr.dtype.element_ty), mask=in_row)
+            if WRITE_F8:
+                g8 = (g * 32768.0).to(tl.float8e5)
+                tl.store(g8_ptr + row * n_total + cols, g8, mask=in_row)

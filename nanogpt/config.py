@@ -48,9 +48,6 @@ class ModelOptions:
     # 2^-11, below the bf16 logits' own rounding) or from an exp2 and a reciprocal (the exact
     # form, ~2 ulp). Only the GPU has the instruction: CPUs and the interpreter run the exact one.
     loss_hw_tanh: bool | None = None  # hardware tanh in the loss kernel; none = on with CUDA
-    # The Triton loss kernel's launch: a persistent grid of this many programs per SM, or 0 for
-    # one program per row (the launch until 2026-12-04). Nothing computed depends on it.
-    loss_programs_per_sm: int | None = None  # loss kernel programs per SM; none = its default
 
     def option_problems(self) -> list[str]:
         """What is wrong with these options, each naming its flag; empty when all is well."""
@@ -63,8 +60,6 @@ class ModelOptions:
                     f"{name} (--{name.replace('_', '-')}) must be >= 0 (0 turns it off), "
                     f"got {getattr(self, name)}"
                 )
-        if self.loss_programs_per_sm is not None and self.loss_programs_per_sm < 0:
-            problems.append(f"--loss-programs-per-sm must be >= 0, got {self.loss_programs_per_sm}")
         if self.loss_chunk_rows is not None and self.loss_chunk_rows < 1:
             problems.append(f"--loss-chunk-rows must be >= 1, got {self.loss_chunk_rows}")
         if self.loss_kernel is not None and self.loss_kernel not in LOSS_KERNELS:

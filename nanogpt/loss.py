@@ -91,14 +91,11 @@ class _FusedHeadLoss(torch.autograd.Function):
         mm_dtype: torch.dtype,
         kernel: str,
         hw_tanh: bool | None,
-        programs_per_sm: int | None,
     ) -> torch.Tensor:
         if kernel == "torch":
             chunks, options = _torch_chunks, {}
         else:  # "triton" or "triton-fp8": one Triton loop
-            fp8 = kernel == "triton-fp8"
-            options = {"hw_tanh": hw_tanh, "programs_per_sm": programs_per_sm, "fp8": fp8}
-            chunks = _triton_chunks
+            chunks, options = _triton_chunks, {"hw_tanh": hw_tanh, "fp8": kernel == "triton-fp8"}
         grad_h, grad_w, loss_sum = chunks(
             h, weight, targets, vocab_size, softcap, z_loss, chunk_rows, mm_dtype, **options
         )
@@ -118,7 +115,7 @@ class _FusedHeadLoss(torch.autograd.Function):
         else:
             gw = torch.zeros(ctx.weight_shape, dtype=ctx.weight_dtype, device=grad_w.device)
             gw[: grad_w.shape[0]] = (grad_w * scale).to(ctx.weight_dtype)
-        return gh, gw, None, None, None, None, None, None, None, None, None
+        return gh, gw, None, None, None, None, None, None, None, None
 
 
 # (summed loss of the chunk, d(sum)/d(h) of its rows, the weight's gradient so far)
@@ -182,7 +179,6 @@ def _triton_chunks(
     chunk_rows: int,
     mm_dtype: torch.dtype,
     hw_tanh: bool | None = None,
-    programs_per_sm: int | None = None,
     fp8: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The chunk loop with the Triton kernel: summed loss, d(sum)/d(h), d(sum)/d(weight).
@@ -197,14 +193,7 @@ def _triton_chunks(
         logits = logits_of(hc)  # (rows, V_padded), becomes the gradient in place
         g8 = torch.empty(logits.shape, dtype=torch.float8_e5m2, device=h.device) if fp8 else None
         part_loss = triton_loss.softcap_ce_rows_(
-            logits,
-            tc,
-            vocab_size,
-            softcap,
-            z_loss,
-            grad_fp8=g8,
-            hw_tanh=hw_tanh,
-            programs_per_sm=programs_per_sm,
+            logits, tc, vocab_size, softcap, z_loss, grad_fp8=g8, hw_tanh=hw_tanh
         ).sum()
         part_grad_h = grad_h_of(logits if g8 is None else g8)
         return part_loss, part_grad_h, _accumulate_f32(grad_w, logits.t(), hc)
@@ -294,7 +283,6 @@ def fused_head_loss(
     chunk_rows: int | None = None,
     kernel: str | None = None,
     hw_tanh: bool | None = None,
-    programs_per_sm: int | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy of ``h @ weight[:vocab_size].T`` against ``targets`` (-1 = ignore).
 
@@ -302,8 +290,7 @@ def fused_head_loss(
     kernel: "triton" (nanogpt/triton_loss.py; the default on a GPU with Triton), "torch", or
     "triton-fp8" (the Triton kernel with the logits and d(loss)/dh GEMMs in FP8: ``fp8_head``).
     hw_tanh: the Triton kernel's tanh as one GPU instruction (``triton_loss.softcap_ce_rows_``);
-    None = on with CUDA. programs_per_sm: the Triton kernel's launch (``triton_loss.launch_grid``;
-    None = its default, 0 = one program per row); it changes nothing computed.
+    None = on with CUDA.
     """
     if kernel is None:
         use_triton = h.device.type == "cuda" and triton_loss.available(h.device)
@@ -330,7 +317,6 @@ def fused_head_loss(
         _mm_dtype(h.device),
         kernel,
         hw_tanh,
-        programs_per_sm,
     )
 
 

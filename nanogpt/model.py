@@ -258,12 +258,7 @@ class GPT(nn.Module):
             if training_loss:
                 kernel = "triton-fp8" if cfg.fp8_head else cfg.loss_kernel
                 return fused_head_loss(
-                    flat_x,
-                    *args,
-                    cfg.loss_chunk_rows,
-                    kernel=kernel,
-                    hw_tanh=cfg.loss_hw_tanh,
-                    programs_per_sm=cfg.loss_programs_per_sm,
+                    flat_x, *args, cfg.loss_chunk_rows, kernel=kernel, hw_tanh=cfg.loss_hw_tanh
                 )
             per_token = chunked_token_losses(flat_x, *args)
             if loss_reduction == "none":

@@ -4,9 +4,8 @@
 loss and d(loss)/d(logits). In plain PyTorch (even compiled) that is several passes over an fp32
 copy of the logits: soft-cap, log-sum-exp, softmax, the one-hot, the z-loss term, the tanh
 derivative, the cast back to bf16. On an H200 at batch 32 × 1024 those passes cost ~10 ms of a
-73 ms step (docs/benchmarks.md, "Where the time goes"). Here a program reads a row's bf16 logits
-twice (the second time from L2: a persistent grid of a few programs per SM) and overwrites them
-with the bf16 gradient:
+73 ms step (docs/benchmarks.md, "Where the time goes"). Here one program per row reads the bf16
+logits twice (the second read mostly from L2) and overwrites them with the bf16 gradient:
 
     pass 1   s = cap · tanh(z / cap);  lse = log Σ exp(s)     (fp32; shifted by cap, or online max)
     pass 2   g = (exp(s − lse) · (1 + 2·zl·lse) − onehot(target)) · (1 − (s / cap)²)
@@ -57,33 +56,6 @@ def _kernel():
 # and the largest ones under its 57,344 limit. A power of two: scaling is exact.
 FP8_GRAD_SCALE = 2.0**15
 
-# The kernel's launch on a GPU: a persistent grid of PROGRAMS_PER_SM programs per SM, each
-# looping over rows, so the rows being worked on (~100 KB of bf16 logits each at GPT-2's
-# vocabulary) stay in L2 between the kernel's two passes over them; BLOCK columns at a time.
-# One program per row instead (programs_per_sm=0, the launch until 2026-12-04) keeps up to 8
-# programs per SM in flight, ~100 MB of rows, twice the H200's 50 MB L2, so the second pass
-# reads HBM again. Measured by benchmarks/loss_kernel.py (docs/benchmarks.md).
-PROGRAMS_PER_SM = 2
-BLOCK = 4096
-NUM_WARPS = 8
-
-
-@functools.cache
-def _sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
-def launch_grid(n_rows: int, device: torch.device, programs_per_sm: int | None = None) -> int:
-    """How many programs the kernel runs for ``n_rows`` rows on ``device``: PROGRAMS_PER_SM per
-    SM by default (a CPU counts as one SM), ``n_rows`` (one per row) for ``programs_per_sm=0``."""
-    per_sm = PROGRAMS_PER_SM if programs_per_sm is None else int(programs_per_sm)
-    if per_sm < 0:
-        raise ValueError(f"programs_per_sm must be >= 0, got {per_sm}")
-    if per_sm == 0:
-        return max(n_rows, 1)
-    sms = _sm_count(device.index or 0) if device.type == "cuda" else 1
-    return max(min(n_rows, per_sm * sms), 1)
-
 
 def softcap_ce_rows_(
     logits: torch.Tensor,
@@ -93,7 +65,6 @@ def softcap_ce_rows_(
     z_loss: float,
     grad_fp8: torch.Tensor | None = None,
     hw_tanh: bool | None = None,
-    programs_per_sm: int | None = None,
     block: int | None = None,
     num_warps: int | None = None,
 ) -> torch.Tensor:
@@ -106,10 +77,9 @@ def softcap_ce_rows_(
     ``hw_tanh``: tanh(z / cap) as PTX's ``tanh.approx.f32`` (relative error ~2^-11, below the
     bf16 logits' own rounding) instead of an exp2 and a reciprocal; None = on a GPU. The
     interpreter has no PTX: on a CPU the exact form runs whatever this says.
-    ``programs_per_sm`` (``launch_grid``), ``block`` and ``num_warps``: the launch (None = this
-    module's defaults on a GPU; 256 columns and one warp in the interpreter). The grid changes
-    nothing computed (a row is the same work whichever program does it); the block sets the
-    order of each row's sum.
+    ``block`` (columns at a time, a power of two: it sets the order of each row's sum) and
+    ``num_warps``: the launch (None = 2,048 and 8 on a GPU, within 2% of the best launch that
+    ``benchmarks/loss_kernel.py`` measured; 256 and 1 in the interpreter).
     """
     if logits.ndim != 2 or logits.stride(1) != 1:
         raise ValueError("logits must be a 2-D tensor with contiguous rows")
@@ -136,11 +106,10 @@ def softcap_ce_rows_(
     cap = float(softcap) if softcap > 0 else 1.0
     hw_tanh = on_gpu if hw_tanh is None else bool(hw_tanh) and on_gpu
     if block is None:
-        block = BLOCK if on_gpu else 256
+        block = 2048 if on_gpu else 256
     if num_warps is None:
-        num_warps = NUM_WARPS if on_gpu else 1
-    grid = (launch_grid(n_rows, logits.device, programs_per_sm),)
-    kernel[grid](
+        num_warps = 8 if on_gpu else 1
+    kernel[(n_rows,)](
         logits,
         targets.contiguous(),
         loss,
@@ -153,7 +122,6 @@ def softcap_ce_rows_(
         cap * _LOG2E,  # exp(s - cap) = 2^(this · (t - 1)), t = tanh(z / cap)
         float(z_loss),
         grad_fp8 if write_f8 else logits,
-        n_rows,
         HAS_CAP=softcap > 0,
         SHIFT_BY_CAP=0 < softcap <= 40,
         WRITE_F8=write_f8,

@@ -165,6 +165,19 @@ def test_loss_kernel_sass_finds_loops_and_counts_their_instructions():
     assert sass_tool.loops(sass) == [("L_x_1", 4, 2)]  # the forward branch is no loop
 
 
+def test_loss_kernel_benchmark_parses_launches_and_needs_a_gpu(capsys):
+    tool = load("loss_kernel")
+    assert tool.parse_launches("2048:8, 512:4") == [(2048, 8), (512, 4)]
+    for bad in ("2048", "3000:8", "2048:3", "a:b"):
+        with pytest.raises(SystemExit, match="--launches"):
+            tool.parse_launches(bad)
+    import torch
+
+    if not torch.cuda.is_available():
+        assert tool.main(["--launches", "2048:8"]) == 2
+        assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
 def test_benchmarks_run_from_the_checkout_root_without_path_edits():
     """`python -m benchmarks.NAME` from the root imports this checkout's nanogpt, no sys.path
     surgery in the script (tests/test_structure.py checks that there is none)."""

@@ -216,58 +216,23 @@ def test_hardware_tanh_is_asked_for_on_a_cpu_and_the_exact_form_runs():
         assert torch.equal(rows, out[0][0]) and torch.equal(grads, out[0][1])
 
 
-@pytest.mark.parametrize("softcap", [15.0, 0.0])
-def test_kernel_launch_changes_nothing_computed(softcap):
-    """The persistent grid (programs looping over rows) and one program per row give the same
-    loss and gradient bit for bit, for any number of programs, ignored rows and padding
-    included: every row is the same program's work whoever does it."""
+def test_kernel_block_orders_the_sum_only():
+    """Another block and warps (the launch benchmarks/loss_kernel.py tries) give the same loss
+    and gradient up to the order of each row's sum."""
     from nanogpt.triton_loss import softcap_ce_rows_
 
     _triton_or_skip("cpu")
     torch.manual_seed(0)
-    logits = 8.0 * torch.randn(7, 320)
-    targets = torch.randint(0, 300, (7,))
-    targets[2] = -1
+    logits = 8.0 * torch.randn(5, 320)
+    targets = torch.randint(0, 300, (5,))
+    targets[1] = -1
     out = []
-    for programs_per_sm in (0, 1, 3, 7, 100, None):  # on a CPU: the grid is min(rows, this)
+    for launch in ({}, {"block": 64, "num_warps": 2}):
         grads = logits.clone()
-        loss = softcap_ce_rows_(grads, targets, 300, softcap, 1e-4, programs_per_sm=programs_per_sm)
-        out.append((loss, grads))
-    for loss, grads in out[1:]:
-        assert torch.equal(loss, out[0][0]) and torch.equal(grads, out[0][1])
-
-
-def test_launch_grid():
-    from nanogpt.triton_loss import launch_grid
-
-    cpu = torch.device("cpu")
-    assert launch_grid(10, cpu, 0) == 10  # one program per row
-    assert launch_grid(10, cpu, 3) == 3  # a CPU counts as one SM
-    assert launch_grid(2, cpu, 3) == 2  # never more programs than rows
-    assert launch_grid(0, cpu, 0) == 1
-    with pytest.raises(ValueError, match="programs_per_sm"):
-        launch_grid(10, cpu, -1)
-    with pytest.raises(ValueError, match="--loss-programs-per-sm"):
-        ModelConfig(n_layer=2, n_head=2, n_embd=64, loss_programs_per_sm=-1)
-
-
-@pytest.mark.gpu
-def test_kernel_launch_on_gpu_changes_nothing_computed():
-    """On a GPU, over GPT-2-vocabulary rows, the default persistent launch, another grid and one
-    program per row write the same bits (the block, which orders the sum, stays the same)."""
-    from nanogpt.triton_loss import softcap_ce_rows_
-
-    _triton_or_skip("cuda")
-    torch.manual_seed(0)
-    logits = (8.0 * torch.randn(2000, 50304, device="cuda")).bfloat16()
-    targets = torch.randint(0, 50257, (2000,), device="cuda")
-    targets[::97] = -1
-    out = []
-    for launch in ({"programs_per_sm": 0}, {}, {"programs_per_sm": 1}, {"programs_per_sm": 5}):
-        grads = logits.clone()
-        out.append((softcap_ce_rows_(grads, targets, 50257, 15.0, 1e-4, **launch), grads))
-    for loss, grads in out[1:]:
-        assert torch.equal(loss, out[0][0]) and torch.equal(grads, out[0][1])
+        out.append((softcap_ce_rows_(grads, targets, 300, 15.0, 1e-4, **launch), grads))
+    torch.testing.assert_close(out[0][0], out[1][0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(out[0][1], out[1][1], rtol=1e-5, atol=1e-8)
+    assert torch.equal(out[1][1][1], torch.zeros(320))  # the ignored row
 
 
 @pytest.mark.gpu
