@@ -6,16 +6,17 @@
 Runs ``nanogpt.triton_loss.softcap_ce_rows_`` over one batch's bf16 logits (rows × the padded
 vocabulary, in place, as training does: each run takes the last run's gradient as its logits,
 which costs the same) and prints a table: the launch (columns per block, warps; one program per
-row), the median time of ``--repeat`` runs, the bandwidth the kernel gets if it moved the logits
-three times (read, read again, write) and if the second read came from L2 (read, write), and the
-time against the first launch of the list, measured in the same run. (A persistent grid of a few
-programs per SM looping over rows, commit 10df4a1, measured 17-113% slower: docs/benchmarks.md.)
+row), the mean time of ``--repeat`` runs back to back, the bandwidth the kernel gets if it moved
+the logits three times (read, read again, write) and if the second read came from L2 (read,
+write), and the time against the first launch of the list, measured in the same run. (A
+persistent grid of a few programs per SM looping over rows, commit 10df4a1, measured 17-113%
+slower: docs/benchmarks.md.) The figures of 2026-12-04 are medians of single runs, as the
+script timed them then.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 
 import torch
@@ -45,7 +46,8 @@ def time_launch(
     launch: tuple[int, int],
     repeat: int,
 ) -> float:
-    """Median ms of ``repeat`` runs of the kernel (after two untimed: the compile and a warm-up)."""
+    """Mean ms of ``repeat`` runs of the kernel back to back, between two CUDA events (after two
+    untimed runs: the compile and a warm-up)."""
     from nanogpt import triton_loss
 
     block, warps = launch
@@ -57,15 +59,13 @@ def time_launch(
 
     run()
     run()
-    times = []
+    events = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
+    events[0].record()
     for _ in range(repeat):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
         run()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    events[1].record()
+    events[1].synchronize()
+    return events[0].elapsed_time(events[1]) / repeat
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     sms = torch.cuda.get_device_properties(device).multi_processor_count
     print(
         f"# loss_kernel: {name} ({sms} SMs), torch {torch.__version__}, {args.rows} x "
-        f"{args.padded} bf16 logits ({gbytes:.2f} GB), median of {args.repeat}"
+        f"{args.padded} bf16 logits ({gbytes:.2f} GB), mean of {args.repeat}"
     )
     print("| block | warps | ms | GB/s as 3 passes | GB/s as 2 | vs first |")
     print("|---|---|---|---|---|---|")
