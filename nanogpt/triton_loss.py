@@ -109,6 +109,10 @@ def softcap_ce_rows_(
         block = 2048 if on_gpu else 256
     if num_warps is None:
         num_warps = 8 if on_gpu else 1
+    if block < 16 or block & (block - 1):
+        raise ValueError(f"block must be a power of two >= 16, got {block}")
+    if num_warps not in (1, 2, 4, 8, 16, 32):
+        raise ValueError(f"num_warps must be 1, 2, 4, 8, 16 or 32, got {num_warps}")
     kernel[(n_rows,)](
         logits,
         targets.contiguous(),

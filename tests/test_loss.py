@@ -233,6 +233,9 @@ def test_kernel_block_orders_the_sum_only():
     torch.testing.assert_close(out[0][0], out[1][0], rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(out[0][1], out[1][1], rtol=1e-5, atol=1e-8)
     assert torch.equal(out[1][1][1], torch.zeros(320))  # the ignored row
+    for bad in ({"block": 100}, {"block": 8}, {"num_warps": 3}):
+        with pytest.raises(ValueError, match="block|num_warps"):
+            softcap_ce_rows_(logits.clone(), targets, 300, 15.0, 1e-4, **bad)
 
 
 @pytest.mark.gpu
