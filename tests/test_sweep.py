@@ -491,6 +491,51 @@ def test_a_sweep_on_an_existing_two_node_cluster_uses_both_nodes(tmp_path, corpu
     assert out["concurrent"] == 2
 
 
+def test_ray_address_starts_a_local_ray_unless_one_is_named(monkeypatch):
+    from nanogpt.sweep.runner import ray_address
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert ray_address(None) == "local"
+    assert ray_address("auto") == "auto"
+    assert ray_address("10.0.0.1:6379") == "10.0.0.1:6379"
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.2:6379")
+    assert ray_address(None) is None  # Ray reads RAY_ADDRESS itself
+
+
+@pytest.mark.ray
+@pytest.mark.slow  # its own process and Ray: ~8 s on a 2-core CPU (2026-12-04)
+def test_a_dead_clusters_address_file_does_not_stall_the_sweeps_ray(monkeypatch):
+    """Ray 2.60's ray.init() without an address joins the cluster named in its temp folder's
+    ray_current_cluster (written by `ray start`), and waits for good when that cluster died
+    without `ray stop`: `make demo` hung so on 2026-12-04 after a killed test run. The
+    sweep's ray.init starts a Ray of its own whatever the file says. (The timeout only guards
+    against that hang; a local Ray starts in seconds.)"""
+    import shutil
+    import tempfile
+
+    from nanogpt.sweep.runner import ray_address
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    tmp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # short: Ray's socket paths
+    (tmp / "ray").mkdir()
+    (tmp / "ray" / "ray_current_cluster").write_text("127.0.0.1:1\n")  # nothing listens there
+    code = (
+        "import ray\n"
+        f"ray.init(address={ray_address(None)!r}, log_to_driver=False)\n"
+        "print('CPUS', ray.cluster_resources().get('CPU'))\n"
+        "ray.shutdown()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_TMPDIR"] = str(tmp)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert out.returncode == 0 and "CPUS" in out.stdout, out.stderr[-2000:]
+
+
 def test_a_trial_gets_its_config_from_the_frozen_settings():
     import dataclasses
 

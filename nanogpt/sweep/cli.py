@@ -124,7 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     r = p.add_argument_group("where and how it runs")
     r.add_argument("--name", help="sweep name: its directory under --storage")
     r.add_argument("--storage", default="sweeps_out", help="a directory (or a URI Ray understands)")
-    r.add_argument("--address", help="an existing Ray cluster (e.g. auto); default: start one here")
+    r.add_argument(
+        "--address",
+        help="an existing Ray cluster (e.g. auto); default: RAY_ADDRESS if set, else a new Ray here",
+    )
     r.add_argument("--gpus-per-trial", type=int, default=1, help="GPUs (= workers) per trial")
     r.add_argument(
         "--trials-per-gpu",

@@ -279,7 +279,7 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
     init_started = time.time()
     if started_here:
         ray.init(
-            address=sweep.address,
+            address=ray_address(sweep.address),
             runtime_env={"env_vars": _worker_env(sweep)},
             log_to_driver=False,
             configure_logging=True,
@@ -321,6 +321,21 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
     if sweep.analyze:
         outputs.update(analyze(sweep.sweep_dir))
     return outputs
+
+
+def ray_address(address: str | None) -> str | None:
+    """What the sweep passes to ``ray.init``: ``address`` when given (``--address``), else
+    ``RAY_ADDRESS`` when set (None lets Ray read it), else ``"local"``: a new Ray here.
+
+    Not None in the last case: given None, Ray 2.60 also looks in its temp folder's
+    ``ray_current_cluster`` for the last cluster that ``ray start`` (or Ray's test ``Cluster``)
+    started, and when that cluster died without ``ray stop`` the driver waits on its dead GCS
+    for good ("Failed to connect to GCS at address ..." every few seconds). ``"local"`` starts
+    a new instance whatever that file says. tests/test_sweep.py keeps a test of it.
+    """
+    if address:
+        return address
+    return None if os.environ.get("RAY_ADDRESS") else "local"
 
 
 def _worker_env(sweep: SweepConfig) -> dict[str, str]:
