@@ -26,15 +26,20 @@ DEFAULT_LAUNCHES = "2048:8,512:4,1024:8,2048:4,2048:16,4096:8,4096:16"
 
 
 def parse_launches(text: str) -> list[tuple[int, int]]:
-    """ "BLOCK:WARPS,..." into (block, warps) pairs, with a clear error."""
+    """ "BLOCK:WARPS,..." into (block, warps) pairs, with a clear error (the kernel's own rule:
+    ``nanogpt.triton_loss.check_launch``)."""
+    from nanogpt.triton_loss import check_launch
+
     launches = []
     for item in text.split(","):
         try:
             b, w = (int(x) for x in item.strip().split(":"))
         except ValueError:
             raise SystemExit(f"--launches: {item!r} is not block:warps") from None
-        if b < 1 or b & (b - 1) or w not in (1, 2, 4, 8, 16, 32):
-            raise SystemExit(f"--launches: {item!r}: block a power of two, warps 1-32")
+        try:
+            check_launch(b, w)
+        except ValueError as error:
+            raise SystemExit(f"--launches: {item!r}: {error}") from None
         launches.append((b, w))
     return launches
 

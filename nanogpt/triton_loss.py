@@ -57,6 +57,15 @@ def _kernel():
 FP8_GRAD_SCALE = 2.0**15
 
 
+def check_launch(block: int, num_warps: int) -> None:
+    """A ValueError unless the kernel can be launched with ``block`` columns (a power of two,
+    at least 16) and ``num_warps`` warps (one that Triton takes)."""
+    if block < 16 or block & (block - 1):
+        raise ValueError(f"block must be a power of two >= 16, got {block}")
+    if num_warps not in (1, 2, 4, 8, 16, 32):
+        raise ValueError(f"num_warps must be 1, 2, 4, 8, 16 or 32, got {num_warps}")
+
+
 def softcap_ce_rows_(
     logits: torch.Tensor,
     targets: torch.Tensor,
@@ -109,10 +118,7 @@ def softcap_ce_rows_(
         block = 2048 if on_gpu else 256
     if num_warps is None:
         num_warps = 8 if on_gpu else 1
-    if block < 16 or block & (block - 1):
-        raise ValueError(f"block must be a power of two >= 16, got {block}")
-    if num_warps not in (1, 2, 4, 8, 16, 32):
-        raise ValueError(f"num_warps must be 1, 2, 4, 8, 16 or 32, got {num_warps}")
+    check_launch(block, num_warps)
     kernel[(n_rows,)](
         logits,
         targets.contiguous(),
